@@ -1,0 +1,224 @@
+"""Differentiable Siamese Augmentation (DSA; Zhao & Bilen, ICML 2021).
+
+Matching losses compare real and synthetic batches through a network; DSA
+augments both with the *same* random transform so the comparison still means
+something, while gradients flow back to the synthetic images. Evaluation
+networks use the same ops without the siamese tie, one parameter draw per image.
+
+Every op is split into a draw (random parameters, on CPU, from the caller's
+generator, so a seeded run is bit-identical on CPU and CUDA) and a
+deterministic transform of normalised images shaped (batch, channels, H, W).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import GenpriorError, UnknownNameError
+
+DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+DIGITS_STRATEGY = "color_crop_cutout_scale_rotate"
+DIGIT_DATASETS = frozenset({"mnist", "mnist5k", "digits", "svhn"})
+
+
+@dataclass(frozen=True)
+class DSAParams:
+    """Ranges of the random draws; the defaults are the evaluation protocol's."""
+
+    flip_p: float = 0.5
+    scale: float = 1.2
+    rotate: float = 15.0
+    crop: float = 0.125
+    cutout: float = 0.5
+    brightness: float = 0.5
+    saturation: float = 2.0
+    contrast: float = 0.5
+
+
+def strategy_for(dataset_name: str) -> str:
+    """Digits change meaning when mirrored, so their strategy has no flip."""
+    return DIGITS_STRATEGY if dataset_name.lower() in DIGIT_DATASETS else DEFAULT_STRATEGY
+
+
+def _per_image(values: Tensor, x: Tensor) -> Tensor:
+    return values.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
+
+
+def adjust_color(x: Tensor, brightness: Tensor, saturation: Tensor, contrast: Tensor) -> Tensor:
+    """Add ``brightness``, then scale the spread around the per-pixel channel
+    mean by ``saturation`` and around the image mean by ``contrast``."""
+    x = x + _per_image(brightness, x)
+    channel_mean = x.mean(dim=1, keepdim=True)
+    x = (x - channel_mean) * _per_image(saturation, x) + channel_mean
+    image_mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - image_mean) * _per_image(contrast, x) + image_mean
+
+
+def translate(x: Tensor, shift_y: Tensor, shift_x: Tensor) -> Tensor:
+    """Move each image by whole pixels (down, right for positive shifts),
+    filling with zeros; gathering keeps it differentiable w.r.t. ``x``."""
+    n, _, height, width = x.shape
+    padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)
+    rows = torch.arange(height, device=x.device).view(1, height, 1)
+    cols = torch.arange(width, device=x.device).view(1, 1, width)
+    rows = (rows - shift_y.to(x.device).view(-1, 1, 1) + 1).clamp(0, height + 1)
+    cols = (cols - shift_x.to(x.device).view(-1, 1, 1) + 1).clamp(0, width + 1)
+    batch = torch.arange(n, device=x.device).view(-1, 1, 1)
+    return padded[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def cutout(x: Tensor, centre_y: Tensor, centre_x: Tensor, size_y: int, size_x: int) -> Tensor:
+    """Zero a ``size_y`` x ``size_x`` box per image, clipped at the border."""
+    height, width = x.shape[-2:]
+    top = (centre_y.to(x.device) - size_y // 2).view(-1, 1, 1)
+    left = (centre_x.to(x.device) - size_x // 2).view(-1, 1, 1)
+    rows = torch.arange(height, device=x.device).view(1, height, 1)
+    cols = torch.arange(width, device=x.device).view(1, 1, width)
+    inside = (rows >= top) & (rows < top + size_y) & (cols >= left) & (cols < left + size_x)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+def flip(x: Tensor, flipped: Tensor) -> Tensor:
+    """Mirror horizontally the images where ``flipped`` is true."""
+    return torch.where(flipped.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def _warp(x: Tensor, theta: Tensor) -> Tensor:
+    grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def scale(x: Tensor, scale_y: Tensor, scale_x: Tensor) -> Tensor:
+    """Resample each image on a grid stretched by (scale_x, scale_y); >1 zooms out."""
+    zero = torch.zeros_like(scale_x)
+    theta = torch.stack(
+        [torch.stack([scale_x, zero, zero], dim=1), torch.stack([zero, scale_y, zero], dim=1)], dim=1
+    )
+    return _warp(x, theta)
+
+
+def rotate(x: Tensor, degrees: Tensor) -> Tensor:
+    """Rotate each image about its centre by its angle in degrees."""
+    radians = degrees * (math.pi / 180.0)
+    cos, sin, zero = radians.cos(), radians.sin(), torch.zeros_like(radians)
+    theta = torch.stack(
+        [torch.stack([cos, sin, zero], dim=1), torch.stack([-sin, cos, zero], dim=1)], dim=1
+    )
+    return _warp(x, theta)
+
+
+def _uniform(n: int, low: float, high: float, generator: Optional[torch.Generator]) -> Tensor:
+    return torch.rand(n, generator=generator, device="cpu") * (high - low) + low
+
+
+def _randint(n: int, low: int, high: int, generator: Optional[torch.Generator]) -> Tensor:
+    return torch.randint(low, high, (n,), generator=generator, device="cpu")
+
+
+Draw = Dict[str, object]
+
+
+def _draw_color(n: int, height: int, width: int, p: DSAParams, g: Optional[torch.Generator]) -> Draw:
+    return {
+        "brightness": _uniform(n, -p.brightness, p.brightness, g),
+        "saturation": _uniform(n, 0.0, p.saturation, g),
+        "contrast": _uniform(n, 1.0 - p.contrast, 1.0 + p.contrast, g),
+    }
+
+
+def _draw_crop(n: int, height: int, width: int, p: DSAParams, g: Optional[torch.Generator]) -> Draw:
+    max_y, max_x = int(height * p.crop + 0.5), int(width * p.crop + 0.5)
+    return {"shift_y": _randint(n, -max_y, max_y + 1, g), "shift_x": _randint(n, -max_x, max_x + 1, g)}
+
+
+def _draw_cutout(n: int, height: int, width: int, p: DSAParams, g: Optional[torch.Generator]) -> Draw:
+    """An even-sized box gets one extra centre position so that it reaches
+    beyond each border by the same amount."""
+    size_y, size_x = int(height * p.cutout + 0.5), int(width * p.cutout + 0.5)
+    return {
+        "centre_y": _randint(n, 0, height + 1 - size_y % 2, g),
+        "centre_x": _randint(n, 0, width + 1 - size_x % 2, g),
+        "size_y": size_y,
+        "size_x": size_x,
+    }
+
+
+def _draw_flip(n: int, height: int, width: int, p: DSAParams, g: Optional[torch.Generator]) -> Draw:
+    return {"flipped": torch.rand(n, generator=g, device="cpu") < p.flip_p}
+
+
+def _draw_scale(n: int, height: int, width: int, p: DSAParams, g: Optional[torch.Generator]) -> Draw:
+    return {
+        "scale_x": _uniform(n, 1.0 / p.scale, p.scale, g),
+        "scale_y": _uniform(n, 1.0 / p.scale, p.scale, g),
+    }
+
+
+def _draw_rotate(n: int, height: int, width: int, p: DSAParams, g: Optional[torch.Generator]) -> Draw:
+    return {"degrees": _uniform(n, -p.rotate, p.rotate, g)}
+
+
+OPS: Dict[str, Tuple[Callable[..., Draw], Callable[..., Tensor]]] = {
+    "color": (_draw_color, adjust_color),
+    "crop": (_draw_crop, translate),
+    "cutout": (_draw_cutout, cutout),
+    "flip": (_draw_flip, flip),
+    "scale": (_draw_scale, scale),
+    "rotate": (_draw_rotate, rotate),
+}
+
+
+def _broadcast(draw: Draw, n: int) -> Draw:
+    """Repeat a one-image draw for ``n`` images without copying it."""
+    return {k: v.expand(n) if isinstance(v, Tensor) else v for k, v in draw.items()}
+
+
+def _check_images(x: Tensor) -> None:
+    if x.dim() != 4:
+        raise GenpriorError(
+            f"DSA expects images shaped (batch, channels, height, width), got {tuple(x.shape)}"
+        )
+
+
+class DSA:
+    """One op family per call, chosen at random among the strategy's ops
+    (DSA's single mode): it keeps an augmented batch close to the data."""
+
+    def __init__(self, strategy: str = DEFAULT_STRATEGY, params: DSAParams = DSAParams()):
+        ops = tuple(strategy.split("_"))
+        for op in ops:
+            if op not in OPS:
+                raise UnknownNameError(
+                    f"unknown DSA op {op!r} in strategy {strategy!r}; valid ops: {', '.join(OPS)}"
+                )
+        self.strategy = strategy
+        self.ops = ops
+        self.params = params
+
+    def _pick(self, generator: Optional[torch.Generator]) -> str:
+        return self.ops[int(_randint(1, 0, len(self.ops), generator))]
+
+    def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Augment with parameters drawn independently for every image."""
+        _check_images(x)
+        draw, apply = OPS[self._pick(generator)]
+        return apply(x, **draw(x.shape[0], x.shape[-2], x.shape[-1], self.params, generator))
+
+    def siamese(self, *batches: Tensor, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, ...]:
+        """Augment every image of every batch with one shared draw, so real and
+        synthetic batches of any sizes see the same transform."""
+        if not batches:
+            raise GenpriorError("DSA.siamese needs at least one batch of images")
+        for x in batches:
+            _check_images(x)
+        sizes = {tuple(x.shape[-2:]) for x in batches}
+        if len(sizes) > 1:
+            raise GenpriorError(f"DSA.siamese needs batches of one image size, got {sorted(sizes)}")
+        draw, apply = OPS[self._pick(generator)]
+        shared = draw(1, batches[0].shape[-2], batches[0].shape[-1], self.params, generator)
+        return tuple(apply(x, **_broadcast(shared, x.shape[0])) for x in batches)

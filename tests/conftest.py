@@ -1,0 +1,27 @@
+import pytest
+import torch
+
+from genprior.synset import SyntheticSet
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+def make_synset(ipc=2, num_classes=3, channels=1, resolution=8, soft=False, seed=0, dataset="digits"):
+    g = torch.Generator().manual_seed(seed)
+    n = ipc * num_classes
+    mean = (0.5,) * channels
+    std = (0.25,) * channels
+    return SyntheticSet(
+        images=torch.randn(n, channels, resolution, resolution, generator=g),
+        labels=torch.arange(num_classes).repeat_interleave(ipc),
+        soft_labels=torch.softmax(torch.randn(n, num_classes, generator=g), 1) if soft else None,
+        mean=mean,
+        std=std,
+        dataset=dataset,
+        class_names=[f"class {c}" for c in range(num_classes)],
+        method="test",
+        config={"lr": 0.1, "nested": {"a": [1, 2]}},
+    )
