@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from genprior.data import RealData
 from genprior.synset import SyntheticSet
 
 
@@ -25,3 +26,9 @@ def make_synset(ipc=2, num_classes=3, channels=1, resolution=8, soft=False, seed
         method="test",
         config={"lr": 0.1, "nested": {"a": [1, 2]}},
     )
+
+
+def subset(data: RealData, per_class: int) -> RealData:
+    """The first ``per_class`` images of every class: cheap real data for tests."""
+    idx = torch.cat([data.indices_of_class(c)[:per_class] for c in range(data.num_classes)])
+    return RealData(data.name, data.split, data.images[idx], data.labels[idx], data.mean, data.std, data.class_names)

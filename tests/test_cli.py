@@ -1,0 +1,37 @@
+import json
+
+from genprior.cli import main
+from genprior.synset import load_synset
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("mnist5k", "digits", "convnet", "resnet18", "herding", "quick"):
+        assert word in out
+
+
+def test_baseline_then_evaluate(tmp_path, capsys):
+    out = tmp_path / "rand"
+    assert main(["baseline", "random", str(out), "--ipc", "1", "--dataset", "digits"]) == 0
+    assert load_synset(out).ipc == 1
+    assert main(["evaluate", str(out), "--epochs", "2", "--models", "1", "--device", "cpu"]) == 0
+    report = json.loads((out / "eval_quick-custom_convnet.json").read_text())
+    assert report["protocol"]["epochs"] == 2 and report["dataset"] == "digits"
+    assert "convnet" in capsys.readouterr().out
+
+
+def _error(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genprior: error:") and "\n" not in err
+    return err
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("GENPRIOR_DATA", raising=False)
+    assert "mnist5k" in _error(capsys, ["baseline", "random", str(tmp_path / "a"), "--ipc", "1", "--dataset", "imagenot"])
+    assert "at least 1" in _error(capsys, ["baseline", "random", str(tmp_path / "b"), "--ipc", "0", "--dataset", "digits"])
+    assert "kcenter" in _error(capsys, ["baseline", "best", str(tmp_path / "c"), "--ipc", "1"])
+    assert "does not exist" in _error(capsys, ["evaluate", str(tmp_path / "missing")])
+    assert "GENPRIOR_DATA" in _error(capsys, ["baseline", "random", str(tmp_path / "d"), "--ipc", "1", "--dataset", "cifar10"])

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from genprior.baselines import random_real
+from genprior.data import load_dataset
+from genprior.errors import GenpriorError, UnknownNameError
+from genprior.evaluate import PROTOCOLS, Protocol, evaluate_synset, train_net, with_counts
+from genprior.nets import create_net
+
+from conftest import make_synset
+
+TINY = Protocol("tiny", epochs=2, lr_drop_epoch=1, num_models=2)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "train"), load_dataset("digits", "test")
+
+
+def test_protocols_match_protocol_md():
+    paper, quick = PROTOCOLS["paper"], PROTOCOLS["quick"]
+    assert (paper.epochs, paper.lr_drop_epoch, paper.num_models) == (1000, 500, 5)
+    assert (quick.epochs, quick.lr_drop_epoch, quick.num_models) == (300, 150, 3)
+    for p in (paper, quick):
+        assert (p.lr, p.momentum, p.weight_decay, p.batch_size, p.dsa) == (0.01, 0.9, 5e-4, 256, True)
+    assert with_counts("quick", epochs=10).name == "quick-custom"
+    assert with_counts("quick") is quick
+
+
+def test_report_is_complete_and_seeded(digits):
+    train, test = digits
+    s = random_real(train, ipc=1, seed=0)
+    a = evaluate_synset(s, archs=("convnet", "alexnet"), protocol=TINY, test=test, device="cpu", progress=False)
+    b = evaluate_synset(s, archs=("convnet",), protocol=TINY, test=test, device="cpu", progress=False)
+    assert set(a["results"]) == {"convnet", "alexnet"}
+    r = a["results"]["convnet"]
+    assert len(r["accs"]) == 2 and all(0 <= x <= 1 for x in r["accs"])
+    assert r["accs"] == b["results"]["convnet"]["accs"]  # same seeds, same numbers
+    assert a["protocol"]["name"] == "tiny" and a["seeds"] == [0, 1]
+    assert a["dsa_strategy"] == "color_crop_cutout_scale_rotate"  # digits: no flip
+    assert a["cross_arch_mean"] == pytest.approx((r["mean"] + a["results"]["alexnet"]["mean"]) / 2)
+
+
+def test_training_learns_the_real_task(digits):
+    train, test = digits
+    s = random_real(train, ipc=5, seed=0)
+    proto = Protocol("short", epochs=30, lr_drop_epoch=20, num_models=1)
+    report = evaluate_synset(s, protocol=proto, test=test, device="cpu", progress=False)
+    assert report["results"]["convnet"]["mean"] > 0.5  # chance is 0.1
+
+
+def test_soft_labels_train(digits):
+    train, _ = digits
+    torch.manual_seed(0)
+    net = create_net("convnet", 1, 10, 28)
+    x = train.images[:20]
+    soft = torch.nn.functional.one_hot(train.labels[:20], 10).float()
+    proto = Protocol("short", epochs=30, lr_drop_epoch=20, num_models=1, dsa=False)
+    train_net(net, x, soft, proto, None, torch.Generator().manual_seed(0))
+    net.eval()
+    assert (net(x).argmax(1) == train.labels[:20]).float().mean() > 0.9
+
+
+def test_bad_inputs(digits):
+    train, test = digits
+    s = random_real(train, ipc=1)
+    with pytest.raises(UnknownNameError, match="quick"):
+        evaluate_synset(s, protocol="fast", test=test)
+    with pytest.raises(UnknownNameError, match="convnet"):
+        evaluate_synset(s, archs=("resnet999",), protocol=TINY, test=test, device="cpu")
+    with pytest.raises(GenpriorError, match="has none; drop --soft-labels"):
+        evaluate_synset(s, protocol=TINY, test=test, device="cpu", soft_labels=True)
+    other = make_synset(ipc=1, num_classes=10, channels=1, resolution=28)
+    with pytest.raises(GenpriorError, match="normalised"):
+        evaluate_synset(other, protocol=TINY, test=test, device="cpu")
+    small = make_synset(ipc=1, num_classes=3, resolution=28)
+    with pytest.raises(GenpriorError, match="3 classes"):
+        evaluate_synset(small, protocol=TINY, test=test, device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(GenpriorError, match="--device cpu"):
+            evaluate_synset(s, protocol=TINY, test=test, device="cuda")
