@@ -58,11 +58,13 @@ def cmd_list(args) -> None:
     from .data import DATASETS
     from .evaluate import PROTOCOLS
     from .nets import CROSS_ARCH_POOL, NETS
+    from .priors.load import registry
 
     sections = {
         "datasets": [(e.name, e.summary) for e in DATASETS],
         "networks": [(e.name, e.summary + ("  [pool]" if e.name in CROSS_ARCH_POOL else "")) for e in NETS],
         "baselines": [(e.name, e.summary) for e in BASELINES],
+        "priors": [(name, f"{e.get('family')}: {e.get('summary', '')}") for name, e in sorted(registry().items())],
         "protocols": [(p.name, f"{p.epochs} epochs (lr drop at {p.lr_drop_epoch}), {p.num_models} models") for p in PROTOCOLS.values()],
     }
     wanted = [args.what] if args.what else list(sections)
@@ -96,13 +98,34 @@ def cmd_baseline(args) -> None:
         _run_evaluation(synset, out, args)
 
 
+def cmd_sample(args) -> None:
+    from .baselines import prior_samples
+    from .data import load_dataset
+    from .priors.load import load_prior
+    from .synset import save_synset
+
+    out = Path(args.out_dir)
+    if out.exists() and not args.overwrite:
+        raise GenpriorError(f"{out} already exists; choose another directory or pass --overwrite")
+    prior = load_prior(args.prior, allow_pickle=args.allow_pickle)
+    dataset = args.dataset or prior.card.get("dataset")
+    if not dataset:
+        raise GenpriorError(f"prior {args.prior!r} does not say which dataset it models; pass --dataset")
+    train = load_dataset(dataset, "train", root=args.data_root, resolution=args.resolution)
+    synset = prior_samples(prior, train, args.ipc, seed=args.seed, space=args.space, prior_ref=args.prior)
+    save_synset(synset, out, overwrite=args.overwrite)
+    print(f"wrote {args.ipc} samples per class of {args.prior}: {out} (preview: {out / 'grid.png'})")
+    if args.evaluate:
+        _run_evaluation(synset, out, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genprior", description="Dataset condensation with generative priors.")
     parser.add_argument("--data-root", help="root of local datasets (default: $GENPRIOR_DATA)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list datasets, networks, baselines and protocols")
-    p.add_argument("what", nargs="?", choices=["datasets", "networks", "baselines", "protocols"])
+    p.add_argument("what", nargs="?", choices=["datasets", "networks", "baselines", "priors", "protocols"])
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("evaluate", help="train fresh networks on a synthetic set and test them")
@@ -121,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", action="store_true", help="evaluate the set right after writing it")
     _add_eval_args(p)
     p.set_defaults(fn=cmd_baseline)
+
+    p = sub.add_parser("sample", help="write undistilled samples of a prior as a set (the prior-only baseline)")
+    p.add_argument("prior", help="registered prior name, local folder, hub id, or .pkl (with --allow-pickle)")
+    p.add_argument("out_dir")
+    p.add_argument("--ipc", type=int, required=True, help="images per class")
+    p.add_argument("--dataset", help="dataset whose normalisation and classes the set uses (default: the prior's)")
+    p.add_argument("--space", help="latent space to sample in (default: the prior's)")
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--allow-pickle", action="store_true", help="allow loading a StyleGAN .pkl (runs code from the file)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--evaluate", action="store_true")
+    _add_eval_args(p)
+    p.set_defaults(fn=cmd_sample)
     return parser
 
 

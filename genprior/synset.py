@@ -215,6 +215,7 @@ def save_synset(synset: SyntheticSet, out_dir: PathLike, overwrite: bool = False
         save_grid(pixels, labels, synset.num_classes, tmp / GRID_FILE)
         with open(tmp / META_FILE, "w") as f:
             json.dump(synset.to_meta(), f, indent=2, default=str)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a set is meant to be shared
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -241,6 +242,7 @@ def write_json_atomic(obj: Any, path: PathLike) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, default=str)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,142 @@
+"""Baseline accuracies on mnist5k under the quick protocol (the foundation issue's figures).
+
+    python benchmarks/foundation.py            # runs or resumes every unit, then writes the table
+    python benchmarks/foundation.py --table    # only rewrites the table from saved results
+
+One unit = one fresh network trained on one set (model i uses seed i, exactly as
+model i of ``genprior evaluate --protocol quick`` does). Each finished unit is saved
+at once to ``benchmarks/results/foundation_mnist5k.json``, so a killed run resumes
+where it stopped. Sets are written under ``runs/bench/`` (not committed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from genprior.baselines import make_baseline
+from genprior.data import load_dataset
+from genprior.evaluate import PROTOCOLS, evaluate_synset
+from genprior.nets import CROSS_ARCH_POOL
+from genprior.synset import SyntheticSet, load_synset, save_synset, write_json_atomic
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "foundation_mnist5k.json"
+TABLE = HERE / "results" / "foundation_mnist5k.md"
+SETS_DIR = Path("runs/bench")
+DATASET = "mnist5k"
+PROTOCOL = PROTOCOLS["quick"]
+
+SETS = {  # name: (method, ipc); "whole" is the entire train split
+    "random-ipc1": ("random", 1),
+    "random-ipc10": ("random", 10),
+    "random-ipc50": ("random", 50),
+    "herding-ipc10": ("herding", 10),
+    "kcenter-ipc10": ("kcenter", 10),
+    "whole": ("whole", None),
+}
+
+
+def units():
+    """Cheap, table-critical units first; the heaviest (ResNets, whole split) last."""
+    order = []
+    for name in ("random-ipc1", "random-ipc10", "herding-ipc10", "kcenter-ipc10", "random-ipc50"):
+        order += [(name, "convnet", i) for i in range(PROTOCOL.num_models)]
+    for i in range(PROTOCOL.num_models):
+        order += [("random-ipc10", arch, i) for arch in CROSS_ARCH_POOL if arch != "convnet"]
+        order += [("whole", "convnet", i)]
+    return order
+
+
+def get_set(name: str, train, results: dict) -> SyntheticSet:
+    path = SETS_DIR / name
+    if path.exists():
+        return load_synset(path)
+    method, ipc = SETS[name]
+    t0 = time.time()
+    if method == "whole":
+        synset = SyntheticSet(images=train.images, labels=train.labels, mean=train.mean, std=train.std,
+                              dataset=train.name, class_names=train.class_names, method="whole")
+    else:
+        synset = make_baseline(method, train, ipc, seed=0)
+    results["sets"][name] = {"method": method, "ipc": synset.ipc, "build_time_s": time.time() - t0}
+    save_synset(synset, path, overwrite=True)
+    return synset
+
+
+def load_results() -> dict:
+    if RESULTS.exists():
+        return json.loads(RESULTS.read_text())
+    return {"dataset": DATASET, "protocol": PROTOCOL.name, "sets": {}, "units": {},
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"}
+
+
+def write_table(results: dict) -> None:
+    rows = {}
+    for key, u in results["units"].items():
+        name, arch = key.split("|")[:2]
+        rows.setdefault((name, arch), []).append(u)
+    lines = [
+        f"# Baselines on {DATASET}, `{PROTOCOL.name}` protocol ({PROTOCOL.epochs} epochs, lr drop at "
+        f"{PROTOCOL.lr_drop_epoch}, up to {PROTOCOL.num_models} models, DSA without flip)",
+        "",
+        f"Machine: {results['machine']}. Accuracy after the last epoch, mean ± std (population) over models.",
+        "Written by `python benchmarks/foundation.py`.",
+        "",
+        "| set | network | models | accuracy % | train time per model (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for (name, arch), us in sorted(rows.items(), key=lambda kv: (list(SETS).index(kv[0][0]), kv[0][1])):
+        accs = [u["acc"] for u in us]
+        mean = sum(accs) / len(accs)
+        std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
+        t = sum(u["time_s"] for u in us) / len(us)
+        lines.append(f"| {name} | {arch} | {len(us)} | {100 * mean:.2f} ± {100 * std:.2f} | {t:.0f} |")
+    pool = [rows.get(("random-ipc10", a)) for a in CROSS_ARCH_POOL]
+    if all(pool):
+        means = [sum(u["acc"] for u in us) / len(us) for us in pool]
+        lines += ["", f"Cross-architecture mean of random-ipc10 over {', '.join(CROSS_ARCH_POOL)}: "
+                  f"{100 * sum(means) / len(means):.2f} %"]
+    builds = [f"{n}: {s['build_time_s']:.1f} s" for n, s in results["sets"].items()]
+    lines += ["", "Time to build each set: " + "; ".join(builds) + "."]
+    TABLE.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--table", action="store_true", help="only rewrite the table")
+    parser.add_argument("--max-units", type=int, default=None, help="stop after this many new units")
+    args = parser.parse_args()
+    results = load_results()
+    if not args.table:
+        torch.set_num_threads(2)
+        train, test = load_dataset(DATASET, "train"), load_dataset(DATASET, "test")
+        done = 0
+        for name, arch, i in units():
+            key = f"{name}|{arch}|{i}"
+            if key in results["units"]:
+                continue
+            if args.max_units is not None and done >= args.max_units:
+                break
+            synset = get_set(name, train, results)
+            one = replace(PROTOCOL, num_models=1)
+            report = evaluate_synset(synset, archs=[arch], protocol=one, test=test, seed=i, device="cpu", progress=False)
+            r = report["results"][arch]
+            results["units"][key] = {"acc": r["accs"][0], "time_s": r["time_s"], "seed": i}
+            write_json_atomic(results, RESULTS)
+            write_table(results)
+            done += 1
+            print(f"{key}: {100 * r['accs'][0]:.2f} % in {r['time_s']:.0f} s", flush=True)
+    write_table(results)
+    print(TABLE.read_text())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The one interface every generative prior implements.
+
+A prior turns latents + labels into normalised images, differentiably. Distillation
+loops and matching losses only ever call this interface, so every loss runs on every
+prior (GAN, diffusion, VAE, or plain pixels).
+
+Latents are a dict of tensors whose first dimension indexes the images, e.g.
+``{"w+": (N, num_ws, w_dim)}`` for a StyleGAN in w+ space or
+``{"x_T": (N, C, H, W), "class_emb": (N, D)}`` for a diffusion model. The keys name
+the latent space, so ``decode`` needs nothing else to know which one it is given.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABCMeta, abstractmethod
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from tqdm.auto import tqdm
+
+from ..errors import GenpriorError
+
+Latents = Dict[str, torch.Tensor]
+
+INIT_METHODS = ("random", "mean", "invert")
+PRIOR_CARD = "prior.json"
+
+
+class Prior(nn.Module, metaclass=ABCMeta):
+    """Base class: subclasses set ``family`` and ``latent_spaces`` and implement
+    ``_init_space`` (random / class-mean latents), ``_decode``, ``_save_components``
+    and ``from_pretrained``."""
+
+    family: str = ""
+    latent_spaces: Tuple[str, ...] = ()
+    #: the space a loop uses when none is named (GLaD: w+; diffusion: x_T)
+    default_space: str = ""
+    #: whether ``_init_space`` supports ``method="mean"`` (class-mean latents)
+    supports_mean_init: bool = True
+
+    def __init__(self, num_classes: Optional[int], channels: int, resolution: int,
+                 mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.num_classes = num_classes
+        self.channels = channels
+        self.resolution = resolution
+        self.card: Dict[str, Any] = {}
+        self.register_buffer("out_mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("out_std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    # ---- normalisation -------------------------------------------------------------
+    @property
+    def mean(self) -> Tuple[float, ...]:
+        return tuple(self.out_mean.flatten().tolist())
+
+    @property
+    def std(self) -> Tuple[float, ...]:
+        return tuple(self.out_std.flatten().tolist())
+
+    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> "Prior":
+        """Make ``decode`` return images normalised like a given dataset."""
+        if len(mean) != self.channels or len(std) != self.channels:
+            raise GenpriorError(f"mean/std need {self.channels} values for this prior, got {len(mean)}/{len(std)}")
+        self.out_mean.copy_(torch.tensor(list(mean)).view(1, -1, 1, 1))
+        self.out_std.copy_(torch.tensor(list(std)).view(1, -1, 1, 1))
+        return self
+
+    def from_m11(self, x: torch.Tensor) -> torch.Tensor:
+        """Generator output in [-1, 1] -> normalised images."""
+        return ((x + 1) / 2 - self.out_mean.to(x.dtype)) / self.out_std.to(x.dtype)
+
+    def to_m11(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images -> the generator's [-1, 1] range (for inversion)."""
+        return (x * self.out_std.to(x.dtype) + self.out_mean.to(x.dtype)) * 2 - 1
+
+    # ---- checks --------------------------------------------------------------------
+    def check_space(self, space: str) -> str:
+        if space not in self.latent_spaces:
+            raise GenpriorError(
+                f"{type(self).__name__} has no latent space {space!r}; its spaces: {', '.join(self.latent_spaces)}"
+            )
+        return space
+
+    def check_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.dtype != torch.long:
+            raise GenpriorError("labels must be a 1-D int64 tensor, one class index per image")
+        if self.num_classes is not None and labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise GenpriorError(
+                f"labels must lie in [0, {self.num_classes}) for this prior, got [{int(labels.min())}, {int(labels.max())}]"
+            )
+        return labels
+
+    def check_latents(self, latents: Latents, labels: torch.Tensor) -> None:
+        self.check_labels(labels)
+        if not isinstance(latents, dict) or not latents:
+            raise GenpriorError("latents must be a non-empty dict of tensors (see Prior.init_latents)")
+        for key, value in latents.items():
+            if value.shape[0] != labels.shape[0]:
+                raise GenpriorError(
+                    f"latent {key!r} holds {value.shape[0]} images but {labels.shape[0]} labels were given; pass one label per image"
+                )
+
+    # ---- latents -------------------------------------------------------------------
+    def init_latents(self, labels: torch.Tensor, space: Optional[str] = None, method: str = "random",
+                     images: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+                     **invert_kwargs: Any) -> Latents:
+        """Latents for ``labels`` in ``space``: ``random`` draws, ``mean`` class means
+        (where the prior has them), ``invert`` reconstructs the given real ``images``."""
+        space = self.check_space(space or self.default_space)
+        labels = self.check_labels(labels)
+        if method not in INIT_METHODS:
+            raise GenpriorError(f"unknown latent initialisation {method!r}; choose one of {', '.join(INIT_METHODS)}")
+        if method == "invert":
+            if images is None or images.shape[0] != labels.shape[0]:
+                raise GenpriorError("initialisation 'invert' needs one real image per label (images=...)")
+            return self.invert(images, labels, space, generator=generator, **invert_kwargs)
+        return self._init_space(labels, space, method, generator)
+
+    @abstractmethod
+    def _init_space(self, labels: torch.Tensor, space: str, method: str,
+                    generator: Optional[torch.Generator]) -> Latents:
+        """Random (``method="random"``) or class-mean (``"mean"``) latents of ``space``."""
+
+    def invert(self, images: torch.Tensor, labels: torch.Tensor, space: Optional[str] = None,
+               steps: int = 200, lr: float = 0.05, generator: Optional[torch.Generator] = None,
+               progress: bool = False) -> Latents:
+        """Find latents whose decoding reconstructs ``images`` (normalised), by Adam on
+        the pixel MSE from the class-mean (or random) start. Diffusion priors
+        override this with DDIM inversion."""
+        space = self.check_space(space or self.default_space)
+        start = "mean" if self.supports_mean_init else "random"
+        latents = {k: v.detach().clone().requires_grad_(True)
+                   for k, v in self._init_space(labels, space, start, generator).items()}
+        opt = torch.optim.Adam(latents.values(), lr=lr)
+        target = images.detach().to(self.out_mean.device)
+        for _ in tqdm(range(steps), desc=f"invert {space}", disable=not progress):
+            loss = F.mse_loss(self.decode(latents, labels), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return {k: v.detach() for k, v in latents.items()}
+
+    # ---- decoding ------------------------------------------------------------------
+    @abstractmethod
+    def _decode(self, latents: Latents, labels: torch.Tensor) -> torch.Tensor:
+        """Normalised images for one chunk of latents (no chunking here)."""
+
+    def decode(self, latents: Latents, labels: torch.Tensor, chunk_size: Optional[int] = None) -> torch.Tensor:
+        """Normalised images (N, C, H, W), differentiable w.r.t. the latents.
+
+        With ``chunk_size`` the images are decoded ``chunk_size`` at a time under
+        activation checkpointing: the forward pass keeps only each chunk's latents and
+        output, and the backward pass recomputes one chunk at a time, so memory is
+        bounded by the chunk, not by the number of images (any IPC fits).
+        """
+        self.check_latents(latents, labels)
+        n = labels.shape[0]
+        if chunk_size is None or chunk_size >= n:
+            return self._decode(latents, labels)
+        if chunk_size < 1:
+            raise GenpriorError(f"chunk_size must be at least 1, got {chunk_size}")
+        keys = sorted(latents)
+        track = torch.is_grad_enabled() and (
+            any(latents[k].requires_grad for k in keys) or any(p.requires_grad for p in self.parameters())
+        )
+
+        def run(lab: torch.Tensor, *parts: torch.Tensor) -> torch.Tensor:
+            return self._decode(dict(zip(keys, parts)), lab)
+
+        outs = []
+        for start in range(0, n, chunk_size):
+            lab = labels[start:start + chunk_size]
+            parts = [latents[k][start:start + chunk_size] for k in keys]
+            outs.append(checkpoint(run, lab, *parts, use_reentrant=False) if track else run(lab, *parts))
+        return torch.cat(outs)
+
+    # ---- saving --------------------------------------------------------------------
+    def describe(self) -> Dict[str, Any]:
+        """The prior card: what ``prior.json`` records next to the weights."""
+        return {
+            "family": self.family,
+            "class": type(self).__name__,
+            "num_classes": self.num_classes,
+            "channels": self.channels,
+            "resolution": self.resolution,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "latent_spaces": list(self.latent_spaces),
+            "default_space": self.default_space,
+            **{k: v for k, v in self.card.items() if k not in {"family", "class"}},
+        }
+
+    def save_pretrained(self, directory) -> Path:
+        """Write weights (safetensors) and ``prior.json`` to ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_components(directory)
+        (directory / PRIOR_CARD).write_text(json.dumps(self.describe(), indent=2))
+        return directory
+
+    @abstractmethod
+    def _save_components(self, directory: Path) -> None:
+        """Write the family's weights (safetensors) and configs into ``directory``."""
+
+    @classmethod
+    @abstractmethod
+    def from_pretrained(cls, directory, **kwargs: Any) -> "Prior":
+        """Load what ``save_pretrained`` wrote (``prior.json`` + components)."""

@@ -1,0 +1,146 @@
+"""``load_prior(ref)``: a prior from a registry name, a local folder, a hub id or a pickle.
+
+Resolution order:
+1. a name in ``pretrained/registry.json`` (the priors genprior ships, and known hub models);
+2. an existing local path: a genprior prior folder (``prior.json``), a diffusers folder
+   (``model_index.json`` or a single model's ``config.json``), or a StyleGAN ``.pkl``
+   (only with ``allow_pickle=True``: unpickling runs code from the file);
+3. a Hugging Face hub id ``owner/name``, read from the local cache first; offline, an
+   uncached id fails at once with a message saying how to get the files.
+
+A local folder never touches the network.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..errors import GenpriorError, UnknownNameError
+from .base import PRIOR_CARD, Prior
+
+FAMILIES = {
+    "pixel": "genprior.priors.pixel:PixelPrior",
+    "stylegan": "genprior.priors.stylegan:StyleGANPrior",
+    "dcgan": "genprior.priors.dcgan:DCGANPrior",
+    "diffusion": "genprior.priors.diffusion:DiffusionPrior",
+    "latent_diffusion": "genprior.priors.diffusion:LatentDiffusionPrior",
+    "vae": "genprior.priors.diffusion:VAEPrior",
+}
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.md"]
+
+
+def pretrained_dir() -> Path:
+    """The ``pretrained/`` folder: ``$GENPRIOR_PRETRAINED`` or the one beside the package."""
+    env = os.environ.get("GENPRIOR_PRETRAINED")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "pretrained"
+
+
+def registry() -> Dict[str, Dict[str, Any]]:
+    path = pretrained_dir() / "registry.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())["priors"]
+
+
+def list_priors() -> List[str]:
+    return sorted(registry())
+
+
+def family_class(family: str) -> type:
+    if family not in FAMILIES:
+        raise GenpriorError(f"unknown prior family {family!r}; known families: {', '.join(FAMILIES)}")
+    module, name = FAMILIES[family].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _looks_like_hub_id(ref: str) -> bool:
+    parts = ref.split("/")
+    return len(parts) == 2 and all(parts) and not ref.startswith((".", "/", "~"))
+
+
+def _from_diffusers_folder(folder: Path, **options: Any) -> Prior:
+    """Build a prior from a plain diffusers folder (a pipeline or a single model)."""
+    index = folder / "model_index.json"
+    if index.is_file():
+        components = json.loads(index.read_text())
+        if "transformer" in components and "vae" in components:
+            return family_class("latent_diffusion").from_diffusers(folder, **options)
+        if "unet" in components:
+            return family_class("diffusion").from_diffusers(folder, **options)
+        raise GenpriorError(f"{folder} is a diffusers pipeline genprior cannot use as a prior "
+                            f"(components: {', '.join(k for k in components if not k.startswith('_'))}); "
+                            "it needs unet/ or transformer/ + vae/")
+    config = json.loads((folder / "config.json").read_text())
+    kind = config.get("_class_name")
+    if kind == "AutoencoderKL":
+        return family_class("vae").from_diffusers(folder, **options)
+    if kind == "UNet2DModel":
+        return family_class("diffusion").from_diffusers(folder, **options)
+    raise GenpriorError(f"{folder} holds a diffusers {kind or 'model'}; genprior priors take AutoencoderKL, UNet2DModel, "
+                        "or a pipeline with unet/ or transformer/ + vae/")
+
+
+def _load_folder(folder: Path, **options: Any) -> Prior:
+    if (folder / PRIOR_CARD).is_file():
+        card = json.loads((folder / PRIOR_CARD).read_text())
+        return family_class(card.get("family", "")).from_pretrained(folder, **options)
+    if (folder / "model_index.json").is_file() or (folder / "config.json").is_file():
+        return _from_diffusers_folder(folder, **options)
+    raise GenpriorError(f"{folder} is not a prior folder: it has no {PRIOR_CARD}, model_index.json or config.json")
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    how = (f"download it where there is network (`hf download {repo_id}`) and copy the cache ($HF_HOME), "
+           "or pass the local folder")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
+        raise GenpriorError(f"hub prior {repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set; {how}")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, etag_timeout=10))
+    except RepositoryNotFoundError:
+        raise GenpriorError(f"no hub repository {repo_id!r} (or it is private); check the id") from None
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        raise GenpriorError(f"hub prior {repo_id!r} is not cached and the hub is unreachable ({type(e).__name__}); {how}") from None
+
+
+def load_prior(ref: str, allow_pickle: bool = False, **options: Any) -> Prior:
+    """Load a prior by registry name, local path or hub id; ``options`` go to the family
+    (e.g. ``num_inference_steps`` for diffusion priors)."""
+    entries = registry()
+    if ref in entries:
+        entry = entries[ref]
+        if "path" in entry:
+            folder = pretrained_dir() / entry["path"]
+            if not folder.is_dir():
+                raise GenpriorError(f"registered prior {ref!r} should be in {folder}, which is missing; "
+                                    "train it with the script its card names, or reinstall genprior from a full checkout")
+            return _load_folder(folder, **options)
+        prior = _load_folder(_download(entry["hub"]), **options)
+        prior.card.update({k: v for k, v in entry.items() if k not in {"hub"}}, source=entry["hub"])
+        return prior
+    path = Path(ref).expanduser()
+    if path.exists():
+        if path.is_file() and path.suffix == ".pkl":
+            from .convert import convert_stylegan_pkl
+
+            out = path.with_suffix("")
+            out = out.parent / f"{out.name}-genprior"
+            if not (out / PRIOR_CARD).is_file():
+                convert_stylegan_pkl(path, out, allow_pickle=allow_pickle)
+            return _load_folder(out, **options)
+        if path.is_dir():
+            return _load_folder(path, **options)
+        raise GenpriorError(f"{path} is a file genprior cannot load as a prior; pass a folder, a .pkl, a registry name or a hub id")
+    if _looks_like_hub_id(ref):
+        return _load_folder(_download(ref), **options)
+    known = ", ".join(sorted(entries)) or "none"
+    raise UnknownNameError(f"unknown prior {ref!r}: not a registered name ({known}), an existing path, or a hub id owner/name")
