@@ -119,6 +119,120 @@ def cmd_sample(args) -> None:
         _run_evaluation(synset, out, args)
 
 
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _key_values(pairs: List[str], flag: str) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise GenpriorError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.replace("-", "_")] = _parse_value(value)
+    return out
+
+
+DISTILL_FLAGS = ("dataset", "prior", "space", "loss", "ipc", "iterations", "init", "invert_steps", "lr", "optimizer",
+                 "batch_real", "chunk_size", "mixed_precision", "seed", "checkpoint_every", "eval_every", "eval_epochs",
+                 "resize", "method")
+
+
+def distill_config_from_args(args, defaults: Optional[dict] = None):
+    """A DistillConfig: recipe defaults, then the flags the user gave."""
+    from .distill import DistillConfig
+
+    values = dict(defaults or {})
+    for name in DISTILL_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None and value is not False:
+            values[name] = value
+    if args.data_root:
+        values["data_root"] = args.data_root
+    if args.class_map:
+        values["class_map"] = [int(c) for c in args.class_map.split(",")]
+    values["loss_options"] = {**values.get("loss_options", {}), **_key_values(args.loss_option, "--loss-option")}
+    values["latent_lrs"] = {**values.get("latent_lrs", {}), **_key_values(args.latent_lr, "--latent-lr")}
+    values["prior_options"] = {**values.get("prior_options", {}), **_key_values(args.prior_option, "--prior-option")}
+    return DistillConfig.from_dict(values)
+
+
+def run_distill(args, defaults: Optional[dict] = None) -> None:
+    """Distill (or resume), then evaluate the final set under the chosen protocol."""
+    from .distill import LatentDistiller
+    from .distill.latent import check_config
+
+    cfg = distill_config_from_args(args, defaults)
+    check_config(cfg)
+    out = Path(args.output_dir or f"runs/{cfg.method or cfg.loss}-{cfg.prior.replace('/', '_')}-{cfg.dataset}-ipc{cfg.ipc}")
+    distiller = LatentDistiller(cfg, out)
+    synset = distiller.run(resume=args.resume)
+    if not distiller.acc.is_main_process:
+        return
+    print(f"synthetic set: {out / 'synset'} (preview: {out / 'synset' / 'grid.png'})")
+    if not args.no_evaluate:
+        _run_evaluation(synset, out / "synset", args)
+
+
+def cmd_distill(args) -> None:
+    run_distill(args, MAIN_JOB)
+
+
+def cmd_export(args) -> None:
+    from .distill import export_run
+
+    synset = export_run(args.run_dir, args.out, chunk_size=args.chunk_size, overwrite=args.overwrite)
+    print(f"decoded {len(synset)} images: {args.out or Path(args.run_dir) / 'export'}")
+
+
+def cmd_experts(args) -> None:
+    from .matching.experts import train_experts
+
+    out = Path(args.out_dir or f"runs/experts-{args.dataset}-{args.net}")
+    train_experts(args.dataset, args.net, args.num_experts, args.epochs, out, lr=args.lr, seed=args.seed,
+                  data_root=args.data_root)
+    print(f"expert trajectories: {out}")
+
+
+#: ``genprior distill`` with no flags: GLaD-DM on the shipped StyleGAN prior, mnist5k, IPC 10.
+MAIN_JOB = {"dataset": "mnist5k", "prior": "mnist5k-stylegan", "space": "w+", "loss": "dm", "ipc": 10,
+            "init": "mean", "method": "glad-dm"}
+
+
+def add_distill_args(p: argparse.ArgumentParser) -> None:
+    """The flags of ``genprior distill``; recipes reuse them with their own defaults."""
+    g = p.add_argument_group("distillation")
+    g.add_argument("--dataset")
+    g.add_argument("--prior", help="registered prior, local folder, hub id, or 'pixel' for pixel space")
+    g.add_argument("--space", help="latent space (default: the prior's)")
+    g.add_argument("--loss", help="matching loss: dm, mmd, wasserstein, dc, mtt, cafe")
+    g.add_argument("--loss-option", action="append", metavar="KEY=VALUE", help="a matching-loss option (repeatable)")
+    g.add_argument("--prior-option", action="append", metavar="KEY=VALUE", help="a prior option (repeatable)")
+    g.add_argument("--ipc", type=int, help="images per class")
+    g.add_argument("--iterations", type=int)
+    g.add_argument("--init", help="random, mean (class means) or invert (real images)")
+    g.add_argument("--invert-steps", type=int)
+    g.add_argument("--lr", type=float, help="latent learning rate")
+    g.add_argument("--latent-lr", action="append", metavar="KEY=LR", help="learning rate for one latent, e.g. F=10 (repeatable)")
+    g.add_argument("--optimizer", help="adam or sgd")
+    g.add_argument("--batch-real", type=int, help="real images per class per step")
+    g.add_argument("--chunk-size", type=int, help="images decoded at once; bounds memory per step")
+    g.add_argument("--mixed-precision", help="no, bf16 or fp16 (fp16 needs a GPU)")
+    g.add_argument("--checkpoint-every", type=int)
+    g.add_argument("--eval-every", type=int, help="quick evaluation every N iterations, best set kept in best/")
+    g.add_argument("--eval-epochs", type=int)
+    g.add_argument("--class-map", help="comma-separated prior class for each dataset class")
+    g.add_argument("--resize", action="store_true", default=None, help="resize decoded images to the dataset size")
+    g.add_argument("--method", help="name recorded in the set's meta.json")
+    g.add_argument("--output-dir")
+    g.add_argument("--resume", help="'latest' or a checkpoint directory")
+    g.add_argument("--no-evaluate", action="store_true", help="skip the evaluation after distillation")
+    _add_eval_args(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genprior", description="Dataset condensation with generative priors.")
     parser.add_argument("--data-root", help="root of local datasets (default: $GENPRIOR_DATA)")
@@ -157,6 +271,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", action="store_true")
     _add_eval_args(p)
     p.set_defaults(fn=cmd_sample)
+
+    p = sub.add_parser("distill", help="optimise latents of a prior against a matching loss (default: GLaD-DM, mnist5k, IPC 10)")
+    add_distill_args(p)
+    p.set_defaults(fn=cmd_distill)
+
+    p = sub.add_parser("export", help="decode a distillation run's latents into a synthetic-set directory")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="set directory (default: RUN_DIR/export)")
+    p.add_argument("--chunk-size", type=int, default=50)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("experts", help="train expert trajectories for MTT (resumable)")
+    p.add_argument("--dataset", default="mnist5k")
+    p.add_argument("--net", default="convnet")
+    p.add_argument("--num-experts", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir")
+    p.set_defaults(fn=cmd_experts)
     return parser
 
 

@@ -41,6 +41,8 @@ class Prior(nn.Module, metaclass=ABCMeta):
     default_space: str = ""
     #: whether ``_init_space`` supports ``method="mean"`` (class-mean latents)
     supports_mean_init: bool = True
+    #: whether ``invert`` optimises (and takes ``steps``/``lr``) or is a closed-form encoding
+    inverts_by_optimisation: bool = True
 
     def __init__(self, num_classes: Optional[int], channels: int, resolution: int,
                  mean: Sequence[float], std: Sequence[float]):

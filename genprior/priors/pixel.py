@@ -19,6 +19,7 @@ class PixelPrior(Prior):
     latent_spaces = ("x",)
     default_space = "x"
     supports_mean_init = False
+    inverts_by_optimisation = False
 
     def __init__(self, num_classes: Optional[int], channels: int, resolution: int,
                  mean: Sequence[float] = (0.5,), std: Sequence[float] = (0.5,)):

@@ -1,0 +1,68 @@
+"""Latents + the prior that decodes them: saved with every run, decoded again on demand.
+
+``latents.safetensors`` holds the optimised latents and labels; ``latents.json`` the
+prior reference, latent space, dataset and normalisation. ``export_run`` decodes
+them into a synthetic-set directory again (``genprior export RUN_DIR``), so a set can
+be re-made, e.g. at another chunk size or on another machine, without re-distilling.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import GenpriorError
+from ..synset import SyntheticSet, save_synset, write_json_atomic
+
+LATENTS_FILE = "latents.safetensors"
+LATENTS_META = "latents.json"
+
+
+def save_latents(run_dir, latents: Dict[str, torch.Tensor], labels: torch.Tensor, cfg, space: str) -> None:
+    run_dir = Path(run_dir)
+    tensors = {f"latent.{k}": v.detach().float().cpu().contiguous() for k, v in latents.items()}
+    tensors["labels"] = labels.cpu().contiguous()
+    tmp = run_dir / f".{LATENTS_FILE}.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(run_dir / LATENTS_FILE)
+    write_json_atomic({"prior": cfg.prior, "space": space, "config": asdict(cfg)}, run_dir / LATENTS_META)
+
+
+def load_latents(run_dir) -> Tuple[Dict[str, torch.Tensor], torch.Tensor, Dict[str, Any]]:
+    run_dir = Path(run_dir)
+    for name in (LATENTS_FILE, LATENTS_META):
+        if not (run_dir / name).is_file():
+            raise GenpriorError(f"{run_dir} has no {name}; it is not a finished distillation run (resume it with --resume latest)")
+    try:
+        tensors = load_file(str(run_dir / LATENTS_FILE))
+        meta = json.loads((run_dir / LATENTS_META).read_text())
+    except (OSError, ValueError) as e:
+        raise GenpriorError(f"{run_dir / LATENTS_FILE} cannot be read ({e}); re-run the distillation") from None
+    latents = {k[len("latent."):]: v for k, v in tensors.items() if k.startswith("latent.")}
+    return latents, tensors["labels"], meta
+
+
+def export_run(run_dir, out_dir: Optional[str] = None, chunk_size: int = 50, overwrite: bool = False) -> SyntheticSet:
+    """Decode a run's saved latents into a synthetic-set directory (default RUN_DIR/export)."""
+    from ..data import load_dataset
+    from .latent import DistillConfig, prior_for
+
+    latents, labels, meta = load_latents(run_dir)
+    cfg = DistillConfig.from_dict(meta["config"])
+    real = load_dataset(cfg.dataset, "train", root=cfg.data_root)
+    prior = prior_for(meta["prior"], real, **cfg.prior_options).eval()
+    prior.set_normalization(real.mean, real.std)
+    mapped = torch.tensor(cfg.class_map) if cfg.class_map is not None else torch.arange(real.num_classes)
+    with torch.no_grad():
+        images = prior.decode(latents, mapped[labels], chunk_size=chunk_size).float()
+    if images.shape[-1] != real.resolution:
+        images = torch.nn.functional.interpolate(images, size=real.resolution, mode="bilinear", antialias=True)
+    synset = SyntheticSet(images=images, labels=labels, mean=real.mean, std=real.std, dataset=real.name,
+                          class_names=real.class_names, method=cfg.method or f"latent-{cfg.loss}", prior=meta["prior"],
+                          config={"distill": meta["config"], "space": meta["space"], "exported_from": str(run_dir)})
+    save_synset(synset, Path(out_dir) if out_dir else Path(run_dir) / "export", overwrite=overwrite)
+    return synset

@@ -1,0 +1,464 @@
+"""Latent distillation: optimise the latents of a frozen prior against a matching loss.
+
+This one loop is GLaD (DC / DM / MTT on StyleGAN w+ or F), IT-GAN (DM on z of
+inverted real images), LD3M (diffusion x_T + class embedding through DDIM) and the
+classic pixel-space DC / DM / MTT (the pixel prior): the prior decodes, the matcher
+compares, and the loop only moves latents. It never special-cases a prior or a loss.
+
+Run directory::
+
+    config.json            the resolved config (every number is reproducible from it)
+    log.jsonl              one JSON line per logged iteration and per quick evaluation
+    checkpoints/step-N/    latents, optimiser and matcher state (safetensors) + state.json
+    latents.safetensors    final latents; latents.json says which prior decodes them
+    synset/                the final synthetic set (the reported one, PROTOCOL.md)
+    best/                  the best-so-far set by quick evaluation, when enabled
+
+Randomness of iteration ``it`` comes only from seeds derived from (seed, it), and
+checkpoints are taken between iterations, so a resumed run is bit-identical on CPU.
+Under ``accelerate launch`` each process takes every world-size-th class and the latent
+gradients are summed across processes, so all processes hold the same latents.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..data import RealData, load_dataset
+from ..errors import GenpriorError
+from ..matching import MATCHERS, Matcher, create_matcher
+from ..priors.base import Latents, Prior
+from ..priors.load import load_prior
+from ..synset import SyntheticSet, save_synset, write_json_atomic
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
+OPTIMIZERS = ("adam", "sgd")
+INITS = ("random", "mean", "invert")
+
+
+@dataclass
+class DistillConfig:
+    """Everything a latent-distillation run depends on; saved as ``config.json``."""
+
+    dataset: str = "mnist5k"
+    prior: str = "mnist5k-stylegan"
+    space: Optional[str] = None
+    loss: str = "dm"
+    loss_options: Dict[str, Any] = field(default_factory=dict)
+    ipc: int = 10
+    iterations: int = 200
+    init: str = "mean"
+    invert_steps: int = 100
+    lr: float = 0.01
+    latent_lrs: Dict[str, float] = field(default_factory=dict)
+    optimizer: str = "sgd"
+    momentum: float = 0.5
+    batch_real: int = 256
+    chunk_size: int = 10
+    mixed_precision: str = "no"
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 10
+    eval_every: int = 0
+    eval_epochs: int = 100
+    class_map: Optional[List[int]] = None
+    resize: bool = False
+    data_root: Optional[str] = None
+    prior_options: Dict[str, Any] = field(default_factory=dict)
+    method: str = ""
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "DistillConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise GenpriorError(f"unknown distillation option {', '.join(unknown)}; options: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from any parts: the same parts give the same seed in every process."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _generator(*parts: Any) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+# ---- set-up and checks -------------------------------------------------------------------
+
+PIXEL_PRIOR = "pixel"
+
+
+def prior_for(ref: str, real: RealData, **options: Any) -> Prior:
+    """``pixel`` is the identity prior sized to the dataset; any other ref goes to ``load_prior``."""
+    if ref == PIXEL_PRIOR:
+        from ..priors.pixel import PixelPrior
+
+        return PixelPrior(real.num_classes, real.channels, real.resolution, real.mean, real.std)
+    return load_prior(ref, **options)
+
+
+def check_config(cfg: DistillConfig) -> None:
+    """The checks that need no files: every one fails before any work starts."""
+    if not isinstance(cfg.ipc, int) or cfg.ipc < 1:
+        raise GenpriorError(f"IPC must be at least 1, got {cfg.ipc}")
+    if cfg.loss not in MATCHERS:
+        MATCHERS.entry(cfg.loss)
+    for name, value, allowed in (("mixed_precision", cfg.mixed_precision, MIXED_PRECISION),
+                                 ("optimizer", cfg.optimizer, OPTIMIZERS), ("init", cfg.init, INITS)):
+        if value not in allowed:
+            raise GenpriorError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+    for name in ("iterations", "chunk_size", "batch_real", "checkpoint_every", "log_every"):
+        if getattr(cfg, name) < 1:
+            raise GenpriorError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.lr <= 0 or any(v <= 0 for v in cfg.latent_lrs.values()):
+        raise GenpriorError(f"learning rates must be positive, got lr={cfg.lr}, latent_lrs={cfg.latent_lrs}")
+
+
+def check_device(mixed_precision: str, device: torch.device) -> None:
+    if mixed_precision == "fp16" and device.type == "cpu":
+        raise GenpriorError("fp16 mixed precision needs a GPU (accelerate would silently run fp32 on a CPU); "
+                            "use --mixed-precision bf16 or no")
+
+
+def check_fit(prior: Prior, real: RealData, cfg: DistillConfig) -> None:
+    """The prior must make this dataset's classes, channels and size, unless mapped."""
+    if prior.channels != real.channels:
+        raise GenpriorError(f"prior makes {prior.channels}-channel images but {real.name} has {real.channels}; "
+                            "pick a prior trained on data with the same channels")
+    if prior.resolution != real.resolution and not cfg.resize:
+        raise GenpriorError(f"prior makes {prior.resolution}-px images but {real.name} is {real.resolution} px; "
+                            "pass --resize to resize decoded images, or pick a prior of that size")
+    if cfg.class_map is not None:
+        if len(cfg.class_map) != real.num_classes:
+            raise GenpriorError(f"class_map needs {real.num_classes} entries (one prior class per {real.name} class), "
+                                f"got {len(cfg.class_map)}")
+        if prior.num_classes is not None and any(not 0 <= c < prior.num_classes for c in cfg.class_map):
+            raise GenpriorError(f"class_map entries must lie in [0, {prior.num_classes}) for this prior")
+    elif prior.num_classes is not None and prior.num_classes != real.num_classes:
+        raise GenpriorError(f"prior has {prior.num_classes} classes but {real.name} has {real.num_classes}; "
+                            "pass --class-map with one prior class per dataset class")
+
+
+# ---- checkpoints ---------------------------------------------------------------------------
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Optimiser state as tensors (safetensors) + its JSON-able rest."""
+    state = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in state["state"].items():
+        for key, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"opt.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: Dict[str, torch.Tensor], rest: Dict[str, Any]) -> None:
+    state: Dict[int, Dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("opt."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for name, value in rest["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
+
+
+def _atomic_dir(final: Path, write) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o755)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+    ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return ckpts[-1] if ckpts else None
+
+
+# ---- the loop ------------------------------------------------------------------------------
+
+class LatentDistiller:
+    """Holds a run: prior, matcher, real data, latents, optimiser; ``run()`` drives it."""
+
+    def __init__(self, cfg: DistillConfig, run_dir, accelerator=None, progress: bool = True):
+        check_config(cfg)
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        if accelerator is None:
+            from accelerate import Accelerator
+
+            check_device(cfg.mixed_precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+            accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+        self.acc = accelerator
+        self.device = accelerator.device
+        check_device(cfg.mixed_precision, self.device)
+
+        self.real = load_dataset(cfg.dataset, "train", root=cfg.data_root)
+        self.prior = prior_for(cfg.prior, self.real, **cfg.prior_options)
+        check_fit(self.prior, self.real, cfg)
+        self.space = self.prior.check_space(cfg.space or self.prior.default_space)
+        self.matcher: Matcher = create_matcher(cfg.loss, self.real.channels, self.real.num_classes,
+                                               self.real.resolution, self.real.name, ipc=cfg.ipc,
+                                               batch_real=cfg.batch_real, **cfg.loss_options)
+        self.matcher.to(self.device)
+        self.prior.set_normalization(self.real.mean, self.real.std)
+        self.prior.requires_grad_(False).eval()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision, torch.float32)
+        self.prior.to(self.device, dtype=dtype)  # frozen prior in the compute dtype; latents stay fp32
+
+        nc = self.real.num_classes
+        self.labels = torch.arange(nc).repeat_interleave(cfg.ipc)
+        mapped = torch.tensor(cfg.class_map) if cfg.class_map is not None else torch.arange(nc)
+        self.prior_labels = mapped[self.labels].to(self.device)
+        self.my_classes = list(range(self.acc.process_index, nc, self.acc.num_processes))
+        self.latents: Latents = {}
+        self.opt: Optional[torch.optim.Optimizer] = None
+        self.start_it = 0
+        self.best: Dict[str, Any] = {}
+
+    # -- latents --
+    def init_latents(self) -> None:
+        cfg = self.cfg
+        gen = _generator(cfg.seed, "init")
+        images, kwargs = None, {}
+        if cfg.init == "invert":
+            images = torch.cat([self.real.sample_class(c, cfg.ipc, gen) for c in range(self.real.num_classes)])
+            images = self._to_prior_size(images).to(self.device)
+            if self.prior.inverts_by_optimisation:
+                kwargs = {"steps": cfg.invert_steps}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(cfg.seed, "init-global"))
+            latents = self.prior.init_latents(self.prior_labels, space=self.space, method=cfg.init, images=images,
+                                              generator=gen, **kwargs)
+        self.latents = {k: v.detach().float().to(self.device).requires_grad_(True) for k, v in latents.items()}
+        self._build_optimizer()
+
+    def _build_optimizer(self) -> None:
+        cfg = self.cfg
+        unknown = sorted(set(cfg.latent_lrs) - set(self.latents))
+        if unknown:
+            raise GenpriorError(f"latent_lrs names {', '.join(unknown)}, which space {self.space!r} does not have; "
+                                f"its latents: {', '.join(sorted(self.latents))}")
+        groups = [{"params": [v], "lr": cfg.latent_lrs.get(k, cfg.lr)} for k, v in sorted(self.latents.items())]
+        extra = self.matcher.extra_parameters()
+        if extra:
+            groups.append({"params": extra, "lr": self.matcher.extra_lr})
+        if cfg.optimizer == "adam":
+            self.opt = torch.optim.Adam(groups)
+        else:
+            self.opt = torch.optim.SGD(groups, momentum=cfg.momentum)
+
+    def _to_prior_size(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] == self.prior.resolution:
+            return images
+        return F.interpolate(images, size=self.prior.resolution, mode="bilinear", antialias=True, align_corners=False)
+
+    def _to_data_size(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] == self.real.resolution:
+            return images
+        return F.interpolate(images, size=self.real.resolution, mode="bilinear", antialias=True, align_corners=False)
+
+    def decode_class(self, c: int) -> torch.Tensor:
+        sl = slice(c * self.cfg.ipc, (c + 1) * self.cfg.ipc)
+        part = {k: v[sl] for k, v in self.latents.items()}
+        with self.acc.autocast():
+            images = self.prior.decode(part, self.prior_labels[sl], chunk_size=self.cfg.chunk_size)
+        return self._to_data_size(images.float())
+
+    def decode_all(self) -> torch.Tensor:
+        return torch.cat([self.decode_class(c) for c in range(self.real.num_classes)])
+
+    # -- one iteration --
+    def iteration(self, it: int) -> float:
+        cfg, m = self.cfg, self.matcher
+        torch.manual_seed(derive_seed(cfg.seed, it, "global"))
+        m.start_iteration(it, _generator(cfg.seed, it, "matcher"))
+        total = 0.0
+        for u in range(m.updates_per_iteration):
+            self.opt.zero_grad(set_to_none=True)
+            if m.per_class:
+                for c in self.my_classes:
+                    gen = _generator(cfg.seed, it, u, c)
+                    real_c = self.real.sample_class(c, m.batch_real, gen).to(self.device)
+                    with self.acc.autocast():
+                        loss = m.class_loss(real_c, self.decode_class(c), c, gen)
+                    self._check_finite(loss, it, f"class {c}")
+                    loss.backward()
+                    total += loss.item()
+                self._sum_gradients()
+            else:
+                gen = _generator(cfg.seed, it, u)
+                with self.acc.autocast():
+                    loss = m.set_loss(self.decode_all(), self.labels.to(self.device), self.real, gen)
+                self._check_finite(loss, it, "the whole set")
+                loss.backward()
+                total += loss.item()
+            self.opt.step()
+            if type(m).after_update is not Matcher.after_update:
+                with torch.no_grad():
+                    syn = self.decode_all()
+                m.after_update(syn, self.labels.to(self.device), _generator(cfg.seed, it, u, "after"))
+        return total / m.updates_per_iteration
+
+    def _sum_gradients(self) -> None:
+        if self.acc.num_processes == 1:
+            return
+        for tensor in self.latents.values():
+            if tensor.grad is None:
+                tensor.grad = torch.zeros_like(tensor)
+            tensor.grad = self.acc.reduce(tensor.grad, reduction="sum")
+        for tensor in self.matcher.extra_parameters():
+            if tensor.grad is not None:
+                tensor.grad = self.acc.reduce(tensor.grad, reduction="sum")
+
+    def _check_finite(self, loss: torch.Tensor, it: int, where: str) -> None:
+        if not torch.isfinite(loss).all():
+            last = latest_checkpoint(self.run_dir)
+            keep = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+            raise GenpriorError(f"loss became {loss.item()} at iteration {it} ({where}); {keep}; "
+                                "lower --lr or run without mixed precision")
+
+    # -- checkpoints --
+    def save_checkpoint(self, it: int) -> None:
+        """After iteration ``it - 1``: state to start iteration ``it``."""
+        if not self.acc.is_main_process:
+            return
+        tensors = {f"latent.{k}": v.detach().cpu().contiguous() for k, v in self.latents.items()}
+        opt_tensors, opt_rest = _flatten_optimizer(self.opt)
+        tensors.update(opt_tensors)
+        tensors.update({f"matcher.{k}": v.detach().cpu().contiguous() for k, v in self.matcher.state_dict().items()})
+        for i, p in enumerate(self.matcher.extra_parameters()):
+            tensors[f"extra.{i}"] = p.detach().cpu().contiguous()
+        state = {"next_iteration": it, "optimizer": opt_rest, "best": self.best, "config": asdict(self.cfg)}
+
+        def write(d: Path) -> None:
+            save_file(tensors, str(d / "state.safetensors"))
+            (d / "state.json").write_text(json.dumps(state, indent=2, default=str))
+
+        _atomic_dir(self.run_dir / "checkpoints" / f"step-{it:06d}", write)
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            state = json.loads((path / "state.json").read_text())
+            tensors = load_file(str(path / "state.safetensors"))
+        except (OSError, ValueError) as e:
+            raise GenpriorError(f"checkpoint {path} cannot be read ({e}); delete it to resume from the one before") from None
+        saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "eval_every", "log_every", "checkpoint_every")}
+        now = {k: v for k, v in asdict(self.cfg).items() if k in saved}
+        if json.loads(json.dumps(saved, default=str)) != json.loads(json.dumps(now, default=str)):
+            diff = sorted(k for k in saved if json.dumps(saved[k], default=str) != json.dumps(now[k], default=str))
+            raise GenpriorError(f"checkpoint {path} was made with other settings ({', '.join(diff)}); "
+                                "resume with the same options or start a new output directory")
+        self.latents = {k[len("latent."):]: v.to(self.device).requires_grad_(True)
+                        for k, v in tensors.items() if k.startswith("latent.")}
+        self.matcher.load_state_dict({k[len("matcher."):]: v for k, v in tensors.items() if k.startswith("matcher.")})
+        for i, p in enumerate(self.matcher.extra_parameters()):
+            with torch.no_grad():
+                p.copy_(tensors[f"extra.{i}"])
+        self._build_optimizer()
+        _unflatten_optimizer(self.opt, tensors, state["optimizer"])
+        self.start_it = state["next_iteration"]
+        self.best = state.get("best", {})
+
+    # -- outputs --
+    def current_set(self) -> SyntheticSet:
+        with torch.no_grad():
+            images = self.decode_all().float().cpu()
+        return SyntheticSet(images=images, labels=self.labels.clone(), mean=self.real.mean, std=self.real.std,
+                            dataset=self.real.name, class_names=self.real.class_names,
+                            method=self.cfg.method or f"latent-{self.cfg.loss}", prior=self.cfg.prior,
+                            config={"distill": asdict(self.cfg), "space": self.space, "matcher": self.matcher.describe(),
+                                    "prior_card": self.prior.describe()})
+
+    def _log(self, record: Dict[str, Any]) -> None:
+        if self.acc.is_main_process:
+            with open(self.run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _quick_eval(self, it: int) -> None:
+        from ..evaluate import evaluate_synset, with_counts
+
+        synset = self.current_set()
+        test = load_dataset(self.cfg.dataset, "test", root=self.cfg.data_root)
+        proto = with_counts("quick", epochs=self.cfg.eval_epochs, num_models=1)
+        acc = evaluate_synset(synset, protocol=proto, test=test, device="cpu" if self.device.type == "cpu" else "auto",
+                              progress=False)["results"]["convnet"]["mean"]
+        self._log({"iteration": it, "quick_eval_acc": acc, "protocol": proto.name})
+        if acc > self.best.get("acc", -1.0):
+            self.best = {"acc": acc, "iteration": it}
+            save_synset(synset, self.run_dir / "best", overwrite=True)
+
+    def export(self) -> SyntheticSet:
+        from .export import save_latents
+
+        synset = self.current_set()
+        if self.acc.is_main_process:
+            save_latents(self.run_dir, self.latents, self.labels, self.cfg, self.space)
+            save_synset(synset, self.run_dir / "synset", overwrite=True)
+        return synset
+
+    def run(self, resume: Optional[str] = None) -> SyntheticSet:
+        cfg = self.cfg
+        if self.acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = None
+        if resume:
+            ckpt = latest_checkpoint(self.run_dir) if resume == "latest" else Path(resume)
+            if ckpt is None or not ckpt.is_dir():
+                raise GenpriorError(f"nothing to resume in {self.run_dir}: no checkpoint found; drop --resume to start anew")
+        elif latest_checkpoint(self.run_dir) is not None:
+            raise GenpriorError(f"{self.run_dir} already holds a run; pass --resume latest to continue it or choose another --output-dir")
+        if ckpt is not None:
+            self.load_checkpoint(ckpt)
+        else:
+            self.init_latents()
+            if self.acc.is_main_process:
+                write_json_atomic(asdict(cfg), self.run_dir / "config.json")
+        bar = tqdm(range(self.start_it, cfg.iterations), initial=self.start_it, total=cfg.iterations,
+                   desc=f"distill {cfg.loss} {self.space}", disable=not (self.progress and self.acc.is_main_process))
+        t0 = time.time()
+        for it in bar:
+            loss = self.iteration(it)
+            bar.set_postfix(loss=f"{loss:.4g}")
+            if (it + 1) % cfg.log_every == 0 or it == cfg.iterations - 1:
+                self._log({"iteration": it, "loss": loss, "time_s": time.time() - t0})
+            if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and self.acc.is_main_process:
+                self._quick_eval(it + 1)
+            if (it + 1) % cfg.checkpoint_every == 0 or it == cfg.iterations - 1:
+                self.save_checkpoint(it + 1)
+        bar.close()
+        self.acc.wait_for_everyone()
+        return self.export()
+
+
+def distill(cfg: DistillConfig, run_dir, resume: Optional[str] = None, progress: bool = True) -> SyntheticSet:
+    """Run (or resume) a latent distillation and return the final synthetic set."""
+    return LatentDistiller(cfg, run_dir, progress=progress).run(resume=resume)
