@@ -178,7 +178,10 @@ def run_distill(args, defaults: Optional[dict] = None) -> None:
 
 
 def cmd_distill(args) -> None:
-    run_distill(args, MAIN_JOB)
+    defaults = dict(MAIN_JOB)
+    if args.prior is None and args.loss is None:
+        defaults["method"] = "glad-dm"  # the main job is GLaD's DM on the shipped StyleGAN
+    run_distill(args, defaults)
 
 
 def cmd_export(args) -> None:
@@ -198,8 +201,7 @@ def cmd_experts(args) -> None:
 
 
 #: ``genprior distill`` with no flags: GLaD-DM on the shipped StyleGAN prior, mnist5k, IPC 10.
-MAIN_JOB = {"dataset": "mnist5k", "prior": "mnist5k-stylegan", "space": "w+", "loss": "dm", "ipc": 10,
-            "init": "mean", "method": "glad-dm"}
+MAIN_JOB = {"dataset": "mnist5k", "prior": "mnist5k-stylegan", "loss": "dm", "ipc": 10}
 
 
 def add_distill_args(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,8 @@ from genprior.synset import SyntheticSet
 
 @pytest.fixture(autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    """Tests use tiny tensors: one thread avoids OpenMP spinning when the machine is shared."""
+    torch.set_num_threads(1)
 
 
 def make_synset(ipc=2, num_classes=3, channels=1, resolution=8, soft=False, seed=0, dataset="digits"):

@@ -49,7 +49,7 @@ def load_latents(run_dir) -> Tuple[Dict[str, torch.Tensor], torch.Tensor, Dict[s
 def export_run(run_dir, out_dir: Optional[str] = None, chunk_size: int = 50, overwrite: bool = False) -> SyntheticSet:
     """Decode a run's saved latents into a synthetic-set directory (default RUN_DIR/export)."""
     from ..data import load_dataset
-    from .latent import DistillConfig, prior_for
+    from .latent import DistillConfig, method_name, prior_for
 
     latents, labels, meta = load_latents(run_dir)
     cfg = DistillConfig.from_dict(meta["config"])
@@ -62,7 +62,7 @@ def export_run(run_dir, out_dir: Optional[str] = None, chunk_size: int = 50, ove
     if images.shape[-1] != real.resolution:
         images = torch.nn.functional.interpolate(images, size=real.resolution, mode="bilinear", antialias=True)
     synset = SyntheticSet(images=images, labels=labels, mean=real.mean, std=real.std, dataset=real.name,
-                          class_names=real.class_names, method=cfg.method or f"latent-{cfg.loss}", prior=meta["prior"],
+                          class_names=real.class_names, method=method_name(cfg), prior=meta["prior"],
                           config={"distill": meta["config"], "space": meta["space"], "exported_from": str(run_dir)})
     save_synset(synset, Path(out_dir) if out_dir else Path(run_dir) / "export", overwrite=overwrite)
     return synset

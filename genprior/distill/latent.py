@@ -61,7 +61,9 @@ class DistillConfig:
     loss_options: Dict[str, Any] = field(default_factory=dict)
     ipc: int = 10
     iterations: int = 200
-    init: str = "mean"
+    # "mean" gives every image of a class the same latent; siamese losses then move them
+    # identically, so it only suits IPC 1 (GLaD's README warns the same).
+    init: str = "random"
     invert_steps: int = 100
     lr: float = 0.01
     latent_lrs: Dict[str, float] = field(default_factory=dict)
@@ -88,6 +90,11 @@ class DistillConfig:
         if unknown:
             raise GenpriorError(f"unknown distillation option {', '.join(unknown)}; options: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+def method_name(cfg: DistillConfig) -> str:
+    """What a set's meta.json calls its method: the recipe's name, else e.g. ``dm`` / ``latent-dm``."""
+    return cfg.method or (cfg.loss if cfg.prior == PIXEL_PRIOR else f"latent-{cfg.loss}")
 
 
 def derive_seed(*parts: Any) -> int:
@@ -156,6 +163,18 @@ def check_fit(prior: Prior, real: RealData, cfg: DistillConfig) -> None:
                             "pass --class-map with one prior class per dataset class")
 
 
+def make_accelerator(mixed_precision: str):
+    """An Accelerator for this run. accelerate keeps one state per process; a run in a
+    process that already ran with another precision (a notebook, a test session)
+    resets that state but keeps the process group of ``accelerate launch``."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision)
+
+
 # ---- checkpoints ---------------------------------------------------------------------------
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
@@ -213,10 +232,8 @@ class LatentDistiller:
         self.run_dir = Path(run_dir)
         self.progress = progress
         if accelerator is None:
-            from accelerate import Accelerator
-
             check_device(cfg.mixed_precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-            accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+            accelerator = make_accelerator(cfg.mixed_precision)
         self.acc = accelerator
         self.device = accelerator.device
         check_device(cfg.mixed_precision, self.device)
@@ -394,7 +411,7 @@ class LatentDistiller:
             images = self.decode_all().float().cpu()
         return SyntheticSet(images=images, labels=self.labels.clone(), mean=self.real.mean, std=self.real.std,
                             dataset=self.real.name, class_names=self.real.class_names,
-                            method=self.cfg.method or f"latent-{self.cfg.loss}", prior=self.cfg.prior,
+                            method=method_name(self.cfg), prior=self.cfg.prior,
                             config={"distill": asdict(self.cfg), "space": self.space, "matcher": self.matcher.describe(),
                                     "prior_card": self.prior.describe()})
 

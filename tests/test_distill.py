@@ -1,0 +1,140 @@
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from genprior.distill import DistillConfig, LatentDistiller, distill, export_run, load_latents
+from genprior.distill.latent import latest_checkpoint
+from genprior.errors import GenpriorError, UnknownNameError
+from genprior.synset import load_synset
+
+TINY = DistillConfig(dataset="digits", prior="pixel", loss="dm", ipc=2, iterations=4, init="random", lr=1.0,
+                     batch_real=16, checkpoint_every=2, log_every=1,
+                     loss_options={"net_options": {"width": 8}})
+
+
+def run(cfg, tmp_path, name="run", resume=None):
+    return distill(cfg, tmp_path / name, resume=resume, progress=False)
+
+
+def test_loss_decreases_and_outputs_are_written(tmp_path):
+    cfg = replace(TINY, iterations=8, loss_options={"net_options": {"width": 8}, "dsa": False})
+    synset = run(cfg, tmp_path)
+    out = tmp_path / "run"
+    losses = [json.loads(l)["loss"] for l in (out / "log.jsonl").read_text().splitlines() if "loss" in l]
+    assert losses[-1] < losses[0]
+    assert json.loads((out / "config.json").read_text())["loss"] == "dm"
+    loaded = load_synset(out / "synset")
+    assert torch.equal(loaded.images, synset.images) and loaded.ipc == 2
+    assert loaded.method == "dm" and loaded.config["distill"]["prior"] == "pixel"
+
+
+def test_resume_is_bit_identical(tmp_path):
+    full = run(TINY, tmp_path, "full")
+    half = replace(TINY, iterations=2)
+    run(half, tmp_path, "split")
+    assert latest_checkpoint(tmp_path / "split").name == "step-000002"
+    resumed = run(TINY, tmp_path, "split", resume="latest")
+    assert torch.equal(full.images, resumed.images)
+    a, _, _ = load_latents(tmp_path / "full")
+    b, _, _ = load_latents(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_existing_run_needs_resume_and_mismatched_resume_is_refused(tmp_path):
+    run(replace(TINY, iterations=2), tmp_path)
+    with pytest.raises(GenpriorError, match="--resume latest"):
+        run(TINY, tmp_path)
+    with pytest.raises(GenpriorError, match="other settings"):
+        run(replace(TINY, lr=0.5), tmp_path, resume="latest")
+    with pytest.raises(GenpriorError, match="no checkpoint"):
+        run(TINY, tmp_path, "fresh", resume="latest")
+
+
+def test_export_round_trip(tmp_path):
+    synset = run(TINY, tmp_path)
+    exported = export_run(tmp_path / "run", chunk_size=3)
+    assert torch.equal(exported.images, synset.images)
+    assert torch.equal(load_synset(tmp_path / "run" / "export").images, synset.images)
+
+
+def test_bf16_runs_on_cpu(tmp_path):
+    synset = run(replace(TINY, iterations=2, mixed_precision="bf16"), tmp_path)
+    assert synset.images.dtype == torch.float32 and torch.isfinite(synset.images).all()
+
+
+def test_fp16_on_cpu_is_refused(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(GenpriorError, match="fp16 mixed precision needs a GPU"):
+        run(replace(TINY, mixed_precision="fp16"), tmp_path)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path):
+    cfg = replace(TINY, iterations=6, lr=1e30, optimizer="sgd", momentum=0.0, checkpoint_every=1)
+    with pytest.raises(GenpriorError, match=r"at iteration 1 .*last good checkpoint is .*step-000001"):
+        run(cfg, tmp_path)
+    from safetensors.torch import load_file
+
+    kept = load_file(str(tmp_path / "run" / "checkpoints" / "step-000001" / "state.safetensors"))
+    assert torch.isfinite(kept["latent.x"]).all()
+    assert latest_checkpoint(tmp_path / "run").name == "step-000001"
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (dict(ipc=0), GenpriorError, "IPC must be at least 1"),
+    (dict(loss="lossy"), UnknownNameError, "dm"),
+    (dict(prior="no-such-prior"), UnknownNameError, "registered name"),
+    (dict(dataset="cifar11"), UnknownNameError, "mnist5k"),
+    (dict(init="zeros"), GenpriorError, "random, mean, invert"),
+    (dict(loss_options={"temperature": 2}), GenpriorError, "takes no option temperature"),
+    (dict(latent_lrs={"w+": 1.0}), GenpriorError, "does not have"),
+    (dict(class_map=[0, 1]), GenpriorError, "class_map needs 10"),
+    (dict(loss="mtt", ipc=1, loss_options={"buffer": "/nonexistent"}), GenpriorError, "genprior experts"),
+])
+def test_bad_inputs_fail_before_work(tmp_path, change, error, message):
+    with pytest.raises(error, match=message):
+        run(replace(TINY, **change), tmp_path)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unknown_option_in_config_dict():
+    with pytest.raises(GenpriorError, match="unknown distillation option colour"):
+        DistillConfig.from_dict({"colour": "red"})
+
+
+def test_prior_that_does_not_fit_the_dataset(tmp_path):
+    from genprior.priors import PixelPrior
+
+    PixelPrior(10, 3, 32, (0.5,) * 3, (0.5,) * 3).save_pretrained(tmp_path / "rgb32")
+    with pytest.raises(GenpriorError, match="3-channel"):
+        run(replace(TINY, prior=str(tmp_path / "rgb32")), tmp_path)
+    PixelPrior(10, 1, 32).save_pretrained(tmp_path / "px32")
+    with pytest.raises(GenpriorError, match="--resize"):
+        run(replace(TINY, prior=str(tmp_path / "px32")), tmp_path)
+    PixelPrior(5, 1, 28).save_pretrained(tmp_path / "five")
+    with pytest.raises(GenpriorError, match="--class-map"):
+        run(replace(TINY, prior=str(tmp_path / "five")), tmp_path)
+
+
+def test_two_processes_write_one_set_equal_to_one_process(tmp_path):
+    pytest.importorskip("accelerate")
+    args = ["distill", "--dataset", "digits", "--prior", "pixel", "--loss", "dm", "--ipc", "1", "--iterations", "2",
+            "--init", "random", "--lr", "1", "--batch-real", "8", "--loss-option", 'net_options={"width": 8}',
+            "--no-evaluate"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genprior"]
+    done = subprocess.run(cmd + args + ["--output-dir", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    single = subprocess.run([sys.executable, "-m", "genprior"] + args + ["--output-dir", str(tmp_path / "one")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    two, one = load_synset(tmp_path / "two" / "synset"), load_synset(tmp_path / "one" / "synset")
+    assert torch.allclose(two.images, one.images, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
