@@ -235,6 +235,27 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     _add_eval_args(p)
 
 
+def run_recipe(description: str, defaults: dict, variants: Optional[dict] = None, argv=None) -> None:
+    """What every script in recipes/ runs: its paper's defaults under the flags of
+    ``genprior distill`` (flags given on the command line win). ``variants`` maps a
+    ``--variant`` name to extra defaults (e.g. GLaD's DM / DC / MTT settings)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-root", help="root of local datasets (default: $GENPRIOR_DATA)")
+    if variants:
+        parser.add_argument("--variant", default=next(iter(variants)), choices=list(variants))
+    add_distill_args(parser)
+    args = parser.parse_args(argv)
+    merged = dict(defaults)
+    if variants:
+        for key, value in variants[args.variant].items():
+            merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    try:
+        run_distill(args, merged)
+    except GenpriorError as e:
+        print(f"genprior: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genprior", description="Dataset condensation with generative priors.")
     parser.add_argument("--data-root", help="root of local datasets (default: $GENPRIOR_DATA)")

@@ -57,11 +57,12 @@ class Prior(nn.Module, metaclass=ABCMeta):
     # ---- normalisation -------------------------------------------------------------
     @property
     def mean(self) -> Tuple[float, ...]:
-        return tuple(self.out_mean.flatten().tolist())
+        """Rounded: the buffers are float32, the datasets' constants are short decimals."""
+        return tuple(round(v, 6) for v in self.out_mean.flatten().tolist())
 
     @property
     def std(self) -> Tuple[float, ...]:
-        return tuple(self.out_std.flatten().tolist())
+        return tuple(round(v, 6) for v in self.out_std.flatten().tolist())
 
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> "Prior":
         """Make ``decode`` return images normalised like a given dataset."""

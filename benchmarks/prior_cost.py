@@ -1,0 +1,123 @@
+"""Decode + backward cost of the shipped priors: time per image and peak memory.
+
+    python benchmarks/prior_cost.py                  # all cases, results in benchmarks/results/prior_cost.{json,md}
+    python benchmarks/prior_cost.py --device cuda    # on a GPU (peak from torch.cuda.max_memory_allocated)
+
+Each case (prior, number of images, chunk size) runs in a fresh process: load the
+prior, make latents, then time one ``decode(latents, labels, chunk_size)`` followed by
+``backward`` of a loss on all images. On a CPU the peak is the resident-set size above
+the level after set-up, sampled every millisecond by a thread; it includes allocator
+slack, so small differences are noise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "prior_cost.json"
+TABLE = HERE / "results" / "prior_cost.md"
+CASES = [  # (prior, space, images, chunk)
+    ("mnist5k-stylegan", "w+", 100, 10), ("mnist5k-stylegan", "w+", 100, 100),
+    ("mnist5k-stylegan", "w+", 10, 10), ("mnist5k-stylegan", "w+", 500, 10),
+    ("mnist5k-diffusion", "x_T+class", 100, 10), ("mnist5k-diffusion", "x_T+class", 100, 100),
+    ("mnist5k-diffusion", "x_T+class", 10, 10), ("mnist5k-diffusion", "x_T+class", 500, 10),
+]
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def one_case(prior_ref: str, space: str, n: int, chunk: int, device: str, threads: int) -> dict:
+    import torch
+
+    from genprior.priors.load import load_prior
+
+    torch.set_num_threads(threads)
+    prior = load_prior(prior_ref).to(device).requires_grad_(False).eval()
+    labels = (torch.arange(n) % prior.num_classes).to(device)
+    latents = prior.init_latents(labels, space=space, generator=torch.Generator().manual_seed(0))
+    latents = {k: v.to(device).requires_grad_(True) for k, v in latents.items()}
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_bytes())
+            time.sleep(0.001)
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = rss_bytes()
+        peak[0] = base
+        watcher = threading.Thread(target=sample, daemon=True)
+        watcher.start()
+    t0 = time.perf_counter()
+    images = prior.decode(latents, labels, chunk_size=chunk)
+    (images.float() ** 2).mean().backward()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    if device == "cuda":
+        peak_bytes = torch.cuda.max_memory_allocated() - base
+    else:
+        stop.set()
+        watcher.join()
+        peak_bytes = peak[0] - base
+    grads_ok = all(v.grad is not None and bool(torch.isfinite(v.grad).all()) for v in latents.values())
+    return {"prior": prior_ref, "space": space, "images": n, "chunk": chunk, "device": device, "threads": threads,
+            "seconds": seconds, "ms_per_image": 1000 * seconds / n, "peak_mib": peak_bytes / 2**20, "grads_ok": grads_ok}
+
+
+def write_table(rows: list) -> None:
+    lines = ["# Decode + backward cost of the shipped priors", "",
+             "One decode of N images in chunks, then backward of a loss on all of them; fresh process per row.",
+             "Written by `python benchmarks/prior_cost.py`.", "",
+             "| prior | space | images | chunk | device | threads | ms / image | peak MiB above set-up |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['prior']} | {r['space']} | {r['images']} | {r['chunk']} | {r['device']} | {r['threads']} | "
+                     f"{r['ms_per_image']:.1f} | {r['peak_mib']:.1f} |")
+    for prior in sorted({r["prior"] for r in rows}):
+        small = [r for r in rows if r["prior"] == prior and r["chunk"] == 10 and r["images"] == 10]
+        large = [r for r in rows if r["prior"] == prior and r["chunk"] == 10 and r["images"] == 500]
+        if small and large and small[0]["peak_mib"] > 0:
+            lines.append(f"\n{prior}: peak with 500 images / peak with 10 images (chunk 10) = "
+                         f"{large[0]['peak_mib'] / small[0]['peak_mib']:.2f}")
+    TABLE.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case is not None:
+        prior, space, n, chunk = CASES[args.case]
+        print(json.dumps(one_case(prior, space, n, chunk, args.device, args.threads)))
+        return
+    rows = []
+    for i in range(len(CASES)):
+        out = subprocess.run([sys.executable, __file__, "--case", str(i), "--device", args.device,
+                              "--threads", str(args.threads)], capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    RESULTS.write_text(json.dumps(rows, indent=2))
+    write_table(rows)
+    print(TABLE.read_text())
+
+
+if __name__ == "__main__":
+    main()
