@@ -192,11 +192,12 @@ def cmd_export(args) -> None:
 
 
 def cmd_experts(args) -> None:
+    from .data import load_dataset
     from .matching.experts import train_experts
 
     out = Path(args.out_dir or f"runs/experts-{args.dataset}-{args.net}")
-    train_experts(args.dataset, args.net, args.num_experts, args.epochs, out, lr=args.lr, seed=args.seed,
-                  data_root=args.data_root)
+    train = load_dataset(args.dataset, "train", root=args.data_root)
+    train_experts(train, args.net, args.num_experts, args.epochs, out, lr=args.lr, seed=args.seed)
     print(f"expert trajectories: {out}")
 
 
