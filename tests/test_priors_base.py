@@ -81,3 +81,60 @@ def test_registered_prior_with_missing_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("GENPRIOR_PRETRAINED", str(tmp_path))
     with pytest.raises(GenpriorError, match="missing; train it"):
         load_prior("gone")
+
+
+def _fake_hub_snapshot(cache, repo_id, write):
+    """The Hugging Face cache layout: models--owner--name/{refs/main, snapshots/<hash>/...}."""
+    folder = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = folder / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("0" * 40)
+    write(snapshot)
+
+
+def test_cached_hub_id_loads_offline(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DModel
+
+    from genprior.priors.diffusion import DiffusionPrior, VAEPrior
+
+    cache = tmp_path / "hub"
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                        norm_num_groups=4, sample_size=8, layers_per_block=1)
+    _fake_hub_snapshot(cache, "someone/tiny-vae", lambda d: vae.save_pretrained(d))
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), norm_num_groups=4,
+                       layers_per_block=1, down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
+                       num_class_embeds=4)
+
+    def pipeline(d):
+        unet.save_pretrained(d / "unet")
+        DDIMScheduler(clip_sample=False).save_pretrained(d / "scheduler")
+        (d / "model_index.json").write_text(json.dumps({"_class_name": "DDIMPipeline", "unet": ["diffusers", "UNet2DModel"],
+                                                        "scheduler": ["diffusers", "DDIMScheduler"]}))
+
+    _fake_hub_snapshot(cache, "someone/tiny-ddpm", pipeline)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    p = load_prior("someone/tiny-vae")
+    assert isinstance(p, VAEPrior) and p.latent_spaces == ("z",)
+    q = load_prior("someone/tiny-ddpm")
+    assert isinstance(q, DiffusionPrior) and q.num_classes == 3
+    labels = torch.tensor([0, 2])
+    assert q.decode(q.init_latents(labels, space="x_T"), labels).shape == (2, 1, 8, 8)
+
+
+def test_pickle_needs_the_opt_in(tmp_path):
+    import pickle
+
+    (tmp_path / "net.pkl").write_bytes(pickle.dumps({"G_ema": None}))
+    with pytest.raises(GenpriorError, match="allow_pickle"):
+        load_prior(str(tmp_path / "net.pkl"))
+    assert not (tmp_path / "net-genprior").exists()
+
+
+def test_not_a_prior_folder(tmp_path):
+    with pytest.raises(GenpriorError, match="not a prior folder"):
+        load_prior(str(tmp_path))
