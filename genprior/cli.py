@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 from pathlib import Path
@@ -57,14 +58,19 @@ def cmd_list(args) -> None:
     from .baselines import BASELINES
     from .data import DATASETS
     from .evaluate import PROTOCOLS
+    from .matching import MATCHERS
     from .nets import CROSS_ARCH_POOL, NETS
-    from .priors.load import registry
+    from .priors.load import pretrained_dir, registry
 
+    recipes = sorted((pretrained_dir().parent / "recipes").glob("*.py"))
     sections = {
         "datasets": [(e.name, e.summary) for e in DATASETS],
         "networks": [(e.name, e.summary + ("  [pool]" if e.name in CROSS_ARCH_POOL else "")) for e in NETS],
         "baselines": [(e.name, e.summary) for e in BASELINES],
         "priors": [(name, f"{e.get('family')}: {e.get('summary', '')}") for name, e in sorted(registry().items())],
+        "losses": [(e.name, e.summary) for e in MATCHERS],
+        "recipes": [(f"recipes/{p.name}", (ast.get_docstring(ast.parse(p.read_text())) or "").split("\n")[0])
+                    for p in recipes],
         "protocols": [(p.name, f"{p.epochs} epochs (lr drop at {p.lr_drop_epoch}), {p.num_models} models") for p in PROTOCOLS.values()],
     }
     wanted = [args.what] if args.what else list(sections)
@@ -263,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list datasets, networks, baselines and protocols")
-    p.add_argument("what", nargs="?", choices=["datasets", "networks", "baselines", "priors", "protocols"])
+    p.add_argument("what", nargs="?", choices=["datasets", "networks", "baselines", "priors", "losses", "recipes", "protocols"])
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("evaluate", help="train fresh networks on a synthetic set and test them")

@@ -7,7 +7,7 @@ from genprior.synset import load_synset
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for word in ("mnist5k", "digits", "convnet", "resnet18", "herding", "quick"):
+    for word in ("mnist5k", "digits", "convnet", "resnet18", "herding", "quick", "mnist5k-stylegan", "wasserstein", "recipes/glad.py"):
         assert word in out
 
 

@@ -1,0 +1,89 @@
+"""Peak memory of one distillation iteration as IPC grows, at a fixed chunk size.
+
+    python benchmarks/distill_memory.py                      # GLaD-DM (w+) on mnist5k, IPC 1 / 10 / 50, chunk 10
+    python benchmarks/distill_memory.py --prior pixel        # the same for pixel-space DM
+
+Each IPC runs in a fresh process: set-up (data, prior, latents), then two iterations
+(the second one timed) while a thread samples the resident-set size every millisecond.
+The figure is the peak above the level after set-up, so it holds everything an
+iteration allocates (activations, real batches, decoded images, gradients). With
+chunked decoding the generator's activations are bounded by the chunk, so the peak
+should not grow with IPC (GLaD's decoder-bound memory is what kept it from IPC 50).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from prior_cost import rss_bytes
+
+HERE = Path(__file__).resolve().parent
+
+
+def one(prior: str, ipc: int, chunk: int, threads: int) -> dict:
+    import torch
+
+    from genprior.distill import DistillConfig, LatentDistiller
+
+    torch.set_num_threads(threads)
+    cfg = DistillConfig(dataset="mnist5k", prior=prior, loss="dm", ipc=ipc, iterations=2, chunk_size=chunk,
+                        init="random", checkpoint_every=1000)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = LatentDistiller(cfg, tmp, progress=False)
+        d.init_latents()
+        peak, stop = [rss_bytes()], threading.Event()
+        base = peak[0]  # after set-up: data, prior and latents in memory, no iteration yet
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], rss_bytes())
+                time.sleep(0.001)
+
+        watcher = threading.Thread(target=sample, daemon=True)
+        watcher.start()
+        d.iteration(0)
+        t0 = time.perf_counter()
+        d.iteration(1)
+        seconds = time.perf_counter() - t0
+        stop.set()
+        watcher.join()
+    return {"prior": prior, "ipc": ipc, "chunk": chunk, "threads": threads, "seconds": seconds,
+            "peak_mib_above_base": (peak[0] - base) / 2**20, "rss_mib_base": base / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prior", default="mnist5k-stylegan")
+    parser.add_argument("--chunk", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ipc", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.ipc is not None:
+        print(json.dumps(one(args.prior, args.ipc, args.chunk, args.threads)))
+        return
+    rows = []
+    for ipc in (1, 10, 50):
+        out = subprocess.run([sys.executable, __file__, "--prior", args.prior, "--chunk", str(args.chunk),
+                              "--threads", str(args.threads), "--ipc", str(ipc)], capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    name = args.prior.replace("/", "_")
+    (HERE / "results" / f"distill_memory_{name}.json").write_text(json.dumps(rows, indent=2))
+    ratio = rows[-1]["peak_mib_above_base"] / max(rows[0]["peak_mib_above_base"], 1e-9)
+    lines = [f"# Peak memory of one DM iteration, prior {args.prior}, chunk {args.chunk}, mnist5k", "",
+             "| IPC | seconds / iteration | peak MiB above the level after set-up | RSS after set-up (MiB) |",
+             "|---|---|---|---|"]
+    lines += [f"| {r['ipc']} | {r['seconds']:.1f} | {r['peak_mib_above_base']:.1f} | {r['rss_mib_base']:.0f} |" for r in rows]
+    lines += ["", f"IPC 50 / IPC 1 peak: {ratio:.2f}. Written by `python benchmarks/distill_memory.py --prior {args.prior}`."]
+    (HERE / "results" / f"distill_memory_{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
