@@ -44,6 +44,8 @@ def write_card(folder: Path) -> None:
     card = json.loads((folder / "prior.json").read_text())
     training = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
     quality = json.loads((folder / "quality.json").read_text())
+    seconds = training.get("time_s", training.get("seconds", 0))
+    device = training.get("device") or f"cpu ({training.get('args', {}).get('num_threads') or 'default'} thread(s))"
     weights = sorted(folder.rglob("*.safetensors"))
     size_mb = sum(p.stat().st_size for p in weights) / 2**20
     lines = [
@@ -58,7 +60,7 @@ def write_card(folder: Path) -> None:
         f"| data | {training.get('data', card.get('dataset', '?'))} |",
         f"| command | `{training.get('command', '?')}` |",
         f"| steps | {training.get('steps', '?')} (batch {training.get('batch_size', '?')}) |",
-        f"| training time | {training.get('time_s', 0) / 60:.1f} min on {training.get('device', '?')} |",
+        f"| training time | {seconds / 60:.1f} min on {device} |",
         f"| weights | {', '.join(str(p.relative_to(folder)) for p in weights)} ({size_mb:.1f} MB, safetensors) |",
         f"| quality | {100 * quality['sample_accuracy']:.1f}% of {quality['num_samples']} class-conditional samples "
         f"classified as their label by a ConvNet-3 trained on the real train split "
