@@ -143,7 +143,7 @@ def _key_values(pairs: List[str], flag: str) -> dict:
 
 
 DISTILL_FLAGS = ("dataset", "prior", "space", "loss", "ipc", "iterations", "init", "invert_steps", "lr", "optimizer",
-                 "batch_real", "chunk_size", "mixed_precision", "seed", "checkpoint_every", "eval_every", "eval_epochs",
+                 "batch_real", "chunk_size", "mixed_precision", "seed", "checkpoint_every", "log_every", "eval_every", "eval_epochs",
                  "resize", "method")
 
 
@@ -166,6 +166,21 @@ def distill_config_from_args(args, defaults: Optional[dict] = None):
     return DistillConfig.from_dict(values)
 
 
+def default_run_dir(cfg, resume: bool) -> Path:
+    """``runs/<method>-<prior>-<dataset>-ipc<N>``; a new run takes the first free ``-K``
+    suffix so that re-running a command never collides, and ``--resume`` continues the newest."""
+    base = Path("runs") / f"{cfg.method or cfg.loss}-{Path(cfg.prior).name}-{cfg.dataset}-ipc{cfg.ipc}"
+    taken = [base] + sorted(base.parent.glob(base.name + "-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])
+                            if p.name.rsplit("-", 1)[1].isdigit() else -1)
+    taken = [p for p in taken if p.exists()]
+    if resume:
+        return taken[-1] if taken else base
+    k = 1
+    while (base if k == 1 else base.with_name(f"{base.name}-{k}")).exists():
+        k += 1
+    return base if k == 1 else base.with_name(f"{base.name}-{k}")
+
+
 def run_distill(args, defaults: Optional[dict] = None) -> None:
     """Distill (or resume), then evaluate the final set under the chosen protocol."""
     from .distill import LatentDistiller
@@ -173,7 +188,7 @@ def run_distill(args, defaults: Optional[dict] = None) -> None:
 
     cfg = distill_config_from_args(args, defaults)
     check_config(cfg)
-    out = Path(args.output_dir or f"runs/{cfg.method or cfg.loss}-{cfg.prior.replace('/', '_')}-{cfg.dataset}-ipc{cfg.ipc}")
+    out = Path(args.output_dir) if args.output_dir else default_run_dir(cfg, resume=bool(args.resume))
     distiller = LatentDistiller(cfg, out)
     synset = distiller.run(resume=args.resume)
     if not distiller.acc.is_main_process:
@@ -208,7 +223,7 @@ def cmd_experts(args) -> None:
 
 
 #: ``genprior distill`` with no flags: GLaD-DM on the shipped StyleGAN prior, mnist5k, IPC 10.
-MAIN_JOB = {"dataset": "mnist5k", "prior": "mnist5k-stylegan", "loss": "dm", "ipc": 10}
+MAIN_JOB = {"dataset": "mnist5k", "prior": "mnist5k-stylegan", "loss": "dm", "ipc": 10, "iterations": 100}
 
 
 def add_distill_args(p: argparse.ArgumentParser) -> None:
@@ -231,6 +246,7 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--chunk-size", type=int, help="images decoded at once; bounds memory per step")
     g.add_argument("--mixed-precision", help="no, bf16 or fp16 (fp16 needs a GPU)")
     g.add_argument("--checkpoint-every", type=int)
+    g.add_argument("--log-every", type=int)
     g.add_argument("--eval-every", type=int, help="quick evaluation every N iterations, best set kept in best/")
     g.add_argument("--eval-epochs", type=int)
     g.add_argument("--class-map", help="comma-separated prior class for each dataset class")

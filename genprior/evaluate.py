@@ -178,8 +178,6 @@ def evaluate_synset(
         mean = sum(accs) / len(accs)
         std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
         results[arch] = {"accs": accs, "mean": mean, "std": std, "time_s": time.time() - t0}
-        if progress:
-            bar.write(f"{arch}: {100 * mean:.2f} ± {100 * std:.2f} %")
     bar.close()
     report = {
         "dataset": synset.dataset,

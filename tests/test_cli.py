@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from genprior.cli import main
 from genprior.synset import load_synset
@@ -35,3 +36,19 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys, monkeypatch):
     assert "kcenter" in _error(capsys, ["baseline", "best", str(tmp_path / "c"), "--ipc", "1"])
     assert "does not exist" in _error(capsys, ["evaluate", str(tmp_path / "missing")])
     assert "GENPRIOR_DATA" in _error(capsys, ["baseline", "random", str(tmp_path / "d"), "--ipc", "1", "--dataset", "cifar10"])
+
+
+def test_default_run_dirs_never_collide(tmp_path, monkeypatch):
+    from genprior.cli import default_run_dir
+    from genprior.distill import DistillConfig
+
+    monkeypatch.chdir(tmp_path)
+    cfg = DistillConfig(method="glad-dm")
+    first = default_run_dir(cfg, resume=False)
+    assert first == Path("runs/glad-dm-mnist5k-stylegan-mnist5k-ipc10")
+    first.mkdir(parents=True)
+    second = default_run_dir(cfg, resume=False)
+    assert second.name.endswith("-ipc10-2")
+    second.mkdir()
+    assert default_run_dir(cfg, resume=True) == second
+    assert default_run_dir(cfg, resume=False).name.endswith("-ipc10-3")
