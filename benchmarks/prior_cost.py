@@ -23,11 +23,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "prior_cost.json"
 TABLE = HERE / "results" / "prior_cost.md"
-CASES = [  # (prior, space, images, chunk)
-    ("mnist5k-stylegan", "w+", 100, 10), ("mnist5k-stylegan", "w+", 100, 100),
-    ("mnist5k-stylegan", "w+", 10, 10), ("mnist5k-stylegan", "w+", 500, 10),
-    ("mnist5k-diffusion", "x_T+class", 100, 10), ("mnist5k-diffusion", "x_T+class", 100, 100),
-    ("mnist5k-diffusion", "x_T+class", 10, 10), ("mnist5k-diffusion", "x_T+class", 500, 10),
+CASES = [  # (prior, space, images, chunk, mode)
+    ("mnist5k-stylegan", "w+", 100, 10, "checkpoint"), ("mnist5k-stylegan", "w+", 100, 100, "checkpoint"),
+    ("mnist5k-stylegan", "w+", 10, 10, "checkpoint"), ("mnist5k-stylegan", "w+", 500, 10, "checkpoint"),
+    ("mnist5k-stylegan", "w+", 100, 10, "two-pass"), ("mnist5k-stylegan", "w+", 100, 100, "two-pass"),
+    ("mnist5k-stylegan", "w+", 10, 10, "two-pass"), ("mnist5k-stylegan", "w+", 500, 10, "two-pass"),
+    ("mnist5k-diffusion", "x_T+class", 100, 10, "checkpoint"), ("mnist5k-diffusion", "x_T+class", 100, 100, "checkpoint"),
+    ("mnist5k-diffusion", "x_T+class", 10, 10, "checkpoint"), ("mnist5k-diffusion", "x_T+class", 500, 10, "checkpoint"),
+    ("mnist5k-diffusion", "x_T+class", 10, 10, "two-pass"), ("mnist5k-diffusion", "x_T+class", 500, 10, "two-pass"),
 ]
 
 
@@ -36,7 +39,7 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def one_case(prior_ref: str, space: str, n: int, chunk: int, device: str, threads: int) -> dict:
+def one_case(prior_ref: str, space: str, n: int, chunk: int, mode: str, device: str, threads: int) -> dict:
     import torch
 
     from genprior.priors.load import load_prior
@@ -64,8 +67,15 @@ def one_case(prior_ref: str, space: str, n: int, chunk: int, device: str, thread
         watcher = threading.Thread(target=sample, daemon=True)
         watcher.start()
     t0 = time.perf_counter()
-    images = prior.decode(latents, labels, chunk_size=chunk)
-    (images.float() ** 2).mean().backward()
+    if mode == "checkpoint":  # checkpointed chunks inside one autograd graph
+        images = prior.decode(latents, labels, chunk_size=chunk)
+        (images.float() ** 2).mean().backward()
+    else:  # GLaD's two passes, as the distillation loop does
+        with torch.no_grad():
+            images = prior.decode(latents, labels, chunk_size=chunk)
+        images.requires_grad_(True)
+        (images.float() ** 2).mean().backward()
+        prior.backward_chunked(latents, labels, images.grad, chunk)
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
@@ -76,7 +86,7 @@ def one_case(prior_ref: str, space: str, n: int, chunk: int, device: str, thread
         watcher.join()
         peak_bytes = peak[0] - base
     grads_ok = all(v.grad is not None and bool(torch.isfinite(v.grad).all()) for v in latents.values())
-    return {"prior": prior_ref, "space": space, "images": n, "chunk": chunk, "device": device, "threads": threads,
+    return {"prior": prior_ref, "space": space, "images": n, "chunk": chunk, "mode": mode, "device": device, "threads": threads,
             "seconds": seconds, "ms_per_image": 1000 * seconds / n, "peak_mib": peak_bytes / 2**20, "grads_ok": grads_ok}
 
 
@@ -84,17 +94,20 @@ def write_table(rows: list) -> None:
     lines = ["# Decode + backward cost of the shipped priors", "",
              "One decode of N images in chunks, then backward of a loss on all of them; fresh process per row.",
              "Written by `python benchmarks/prior_cost.py`.", "",
-             "| prior | space | images | chunk | device | threads | ms / image | peak MiB above set-up |",
-             "|---|---|---|---|---|---|---|---|"]
+             "`checkpoint`: `decode(chunk_size=...)` under activation checkpointing, one graph for all chunks;",
+             "`two-pass`: decode without a graph, backpropagate to the images, then `backward_chunked` (GLaD's",
+             "scheme; what the distillation loop does).", "",
+             "| prior | space | mode | images | chunk | device | threads | ms / image | peak MiB above set-up |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['prior']} | {r['space']} | {r['images']} | {r['chunk']} | {r['device']} | {r['threads']} | "
-                     f"{r['ms_per_image']:.1f} | {r['peak_mib']:.1f} |")
+        lines.append(f"| {r['prior']} | {r['space']} | {r['mode']} | {r['images']} | {r['chunk']} | {r['device']} | "
+                     f"{r['threads']} | {r['ms_per_image']:.1f} | {r['peak_mib']:.1f} |")
     for prior in sorted({r["prior"] for r in rows}):
-        small = [r for r in rows if r["prior"] == prior and r["chunk"] == 10 and r["images"] == 10]
-        large = [r for r in rows if r["prior"] == prior and r["chunk"] == 10 and r["images"] == 500]
-        if small and large and small[0]["peak_mib"] > 0:
-            lines.append(f"\n{prior}: peak with 500 images / peak with 10 images (chunk 10) = "
-                         f"{large[0]['peak_mib'] / small[0]['peak_mib']:.2f}")
+        for mode in ("checkpoint", "two-pass"):
+            pick = {r["images"]: r for r in rows if r["prior"] == prior and r["mode"] == mode and r["chunk"] == 10}
+            if 10 in pick and 500 in pick and pick[10]["peak_mib"] > 0:
+                lines.append(f"\n{prior}, {mode}: peak with 500 images / peak with 10 images (chunk 10) = "
+                             f"{pick[500]['peak_mib'] / pick[10]['peak_mib']:.2f}")
     TABLE.write_text("\n".join(lines) + "\n")
 
 
@@ -105,8 +118,8 @@ def main() -> None:
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case is not None:
-        prior, space, n, chunk = CASES[args.case]
-        print(json.dumps(one_case(prior, space, n, chunk, args.device, args.threads)))
+        prior, space, n, chunk, mode = CASES[args.case]
+        print(json.dumps(one_case(prior, space, n, chunk, mode, args.device, args.threads)))
         return
     rows = []
     for i in range(len(CASES)):

@@ -238,3 +238,21 @@ def test_discriminators_take_prior_sized_images():
     assert d(images, labels).shape == (6,)
     d = DCGANDiscriminator(num_classes=NUM_CLASSES, channels=(4, 8))
     assert d(images, labels).shape == (6,)
+
+
+@pytest.mark.parametrize("space", ["w+", "F", "z"])
+def test_two_pass_backward_equals_full_backward(space):
+    prior = tiny_stylegan_prior()
+    latents = {k: v.clone().requires_grad_(True) for k, v in latents_for(prior, space).items()}
+    weight = torch.randn(len(LABELS), 1, 14, 14, generator=torch.Generator().manual_seed(1))
+    (prior.decode(latents, LABELS) * weight).sum().backward()
+    full = {k: v.grad.clone() for k, v in latents.items()}
+    for v in latents.values():
+        v.grad = None
+    with torch.no_grad():
+        images = prior.decode(latents, LABELS, chunk_size=3)
+    images.requires_grad_(True)
+    (images * weight).sum().backward()
+    prior.backward_chunked(latents, LABELS, images.grad, chunk_size=3)
+    for k in latents:
+        assert torch.allclose(latents[k].grad, full[k], atol=1e-5), k

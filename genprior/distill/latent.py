@@ -303,18 +303,36 @@ class LatentDistiller:
             return images
         return F.interpolate(images, size=self.real.resolution, mode="bilinear", antialias=True, align_corners=False)
 
+    def _class_slice(self, c: int) -> slice:
+        return slice(c * self.cfg.ipc, (c + 1) * self.cfg.ipc)
+
+    def _finish(self, images: torch.Tensor) -> torch.Tensor:
+        return self._to_data_size(images.float())
+
+    @torch.no_grad()
     def decode_class(self, c: int) -> torch.Tensor:
-        sl = slice(c * self.cfg.ipc, (c + 1) * self.cfg.ipc)
+        """First pass: class ``c``'s images without an autograd graph through the prior."""
+        sl = self._class_slice(c)
         part = {k: v[sl] for k, v in self.latents.items()}
         with self.acc.autocast():
             images = self.prior.decode(part, self.prior_labels[sl], chunk_size=self.cfg.chunk_size)
-        return self._to_data_size(images.float())
+        return self._finish(images)
+
+    def backward_class(self, c: int, grad_images: torch.Tensor) -> None:
+        """Second pass: dL/d(images of class c) into the latents, chunk by chunk."""
+        sl = self._class_slice(c)
+        part = {k: v[sl] for k, v in self.latents.items()}
+        with self.acc.autocast():
+            self.prior.backward_chunked(part, self.prior_labels[sl], grad_images, self.cfg.chunk_size,
+                                        transform=self._finish)
 
     def decode_all(self) -> torch.Tensor:
         return torch.cat([self.decode_class(c) for c in range(self.real.num_classes)])
 
     # -- one iteration --
     def iteration(self, it: int) -> float:
+        """Losses see detached images that require grad; their gradients then go through
+        the prior in a second pass (GLaD), so memory is bounded by the chunk size."""
         cfg, m = self.cfg, self.matcher
         torch.manual_seed(derive_seed(cfg.seed, it, "global"))
         m.start_iteration(it, _generator(cfg.seed, it, "matcher"))
@@ -325,24 +343,28 @@ class LatentDistiller:
                 for c in self.my_classes:
                     gen = _generator(cfg.seed, it, u, c)
                     real_c = self.real.sample_class(c, m.batch_real, gen).to(self.device)
+                    syn = self.decode_class(c).requires_grad_(True)
                     with self.acc.autocast():
-                        loss = m.class_loss(real_c, self.decode_class(c), c, gen)
+                        loss = m.class_loss(real_c, syn, c, gen)
                     self._check_finite(loss, it, f"class {c}")
                     loss.backward()
+                    if syn.grad is not None:
+                        self.backward_class(c, syn.grad)
                     total += loss.item()
                 self._sum_gradients()
             else:
                 gen = _generator(cfg.seed, it, u)
+                syn = self.decode_all().requires_grad_(True)
                 with self.acc.autocast():
-                    loss = m.set_loss(self.decode_all(), self.labels.to(self.device), self.real, gen)
+                    loss = m.set_loss(syn, self.labels.to(self.device), self.real, gen)
                 self._check_finite(loss, it, "the whole set")
                 loss.backward()
+                for c in range(self.real.num_classes) if syn.grad is not None else ():
+                    self.backward_class(c, syn.grad[self._class_slice(c)])
                 total += loss.item()
             self.opt.step()
             if type(m).after_update is not Matcher.after_update:
-                with torch.no_grad():
-                    syn = self.decode_all()
-                m.after_update(syn, self.labels.to(self.device), _generator(cfg.seed, it, u, "after"))
+                m.after_update(self.decode_all(), self.labels.to(self.device), _generator(cfg.seed, it, u, "after"))
         return total / m.updates_per_iteration
 
     def _sum_gradients(self) -> None:
@@ -407,8 +429,7 @@ class LatentDistiller:
 
     # -- outputs --
     def current_set(self) -> SyntheticSet:
-        with torch.no_grad():
-            images = self.decode_all().float().cpu()
+        images = self.decode_all().float().cpu()
         return SyntheticSet(images=images, labels=self.labels.clone(), mean=self.real.mean, std=self.real.std,
                             dataset=self.real.name, class_names=self.real.class_names,
                             method=method_name(self.cfg), prior=self.cfg.prior,

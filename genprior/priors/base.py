@@ -181,6 +181,29 @@ class Prior(nn.Module, metaclass=ABCMeta):
             outs.append(checkpoint(run, lab, *parts, use_reentrant=False) if track else run(lab, *parts))
         return torch.cat(outs)
 
+    def backward_chunked(self, latents: Latents, labels: torch.Tensor, grad_images: torch.Tensor,
+                         chunk_size: int, transform=None) -> None:
+        """GLaD's second pass: push dL/d(images) into the latents, one chunk at a time.
+
+        With images decoded under ``torch.no_grad()`` and a loss backpropagated to them,
+        this re-decodes each chunk with autograd and calls ``backward`` on it right away,
+        so only one chunk's graph and activations exist at any time: memory no longer
+        grows with the number of images (checkpointed ``decode`` keeps every chunk's
+        graph until the end). ``transform`` (e.g. a resize) is applied to each decoded
+        chunk as it was in the first pass. Gradients accumulate into the latents' ``.grad``.
+        """
+        self.check_latents(latents, labels)
+        if chunk_size < 1:
+            raise GenpriorError(f"chunk_size must be at least 1, got {chunk_size}")
+        if grad_images.shape[0] != labels.shape[0]:
+            raise GenpriorError(f"{grad_images.shape[0]} image gradients for {labels.shape[0]} labels")
+        for start in range(0, labels.shape[0], chunk_size):
+            sl = slice(start, start + chunk_size)
+            out = self._decode({k: v[sl] for k, v in latents.items()}, labels[sl])
+            if transform is not None:
+                out = transform(out)
+            out.backward(grad_images[sl].to(out.dtype))
+
     # ---- saving --------------------------------------------------------------------
     def describe(self) -> Dict[str, Any]:
         """The prior card: what ``prior.json`` records next to the weights."""
