@@ -151,7 +151,7 @@ def library_versions() -> Dict[str, str]:
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
-            pass
+            continue  # not installed: nothing to record
     return out
 
 

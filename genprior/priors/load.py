@@ -13,6 +13,7 @@ A local folder never touches the network.
 from __future__ import annotations
 
 import importlib
+from contextlib import suppress
 import json
 import os
 from pathlib import Path
@@ -96,10 +97,8 @@ def _download(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    try:
+    with suppress(LocalEntryNotFoundError):  # not cached yet: try the hub below
         return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=True))
-    except LocalEntryNotFoundError:
-        pass
     how = (f"download it where there is network (`hf download {repo_id}`) and copy the cache ($HF_HOME), "
            "or pass the local folder")
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
