@@ -157,8 +157,12 @@ class Prior(nn.Module, metaclass=ABCMeta):
 
         With ``chunk_size`` the images are decoded ``chunk_size`` at a time under
         activation checkpointing: the forward pass keeps only each chunk's latents and
-        output, and the backward pass recomputes one chunk at a time, so memory is
-        bounded by the chunk, not by the number of images (any IPC fits).
+        output, and the backward pass recomputes one chunk at a time. Activations are
+        bounded by the chunk, but every chunk's autograd graph stays alive until the
+        backward pass, so memory still grows slowly with the number of images (measured
+        in ``benchmarks/results/prior_cost.md``). For memory flat in the number of images,
+        decode under ``torch.no_grad()`` and use ``backward_chunked`` (the distillation
+        loop does).
         """
         self.check_latents(latents, labels)
         n = labels.shape[0]
