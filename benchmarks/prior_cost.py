@@ -91,9 +91,10 @@ def one_case(prior_ref: str, space: str, n: int, chunk: int, mode: str, device: 
 
 
 def write_table(rows: list) -> None:
-    lines = ["# Decode + backward cost of the shipped priors", "",
+    mmap = " (glibc mmap threshold fixed at 128 KiB)" if "fixed_mmap" in TABLE.name else ""
+    lines = [f"# Decode + backward cost of the shipped priors{mmap}", "",
              "One decode of N images in chunks, then backward of a loss on all of them; fresh process per row.",
-             "Written by `python benchmarks/prior_cost.py`.", "",
+             f"Written by `python benchmarks/prior_cost.py{' --fixed-mmap' if mmap else ''}`.", "",
              "`checkpoint`: `decode(chunk_size=...)` under activation checkpointing, one graph for all chunks;",
              "`two-pass`: decode without a graph, backpropagate to the images, then `backward_chunked` (GLaD's",
              "scheme; what the distillation loop does).", "",
@@ -115,16 +116,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cases", type=int, nargs="+", help="indices into CASES (default: all)")
+    parser.add_argument("--fixed-mmap", action="store_true",
+                        help="fix glibc's mmap threshold (MALLOC_MMAP_THRESHOLD_=131072) so freed large blocks go back "
+                             "to the OS and RSS tracks live memory; results go to prior_cost_fixed_mmap.*")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case is not None:
         prior, space, n, chunk, mode = CASES[args.case]
         print(json.dumps(one_case(prior, space, n, chunk, mode, args.device, args.threads)))
         return
+    global RESULTS, TABLE
+    env = dict(os.environ)
+    if args.fixed_mmap:
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+        RESULTS, TABLE = RESULTS.with_name("prior_cost_fixed_mmap.json"), TABLE.with_name("prior_cost_fixed_mmap.md")
     rows = []
-    for i in range(len(CASES)):
+    for i in args.cases if args.cases is not None else range(len(CASES)):
         out = subprocess.run([sys.executable, __file__, "--case", str(i), "--device", args.device,
-                              "--threads", str(args.threads)], capture_output=True, text=True, check=True)
+                              "--threads", str(args.threads)], capture_output=True, text=True, check=True, env=env)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     RESULTS.write_text(json.dumps(rows, indent=2))
