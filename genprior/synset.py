@@ -192,9 +192,8 @@ def save_synset(synset: SyntheticSet, out_dir: PathLike, overwrite: bool = False
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise GenpriorError(f"{out} already exists; choose another directory or pass overwrite=True (--overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         tensors = {
             "images": synset.images.detach().float().cpu().contiguous(),
             "labels": synset.labels.detach().cpu().contiguous(),
@@ -215,12 +214,25 @@ def save_synset(synset: SyntheticSet, out_dir: PathLike, overwrite: bool = False
         save_grid(pixels, labels, synset.num_classes, tmp / GRID_FILE)
         with open(tmp / META_FILE, "w") as f:
             json.dump(synset.to_meta(), f, indent=2, default=str)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a set is meant to be shared
-        _replace_dir(tmp, out)
+
+    write_dir_atomic(out, write)
+    return out
+
+
+def write_dir_atomic(final: PathLike, write) -> Path:
+    """Call ``write(tmp_dir)`` on a sibling temporary directory, then rename it to ``final``:
+    readers see the old directory or the complete new one, never a partial one."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; outputs are meant to be shared
+        _replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
+    return final
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

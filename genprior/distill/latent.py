@@ -25,8 +25,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -43,7 +41,7 @@ from ..errors import GenpriorError
 from ..matching import MATCHERS, Matcher, create_matcher
 from ..priors.base import Latents, Prior
 from ..priors.load import load_prior
-from ..synset import SyntheticSet, save_synset, write_json_atomic
+from ..synset import SyntheticSet, save_synset, write_dir_atomic, write_json_atomic
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 OPTIMIZERS = ("adam", "sgd")
@@ -125,8 +123,7 @@ def check_config(cfg: DistillConfig) -> None:
     """The checks that need no files: every one fails before any work starts."""
     if not isinstance(cfg.ipc, int) or cfg.ipc < 1:
         raise GenpriorError(f"IPC must be at least 1, got {cfg.ipc}")
-    if cfg.loss not in MATCHERS:
-        MATCHERS.entry(cfg.loss)
+    MATCHERS.entry(cfg.loss)  # unknown loss: the error lists the known ones
     for name, value, allowed in (("mixed_precision", cfg.mixed_precision, MIXED_PRECISION),
                                  ("optimizer", cfg.optimizer, OPTIMIZERS), ("init", cfg.init, INITS)):
         if value not in allowed:
@@ -200,20 +197,6 @@ def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: Dict[str, torch.Te
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
     opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
-
-
-def _atomic_dir(final: Path, write) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o755)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def latest_checkpoint(run_dir: Path) -> Optional[Path]:
@@ -402,7 +385,7 @@ class LatentDistiller:
             save_file(tensors, str(d / "state.safetensors"))
             (d / "state.json").write_text(json.dumps(state, indent=2, default=str))
 
-        _atomic_dir(self.run_dir / "checkpoints" / f"step-{it:06d}", write)
+        write_dir_atomic(self.run_dir / "checkpoints" / f"step-{it:06d}", write)
 
     def load_checkpoint(self, path: Path) -> None:
         try:
