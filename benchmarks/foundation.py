@@ -6,27 +6,29 @@
 One unit = one fresh network trained on one set (model i uses seed i, exactly as
 model i of ``genprior evaluate --protocol quick`` does). Each finished unit is saved
 at once to ``benchmarks/results/foundation_mnist5k.json``, so a killed run resumes
-where it stopped. Sets are written under ``runs/bench/`` (not committed).
+where it stopped. Two processes may run side by side on the same results (units are
+claimed under a lock, ``benchmarks/lanes.py``); ``--only whole`` picks a subset.
+Sets are written under ``runs/bench/`` (not committed).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import platform
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from genprior.baselines import make_baseline
 from genprior.data import load_dataset
-from genprior.evaluate import PROTOCOLS, evaluate_synset
+from genprior.evaluate import PROTOCOLS
 from genprior.nets import CROSS_ARCH_POOL
-from genprior.synset import SyntheticSet, load_synset, save_synset, write_json_atomic
+from genprior.synset import SyntheticSet, load_synset, save_synset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lanes import eval_unit, locked, mean_std, run_lane  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "foundation_mnist5k.json"
@@ -56,7 +58,8 @@ def units():
     return order
 
 
-def get_set(name: str, train, results: dict) -> SyntheticSet:
+def get_set(name: str, train) -> SyntheticSet:
+    """The set ``name``, built once and saved under runs/bench (its build time goes to the results)."""
     path = SETS_DIR / name
     if path.exists():
         return load_synset(path)
@@ -67,14 +70,14 @@ def get_set(name: str, train, results: dict) -> SyntheticSet:
                               dataset=train.name, class_names=train.class_names, method="whole")
     else:
         synset = make_baseline(method, train, ipc, seed=0)
-    results["sets"][name] = {"method": method, "ipc": synset.ipc, "build_time_s": time.time() - t0}
     save_synset(synset, path, overwrite=True)
+    with locked(RESULTS, load_results) as results:
+        results["sets"][name] = {"method": method, "ipc": synset.ipc, "build_time_s": time.time() - t0}
     return synset
 
 
 def load_results() -> dict:
-    if RESULTS.exists():
-        return json.loads(RESULTS.read_text())
+    """A fresh results dict (``lanes.locked`` reads the saved one when it exists)."""
     return {"dataset": DATASET, "protocol": PROTOCOL.name, "sets": {}, "units": {},
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"}
 
@@ -98,9 +101,7 @@ def write_table(results: dict) -> None:
         "|---|---|---|---|---|",
     ]
     for (name, arch), us in sorted(rows.items(), key=lambda kv: (list(SETS).index(kv[0][0]), kv[0][1])):
-        accs = [u["acc"] for u in us]
-        mean = sum(accs) / len(accs)
-        std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
+        mean, std = mean_std([u["acc"] for u in us])
         t = sum(u["time_s"] for u in us) / len(us)
         lines.append(f"| {name} | {arch} | {len(us)} | {100 * mean:.2f} ± {100 * std:.2f} | {t:.0f} |")
     pool = [rows.get(("random-ipc10", a)) for a in CROSS_ARCH_POOL]
@@ -119,28 +120,23 @@ def main() -> None:
     parser.add_argument("--max-units", type=int, default=None, help="stop after this many new units")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; on a 2-core machine two 1-thread jobs beat one 2-thread job")
+    parser.add_argument("--only", help="run only units whose key contains this text, e.g. 'whole' or 'resnet'")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = load_results()
     if not args.table:
         train, test = load_dataset(DATASET, "train"), load_dataset(DATASET, "test")
-        done = 0
-        for name, arch, i in units():
-            key = f"{name}|{arch}|{i}"
-            if key in results["units"]:
-                continue
-            if args.max_units is not None and done >= args.max_units:
-                break
-            synset = get_set(name, train, results)
-            one = replace(PROTOCOL, num_models=1)
-            report = evaluate_synset(synset, archs=[arch], protocol=one, test=test, seed=i, device="cpu", progress=False)
-            r = report["results"][arch]
-            results["units"][key] = {"acc": r["accs"][0], "time_s": r["time_s"], "seed": i, "threads": args.threads}
-            write_json_atomic(results, RESULTS)
-            write_table(results)
-            done += 1
-            print(f"{key}: {100 * r['accs'][0]:.2f} % in {r['time_s']:.0f} s", flush=True)
-    write_table(results)
+
+        def work(key: str) -> dict:
+            name, arch, i = key.split("|")
+            synset = get_set(name, train)
+            return eval_unit(synset, test, arch, int(i), PROTOCOL, args.threads,
+                             state_dir=SETS_DIR / "state" / key.replace("|", "-"))
+
+        keys = [f"{name}|{arch}|{i}" for name, arch, i in units()]
+        run_lane(RESULTS, load_results, keys, lambda key: [], work, on_change=write_table,
+                 max_units=args.max_units, only=(lambda k: args.only in k) if args.only else None)
+    with locked(RESULTS, load_results) as results:
+        write_table(results)
     print(TABLE.read_text())
 
 

@@ -7,9 +7,12 @@ The reported number is the test accuracy after the last epoch.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
@@ -21,6 +24,9 @@ from .data import RealData, load_dataset
 from .errors import GenpriorError, UnknownNameError
 from .nets import create_net
 from .synset import SyntheticSet, library_versions
+
+#: Files of a paused evaluation-network training (``train_net(state_path=...)``).
+_STATE_META = "genprior_train_state"
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,42 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _save_train_state(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
+                      epoch: int, lr: float) -> None:
+    """Everything needed to continue training bit-identically after ``epoch`` epochs (safetensors, atomic)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"net.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
+    for i, p in enumerate(net.parameters()):
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            tensors[f"momentum.{i}"] = buf.detach().contiguous()
+    tensors["rng.generator"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {_STATE_META: json.dumps({"epoch": epoch, "lr": lr})}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generator):
+    """Restore what ``_save_train_state`` wrote into ``net`` and ``generator``; return (epoch, lr, momentum)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            info = json.loads((f.metadata() or {})[_STATE_META])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, KeyError, ValueError, OSError) as e:
+        raise GenpriorError(f"training state {path} cannot be read ({e}); delete it to train this network from the start") from None
+    device = next(net.parameters()).device
+    net.load_state_dict({k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("net.")})
+    generator.set_state(tensors["rng.generator"])
+    torch.set_rng_state(tensors["rng.torch"])
+    momentum = {int(k.split(".")[1]): v.to(device) for k, v in tensors.items() if k.startswith("momentum.")}
+    return info["epoch"], info["lr"], momentum
+
+
 def train_net(
     net: torch.nn.Module,
     images: torch.Tensor,
@@ -68,10 +110,16 @@ def train_net(
     dsa: Optional[DSA],
     generator: torch.Generator,
     on_epoch=None,
+    state_path: Optional[Union[str, Path]] = None,
+    save_every: int = 10,
 ) -> torch.nn.Module:
     """SGD on (images, targets) for ``protocol.epochs``; lr ×0.1 and a fresh optimiser at the drop.
 
     ``targets`` are class indices, or rows of class probabilities for soft labels.
+    With ``state_path``, the training state (weights, momentum, random-number
+    generators, epoch) is saved there every ``save_every`` epochs and a saved state
+    is picked up first, so a killed training continues bit-identically on the same
+    device. The file is removed once training ends.
     """
     device = images.device
     lr = protocol.lr
@@ -79,16 +127,24 @@ def train_net(
     def make_opt(lr: float) -> torch.optim.Optimizer:
         return torch.optim.SGD(net.parameters(), lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
 
+    start = 0
+    state_path = Path(state_path) if state_path is not None else None
+    momentum: Dict[int, torch.Tensor] = {}
+    if state_path is not None and state_path.exists():
+        start, lr, momentum = _load_train_state(state_path, net, generator)
     opt = make_opt(lr)
+    for i, p in enumerate(net.parameters()):
+        if i in momentum:
+            opt.state[p]["momentum_buffer"] = momentum[i]
     net.train()
     n = images.shape[0]
-    for epoch in range(protocol.epochs):
+    for epoch in range(start, protocol.epochs):
         if epoch == protocol.lr_drop_epoch:
             lr *= 0.1
             opt = make_opt(lr)
         order = torch.randperm(n, generator=generator).to(device)
-        for start in range(0, n, protocol.batch_size):
-            idx = order[start:start + protocol.batch_size]
+        for b in range(0, n, protocol.batch_size):
+            idx = order[b:b + protocol.batch_size]
             x, y = images[idx], targets[idx]
             if dsa is not None:
                 x = dsa(x, generator=generator)
@@ -96,8 +152,12 @@ def train_net(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        if state_path is not None and (epoch + 1) % save_every == 0 and epoch + 1 < protocol.epochs:
+            _save_train_state(state_path, net, opt, generator, epoch + 1, lr)
         if on_epoch is not None:
             on_epoch()
+    if state_path is not None and state_path.exists():
+        state_path.unlink()
     return net
 
 
@@ -137,6 +197,7 @@ def evaluate_synset(
     device: str = "auto",
     soft_labels: bool = False,
     progress: bool = True,
+    state_dir: Optional[Union[str, Path]] = None,
 ) -> Dict[str, Any]:
     """Train ``protocol.num_models`` fresh networks of each architecture on ``synset``; report test accuracy.
 
@@ -144,6 +205,8 @@ def evaluate_synset(
     batch order and augmentation, so two evaluations with the same seed agree.
     Returns a JSON-ready dict: per-architecture accuracies, mean ± std (population
     std, as the DC codebase reports), wall time, and the cross-architecture mean.
+    With ``state_dir``, each network's training state is saved there as it trains
+    (``train_net``), so a killed evaluation of a large set resumes mid-training.
     """
     proto = get_protocol(protocol)
     dev = resolve_device(device)
@@ -173,7 +236,11 @@ def evaluate_synset(
             torch.manual_seed(seed + i)
             net = create_net(arch, synset.channels, synset.num_classes, synset.resolution).to(dev)
             gen = torch.Generator().manual_seed(seed + i)
-            train_net(net, images, targets, proto, dsa, gen, on_epoch=lambda: bar.update(1))
+            state = None
+            if state_dir is not None:
+                Path(state_dir).mkdir(parents=True, exist_ok=True)
+                state = Path(state_dir) / f"train-{arch}-seed{seed + i}-{proto.name}.safetensors"
+            train_net(net, images, targets, proto, dsa, gen, on_epoch=lambda: bar.update(1), state_path=state)
             accs.append(test_accuracy(net, test, dev))
         mean = sum(accs) / len(accs)
         std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))

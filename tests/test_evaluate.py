@@ -79,3 +79,41 @@ def test_bad_inputs(digits):
     if not torch.cuda.is_available():
         with pytest.raises(GenpriorError, match="--device cpu"):
             evaluate_synset(s, protocol=TINY, test=test, device="cuda")
+
+
+def _tiny_run(tmp_path, stop_after=None, state=True):
+    from genprior.augment import DSA
+
+    torch.manual_seed(0)
+    net = create_net("convnet", 1, 10, 28, width=8)
+    images, targets = torch.randn(30, 1, 28, 28), torch.arange(30) % 10
+    proto = Protocol("t", epochs=6, lr_drop_epoch=3, num_models=1, batch_size=16)
+    calls = []
+
+    def on_epoch():
+        calls.append(1)
+        if stop_after is not None and len(calls) == stop_after:
+            raise KeyboardInterrupt
+    gen = torch.Generator().manual_seed(0)
+    path = tmp_path / "state.safetensors" if state else None
+    train_net(net, images, targets, proto, DSA("color_crop_cutout_scale_rotate"), gen, on_epoch=on_epoch,
+              state_path=path, save_every=2)
+    return net
+
+
+def test_killed_training_resumes_bit_identically(tmp_path):
+    straight = _tiny_run(tmp_path / "a", state=False)
+    (tmp_path / "b").mkdir()
+    with pytest.raises(KeyboardInterrupt):  # killed during epoch 5 (after the state of epoch 4 was saved)
+        _tiny_run(tmp_path / "b", stop_after=5)
+    assert (tmp_path / "b" / "state.safetensors").exists()
+    resumed = _tiny_run(tmp_path / "b")
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not (tmp_path / "b" / "state.safetensors").exists(), "the state file is removed when training ends"
+
+
+def test_corrupted_training_state_is_named(tmp_path):
+    (tmp_path / "state.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(GenpriorError, match="delete it"):
+        _tiny_run(tmp_path)
