@@ -153,8 +153,8 @@ def main() -> None:
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows = [r for r in rows if key(r) != key(row)] + [row]
         print(row, flush=True)
-    RESULTS.write_text(json.dumps(rows, indent=2))
-    write_table(rows)
+        RESULTS.write_text(json.dumps(rows, indent=2))  # after every case: a killed run keeps what it measured
+        write_table(rows)
     print(TABLE.read_text())
 
 

@@ -32,6 +32,8 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--soft-labels", action="store_true", help="train on the set's soft labels")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--state-dir", help="save each network's training state here every 10 epochs; "
+                   "running the same command again resumes a killed evaluation")
 
 
 def _run_evaluation(synset, out_dir: Path, args) -> dict:
@@ -41,7 +43,7 @@ def _run_evaluation(synset, out_dir: Path, args) -> dict:
     archs = _archs(args.archs)
     proto = with_counts(args.protocol, args.epochs, args.models)
     report = evaluate_synset(synset, archs=archs, protocol=proto, data_root=args.data_root, seed=args.seed,
-                             device=args.device, soft_labels=args.soft_labels)
+                             device=args.device, soft_labels=args.soft_labels, state_dir=args.state_dir)
     tag = POOL_ALIAS if len(archs) > 1 and set(archs) == set(_archs([POOL_ALIAS])) else "+".join(archs)
     out = Path(args.out) if getattr(args, "out", None) else out_dir / f"eval_{proto.name}_{tag}.json"
     report["synset"] = str(out_dir)

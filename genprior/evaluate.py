@@ -66,8 +66,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _fingerprint(images: torch.Tensor, targets: torch.Tensor) -> str:
+    """Which training data a saved state belongs to (shape and sums, enough to catch a mix-up)."""
+    return f"{tuple(images.shape)}:{float(images.double().sum()):.9e}:{float(targets.double().sum()):.9e}"
+
+
 def _save_train_state(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
-                      epoch: int, lr: float) -> None:
+                      epoch: int, lr: float, fingerprint: str) -> None:
     """Everything needed to continue training bit-identically after ``epoch`` epochs (safetensors, atomic)."""
     from safetensors.torch import save_file
 
@@ -78,13 +83,13 @@ def _save_train_state(path: Path, net: torch.nn.Module, opt: torch.optim.Optimiz
             tensors[f"momentum.{i}"] = buf.detach().contiguous()
     tensors["rng.generator"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {_STATE_META: json.dumps({"epoch": epoch, "lr": lr})}
+    meta = {_STATE_META: json.dumps({"epoch": epoch, "lr": lr, "data": fingerprint})}
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
     os.replace(tmp, path)
 
 
-def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generator):
+def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generator, fingerprint: str):
     """Restore what ``_save_train_state`` wrote into ``net`` and ``generator``; return (epoch, lr, momentum)."""
     from safetensors import SafetensorError, safe_open
 
@@ -94,6 +99,8 @@ def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generat
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, KeyError, ValueError, OSError) as e:
         raise GenpriorError(f"training state {path} cannot be read ({e}); delete it to train this network from the start") from None
+    if info.get("data") != fingerprint:
+        raise GenpriorError(f"training state {path} was saved while training on other data; delete it or use another state folder")
     device = next(net.parameters()).device
     net.load_state_dict({k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("net.")})
     generator.set_state(tensors["rng.generator"])
@@ -130,8 +137,9 @@ def train_net(
     start = 0
     state_path = Path(state_path) if state_path is not None else None
     momentum: Dict[int, torch.Tensor] = {}
+    fingerprint = _fingerprint(images, targets) if state_path is not None else ""
     if state_path is not None and state_path.exists():
-        start, lr, momentum = _load_train_state(state_path, net, generator)
+        start, lr, momentum = _load_train_state(state_path, net, generator, fingerprint)
     opt = make_opt(lr)
     for i, p in enumerate(net.parameters()):
         if i in momentum:
@@ -153,7 +161,7 @@ def train_net(
             loss.backward()
             opt.step()
         if state_path is not None and (epoch + 1) % save_every == 0 and epoch + 1 < protocol.epochs:
-            _save_train_state(state_path, net, opt, generator, epoch + 1, lr)
+            _save_train_state(state_path, net, opt, generator, epoch + 1, lr, fingerprint)
         if on_epoch is not None:
             on_epoch()
     if state_path is not None and state_path.exists():

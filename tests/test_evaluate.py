@@ -81,12 +81,12 @@ def test_bad_inputs(digits):
             evaluate_synset(s, protocol=TINY, test=test, device="cuda")
 
 
-def _tiny_run(tmp_path, stop_after=None, state=True):
+def _tiny_run(tmp_path, stop_after=None, state=True, scale=1.0):
     from genprior.augment import DSA
 
     torch.manual_seed(0)
     net = create_net("convnet", 1, 10, 28, width=8)
-    images, targets = torch.randn(30, 1, 28, 28), torch.arange(30) % 10
+    images, targets = scale * torch.randn(30, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.arange(30) % 10
     proto = Protocol("t", epochs=6, lr_drop_epoch=3, num_models=1, batch_size=16)
     calls = []
 
@@ -117,3 +117,10 @@ def test_corrupted_training_state_is_named(tmp_path):
     (tmp_path / "state.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(GenpriorError, match="delete it"):
         _tiny_run(tmp_path)
+
+
+def test_training_state_of_other_data_is_refused(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_run(tmp_path, stop_after=3)
+    with pytest.raises(GenpriorError, match="other data"):
+        _tiny_run(tmp_path, scale=2.0)
