@@ -18,7 +18,6 @@ table says how many models each number averages. Sets and runs are written under
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import subprocess
@@ -34,7 +33,7 @@ from genprior.nets import CROSS_ARCH_POOL
 from genprior.synset import load_synset, save_synset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lanes import eval_unit, mean_std, run_lane  # noqa: E402
+from lanes import eval_unit, lane_main, mean_std  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "distill_table_mnist5k.json"
@@ -214,23 +213,10 @@ def write_table(results: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--table", action="store_true", help="only rewrite the table")
-    parser.add_argument("--max-units", type=int, default=None, help="stop after this many new units")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per lane; on a 2-core machine run two 1-thread lanes")
-    parser.add_argument("--only", help="run only units whose key contains this text, e.g. '|1|' or 'build|'")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if not args.table:
+    def make_work(threads: int):
         cache: dict = {}
-        run_lane(RESULTS, initial, order(), deps, lambda k: work(k, args.threads, cache), on_change=write_table,
-                 max_units=args.max_units, only=(lambda k: args.only in k) if args.only else None)
-    from lanes import locked
-
-    with locked(RESULTS, initial) as results:
-        write_table(results)
-    print(TABLE.read_text())
+        return lambda key: work(key, threads, cache)
+    lane_main(RESULTS, initial, order(), deps, make_work, write_table, TABLE, "'|1|' or 'build|'")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Sets are written under ``runs/bench/`` (not committed).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -28,7 +27,7 @@ from genprior.nets import CROSS_ARCH_POOL
 from genprior.synset import SyntheticSet, load_synset, save_synset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lanes import eval_unit, locked, mean_std, run_lane  # noqa: E402
+from lanes import eval_unit, lane_main, locked, mean_std  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "foundation_mnist5k.json"
@@ -114,30 +113,21 @@ def write_table(results: dict) -> None:
     TABLE.write_text("\n".join(lines) + "\n")
 
 
+def make_work(threads: int):
+    data = {}
+
+    def work(key: str) -> dict:
+        if not data:
+            data["train"], data["test"] = load_dataset(DATASET, "train"), load_dataset(DATASET, "test")
+        name, arch, i = key.split("|")
+        return eval_unit(get_set(name, data["train"]), data["test"], arch, int(i), PROTOCOL, threads,
+                         state_dir=SETS_DIR / "state" / key.replace("|", "-"))
+    return work
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--table", action="store_true", help="only rewrite the table")
-    parser.add_argument("--max-units", type=int, default=None, help="stop after this many new units")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; on a 2-core machine two 1-thread jobs beat one 2-thread job")
-    parser.add_argument("--only", help="run only units whose key contains this text, e.g. 'whole' or 'resnet'")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    if not args.table:
-        train, test = load_dataset(DATASET, "train"), load_dataset(DATASET, "test")
-
-        def work(key: str) -> dict:
-            name, arch, i = key.split("|")
-            synset = get_set(name, train)
-            return eval_unit(synset, test, arch, int(i), PROTOCOL, args.threads,
-                             state_dir=SETS_DIR / "state" / key.replace("|", "-"))
-
-        keys = [f"{name}|{arch}|{i}" for name, arch, i in units()]
-        run_lane(RESULTS, load_results, keys, lambda key: [], work, on_change=write_table,
-                 max_units=args.max_units, only=(lambda k: args.only in k) if args.only else None)
-    with locked(RESULTS, load_results) as results:
-        write_table(results)
-    print(TABLE.read_text())
+    keys = [f"{name}|{arch}|{i}" for name, arch, i in units()]
+    lane_main(RESULTS, load_results, keys, lambda key: [], make_work, write_table, TABLE, "'whole' or 'resnet'")
 
 
 if __name__ == "__main__":

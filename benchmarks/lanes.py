@@ -9,6 +9,7 @@ lanes finish more work than one 2-thread process.
 """
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import math
@@ -17,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 from genprior.synset import write_json_atomic
 
@@ -109,3 +110,25 @@ def mean_std(values: Sequence[float]) -> tuple:
     """Mean and population std (as the DC codebase reports)."""
     mean = sum(values) / len(values)
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
+def lane_main(results_path: Path, initial: Callable[[], dict], order: Sequence[str], deps: Callable[[str], List[str]],
+              make_work: Callable[[int], Callable[[str], dict]], write_table: Callable[[dict], None],
+              table_path: Path, only_example: str) -> None:
+    """The command line every benchmark shares: run (or resume) this lane's units, then rewrite the table."""
+    import torch
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--table", action="store_true", help="only rewrite the table")
+    parser.add_argument("--max-units", type=int, default=None, help="stop after this many new units")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per lane; on a 2-core machine run two 1-thread lanes side by side")
+    parser.add_argument("--only", help=f"run only units whose key contains this text, e.g. {only_example}")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not args.table:
+        run_lane(results_path, initial, order, deps, make_work(args.threads), on_change=write_table,
+                 max_units=args.max_units, only=(lambda k: args.only in k) if args.only else None)
+    with locked(results_path, initial) as results:
+        write_table(results)
+    print(table_path.read_text())
