@@ -12,8 +12,9 @@ pool. Units are resumable and shared between lanes (``benchmarks/lanes.py``):
   process's peak resident memory are recorded; a killed distillation resumes from
   its last checkpoint) or one baseline set;
 - ``eval|<method>|<ipc>|<arch>|<i>``: model i of one architecture on that set.
-ConvNet units come first, then the pool at IPC 1, then the pool at IPC 10; the
-table says how many models each number averages. Sets and runs are written under
+Order: IPC 1 (builds with their ConvNet models, then one model per pool network),
+then the same at IPC 10, then the pool's second and third models; the table says how
+many models each number averages. Sets and runs are written under
 ``runs/table/`` (not committed); results go to ``benchmarks/results/distill_table_mnist5k.*``.
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ IPCS = (1, 10)
 #: MTT's expert buffer for this table: 5 experts x 10 epochs (MTT samples start epochs < 5 and
 #: matches 3 epochs ahead, so 8 epochs are used; pixel MTT is given the same start range);
 #: ~17 min on 1 CPU thread.
-EXPERTS = RUNS / "experts-mnist5k-convnet"
+EXPERTS = (RUNS / "experts-mnist5k-convnet").relative_to(ROOT)
 EXPERT_ARGS = ["--num-experts", "5", "--epochs", "10"]
 
 #: method -> (kind, recipe script, extra recipe flags). "pixel" rows are the classic methods.
@@ -103,12 +104,25 @@ def deps(key: str) -> list:
     return []
 
 
+def _die_with_parent() -> None:
+    """In the child: be killed when the lane dies, so no orphan keeps writing a run another lane takes over."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def run_process(cmd: list, threads: int) -> dict:
     """Run ``cmd``; return its wall time and the peak resident memory of that one process."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     t0 = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
@@ -120,13 +134,15 @@ def build(method: str, ipc: int, threads: int) -> dict:
     out = set_dir(method, ipc)
     py = sys.executable
     if kind == "recipe":
-        cmd = [py, source, "--ipc", str(ipc), "--no-evaluate", "--output-dir", str(out), *extra,
+        from genprior.distill.latent import latest_checkpoint
+
+        cmd = [py, source, "--ipc", str(ipc), "--no-evaluate", "--output-dir", str(out.relative_to(ROOT)), *extra,
                *OVERRIDES.get((method, ipc), [])]
-        if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
-            cmd += ["--resume", "latest"]  # a killed distillation continues from its last checkpoint
-        result = run_process(cmd, threads)
+        resumed = out.is_dir() and latest_checkpoint(out) is not None
+        # a killed distillation continues from its last checkpoint
+        result = run_process(cmd + (["--resume", "latest"] if resumed else []), threads)
         result["command"] = " ".join(["python", *cmd[1:]])
-        result["resumed"] = "--resume" in cmd
+        result["resumed"] = resumed
         return result
     t0 = time.time()
     train = load_dataset(DATASET, "train")
@@ -144,6 +160,7 @@ def build(method: str, ipc: int, threads: int) -> dict:
 
 
 def build_experts(threads: int) -> dict:
+    # train_experts resumes: finished experts are kept, an interrupted one is retrained
     cmd = [sys.executable, "-m", "genprior.cli", "experts", "--dataset", DATASET, "--out-dir", str(EXPERTS), *EXPERT_ARGS]
     result = run_process(cmd, threads)
     result["command"] = "genprior experts " + " ".join(cmd[4:])
@@ -199,7 +216,7 @@ def write_table(results: dict) -> None:
             cross = (f"{100 * sum(v[0][0] for v in per.values()) / len(per):.2f}"
                      + ("" if len(per) == len(CROSS_ARCH_POOL) else f" ({len(per)}/{len(CROSS_ARCH_POOL)})")) if per else "–"
             detail = ", ".join(f"{a} {100 * v[0][0]:.1f} ({v[1]})" for a, v in per.items() if a != "convnet") or "–"
-            t = f"{b['time_s']:.0f}" if b else "–"
+            t = (f"{b['time_s']:.0f}" + (" (resumed: last part only)" if b.get("resumed") else "")) if b else "–"
             mem = f"{b['peak_rss_mib']:.0f}" if b and "peak_rss_mib" in b else "–"
             lines.append(f"| {method} | {ipc} | {conv_s} | {cross} | {detail} | {t} | {mem} |")
     if "build|experts" in units:

@@ -32,7 +32,7 @@ from lanes import eval_unit, lane_main, locked, mean_std  # noqa: E402
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "foundation_mnist5k.json"
 TABLE = HERE / "results" / "foundation_mnist5k.md"
-SETS_DIR = Path("runs/bench")
+SETS_DIR = HERE.parent / "runs" / "bench"
 DATASET = "mnist5k"
 PROTOCOL = PROTOCOLS["quick"]
 
@@ -58,18 +58,25 @@ def units():
 
 
 def get_set(name: str, train) -> SyntheticSet:
-    """The set ``name``, built once and saved under runs/bench (its build time goes to the results)."""
+    """The set ``name``, built once and saved under runs/bench (its build time goes to the results).
+
+    Built under a per-set lock, so two lanes starting on the same set build it once."""
+    import fcntl
+
     path = SETS_DIR / name
-    if path.exists():
-        return load_synset(path)
-    method, ipc = SETS[name]
-    t0 = time.time()
-    if method == "whole":
-        synset = SyntheticSet(images=train.images, labels=train.labels, mean=train.mean, std=train.std,
-                              dataset=train.name, class_names=train.class_names, method="whole")
-    else:
-        synset = make_baseline(method, train, ipc, seed=0)
-    save_synset(synset, path, overwrite=True)
+    SETS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(SETS_DIR / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return load_synset(path)
+        method, ipc = SETS[name]
+        t0 = time.time()
+        if method == "whole":
+            synset = SyntheticSet(images=train.images, labels=train.labels, mean=train.mean, std=train.std,
+                                  dataset=train.name, class_names=train.class_names, method="whole")
+        else:
+            synset = make_baseline(method, train, ipc, seed=0)
+        save_synset(synset, path, overwrite=True)
     with locked(RESULTS, load_results) as results:
         results["sets"][name] = {"method": method, "ipc": synset.ipc, "build_time_s": time.time() - t0}
     return synset

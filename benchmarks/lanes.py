@@ -40,14 +40,24 @@ def locked(results_path: Path, initial: Callable[[], dict]) -> Iterator[dict]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> Optional[str]:
+    """When process ``pid`` started (clock ticks since boot), or None if it does not exist."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return None if fields[0] == "Z" else fields[19]  # a zombie counts as dead
+
+
+def _claim_id() -> str:
+    """This process, as ``pid:start-time``: a pid reused after a restart is not mistaken for us."""
+    return f"{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _alive(claim) -> bool:
+    pid, _, started = str(claim).partition(":")
+    return _start_time(int(pid)) == started if started else _start_time(int(pid)) is not None
 
 
 def run_lane(results_path: Path, initial: Callable[[], dict], order: Sequence[str],
@@ -57,11 +67,13 @@ def run_lane(results_path: Path, initial: Callable[[], dict], order: Sequence[st
     """Claim and run units in ``order`` until none is left for this process; return how many ran.
 
     A unit is ready when every unit ``deps(key)`` names is done. When the only units
-    left wait on another lane's work, this lane polls every ``poll_s`` seconds.
+    left wait on work another live lane has claimed, this lane polls every ``poll_s``
+    seconds; when they wait on work nobody is doing (e.g. excluded by ``only``), it
+    says which and stops.
     """
-    pid, done = os.getpid(), 0
+    me, done = _claim_id(), 0
     while max_units is None or done < max_units:
-        key, waiting = None, False
+        key, waiting, missing = None, False, set()
         with locked(results_path, initial) as results:
             claims = results["claims"]
             for k, owner in list(claims.items()):
@@ -70,25 +82,38 @@ def run_lane(results_path: Path, initial: Callable[[], dict], order: Sequence[st
             for k in order:
                 if k in results["units"] or k in claims or (only is not None and not only(k)):
                     continue
-                if all(d in results["units"] for d in deps(k)):
+                todo = [d for d in deps(k) if d not in results["units"]]
+                if not todo:
                     key = k
-                    claims[k] = pid
+                    claims[k] = me
                     break
-                waiting = True
+                if any(d in claims for d in todo):
+                    waiting = True
+                else:
+                    missing.update(todo)
         if key is None:
-            if not waiting:
-                return done
-            time.sleep(poll_s)
-            continue
+            if waiting:
+                time.sleep(poll_s)
+                continue
+            if missing:
+                print(f"stopping: units wait on {', '.join(sorted(missing))}, which no lane is running "
+                      "(start a lane that includes them)", flush=True)
+            return done
         try:
             value = work(key)
-        finally:
+        except BaseException:
             with locked(results_path, initial) as results:
                 results["claims"].pop(key, None)
-        with locked(results_path, initial) as results:
+            raise
+        with locked(results_path, initial) as results:  # recorded and released in one step: no lane runs it twice
             results["units"][key] = value
-            if on_change is not None:
-                on_change(results)
+            results["claims"].pop(key, None)
+        if on_change is not None:
+            try:
+                with locked(results_path, initial) as results:
+                    on_change(results)
+            except Exception as e:  # a table bug must not cost a finished unit
+                print(f"could not rewrite the table: {e!r}", flush=True)
         done += 1
         print(f"{key}: {json.dumps(value)[:200]}", flush=True)
     return done
@@ -123,7 +148,8 @@ def lane_main(results_path: Path, initial: Callable[[], dict], order: Sequence[s
     parser.add_argument("--max-units", type=int, default=None, help="stop after this many new units")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per lane; on a 2-core machine run two 1-thread lanes side by side")
-    parser.add_argument("--only", help=f"run only units whose key contains this text, e.g. {only_example}")
+    parser.add_argument("--only", help=f"run only units whose key contains this text, e.g. {only_example} "
+                        "(units it needs must be done or run by another lane)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.table:

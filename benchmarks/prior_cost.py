@@ -36,6 +36,8 @@ CASES = [  # (prior, space, images, chunk, mode)
     ("mnist5k-diffusion", "x_T+class", 100, 10, "checkpoint"), ("mnist5k-diffusion", "x_T+class", 100, 100, "checkpoint"),
     ("mnist5k-diffusion", "x_T+class", 10, 10, "checkpoint"), ("mnist5k-diffusion", "x_T+class", 500, 10, "checkpoint"),
     ("mnist5k-diffusion", "x_T+class", 10, 10, "two-pass"), ("mnist5k-diffusion", "x_T+class", 500, 10, "two-pass"),
+    # does resident memory grow with the number of images, or level off? (allocator slack vs. live data)
+    ("mnist5k-diffusion", "x_T+class", 100, 10, "two-pass"), ("mnist5k-diffusion", "x_T+class", 250, 10, "two-pass"),
 ]
 
 

@@ -23,7 +23,7 @@ from .augment import DSA, strategy_for
 from .data import RealData, load_dataset
 from .errors import GenpriorError, UnknownNameError
 from .nets import create_net
-from .synset import SyntheticSet, library_versions
+from .synset import SyntheticSet, library_versions, write_json_atomic
 
 #: Files of a paused evaluation-network training (``train_net(state_path=...)``).
 _STATE_META = "genprior_train_state"
@@ -66,14 +66,19 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _fingerprint(images: torch.Tensor, targets: torch.Tensor) -> str:
-    """Which training data a saved state belongs to (shape and sums, enough to catch a mix-up)."""
-    return f"{tuple(images.shape)}:{float(images.double().sum()):.9e}:{float(targets.double().sum()):.9e}"
+def _fingerprint(images: torch.Tensor, targets: torch.Tensor, protocol: Protocol, net: torch.nn.Module) -> str:
+    """What a saved state belongs to: the data (shapes and sums), the protocol and the network."""
+    data = (f"{tuple(images.shape)}:{float(images.sum(dtype=torch.float64)):.9e}:"
+            f"{tuple(targets.shape)}:{targets.dtype}:{float(targets.sum(dtype=torch.float64)):.9e}")
+    n_params = sum(p.numel() for p in net.parameters())
+    return json.dumps({"data": data, "protocol": asdict(protocol), "net": f"{type(net).__name__}:{n_params}"}, sort_keys=True)
 
 
 def _save_train_state(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
                       epoch: int, lr: float, fingerprint: str) -> None:
     """Everything needed to continue training bit-identically after ``epoch`` epochs (safetensors, atomic)."""
+    import tempfile
+
     from safetensors.torch import save_file
 
     tensors = {f"net.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
@@ -83,30 +88,43 @@ def _save_train_state(path: Path, net: torch.nn.Module, opt: torch.optim.Optimiz
             tensors[f"momentum.{i}"] = buf.detach().contiguous()
     tensors["rng.generator"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {_STATE_META: json.dumps({"epoch": epoch, "lr": lr, "data": fingerprint})}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    meta = {_STATE_META: json.dumps({"epoch": epoch, "lr": lr, "for": fingerprint})}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.cpu() for k, v in tensors.items()}, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
-def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generator, fingerprint: str):
+def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generator, fingerprint: str, epochs: int):
     """Restore what ``_save_train_state`` wrote into ``net`` and ``generator``; return (epoch, lr, momentum)."""
     from safetensors import SafetensorError, safe_open
 
+    fix = "delete it to train this network from the start"
     try:
         with safe_open(str(path), framework="pt") as f:
             info = json.loads((f.metadata() or {})[_STATE_META])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, KeyError, ValueError, OSError) as e:
-        raise GenpriorError(f"training state {path} cannot be read ({e}); delete it to train this network from the start") from None
-    if info.get("data") != fingerprint:
-        raise GenpriorError(f"training state {path} was saved while training on other data; delete it or use another state folder")
+        epoch, lr = int(info["epoch"]), float(info["lr"])
+        saved_for = info["for"]
+    except (SafetensorError, KeyError, ValueError, TypeError, OSError) as e:
+        raise GenpriorError(f"training state {path} cannot be read ({e!r}); {fix}") from None
+    if saved_for != fingerprint:
+        raise GenpriorError(f"training state {path} was saved for other data, another protocol or another network; "
+                            "delete it or use another state folder")
+    if not 0 < epoch < epochs:
+        raise GenpriorError(f"training state {path} is at epoch {epoch} of {epochs}; {fix}")
     device = next(net.parameters()).device
-    net.load_state_dict({k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("net.")})
-    generator.set_state(tensors["rng.generator"])
-    torch.set_rng_state(tensors["rng.torch"])
+    try:
+        net.load_state_dict({k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("net.")})
+        generator.set_state(tensors["rng.generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+    except (RuntimeError, KeyError) as e:
+        raise GenpriorError(f"training state {path} does not fit this network ({str(e).splitlines()[0]}); {fix}") from None
     momentum = {int(k.split(".")[1]): v.to(device) for k, v in tensors.items() if k.startswith("momentum.")}
-    return info["epoch"], info["lr"], momentum
+    return epoch, lr, momentum
 
 
 def train_net(
@@ -125,8 +143,9 @@ def train_net(
     ``targets`` are class indices, or rows of class probabilities for soft labels.
     With ``state_path``, the training state (weights, momentum, random-number
     generators, epoch) is saved there every ``save_every`` epochs and a saved state
-    is picked up first, so a killed training continues bit-identically on the same
-    device. The file is removed once training ends.
+    is picked up first, so a killed training continues where it stopped: bit-identically
+    on a CPU (CUDA kernels are not deterministic to begin with). The file is removed
+    once training ends.
     """
     device = images.device
     lr = protocol.lr
@@ -137,9 +156,13 @@ def train_net(
     start = 0
     state_path = Path(state_path) if state_path is not None else None
     momentum: Dict[int, torch.Tensor] = {}
-    fingerprint = _fingerprint(images, targets) if state_path is not None else ""
-    if state_path is not None and state_path.exists():
-        start, lr, momentum = _load_train_state(state_path, net, generator, fingerprint)
+    fingerprint = ""
+    if state_path is not None:
+        if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
+            raise GenpriorError(f"save_every must be a positive number of epochs, got {save_every!r}")
+        fingerprint = _fingerprint(images, targets, protocol, net)
+        if state_path.exists():
+            start, lr, momentum = _load_train_state(state_path, net, generator, fingerprint, protocol.epochs)
     opt = make_opt(lr)
     for i, p in enumerate(net.parameters()):
         if i in momentum:
@@ -164,8 +187,8 @@ def train_net(
             _save_train_state(state_path, net, opt, generator, epoch + 1, lr, fingerprint)
         if on_epoch is not None:
             on_epoch()
-    if state_path is not None and state_path.exists():
-        state_path.unlink()
+    if state_path is not None:
+        state_path.unlink(missing_ok=True)
     return net
 
 
@@ -214,7 +237,9 @@ def evaluate_synset(
     Returns a JSON-ready dict: per-architecture accuracies, mean ± std (population
     std, as the DC codebase reports), wall time, and the cross-architecture mean.
     With ``state_dir``, each network's training state is saved there as it trains
-    (``train_net``), so a killed evaluation of a large set resumes mid-training.
+    (``train_net``) and each finished network's accuracy is kept, so running the same
+    evaluation again after a kill skips the finished networks and resumes the one in
+    training.
     """
     proto = get_protocol(protocol)
     dev = resolve_device(device)
@@ -244,12 +269,20 @@ def evaluate_synset(
             torch.manual_seed(seed + i)
             net = create_net(arch, synset.channels, synset.num_classes, synset.resolution).to(dev)
             gen = torch.Generator().manual_seed(seed + i)
-            state = None
+            state = done = None
             if state_dir is not None:
                 Path(state_dir).mkdir(parents=True, exist_ok=True)
-                state = Path(state_dir) / f"train-{arch}-seed{seed + i}-{proto.name}.safetensors"
+                stem = f"{arch}-seed{seed + i}-{proto.name}"
+                state, done = Path(state_dir) / f"train-{stem}.safetensors", Path(state_dir) / f"done-{stem}.json"
+                key = _fingerprint(images, targets, proto, net) + f"|test:{test.name}:{len(test)}"
+                if done.exists() and json.loads(done.read_text()).get("for") == key:
+                    accs.append(json.loads(done.read_text())["acc"])  # finished before a kill: not trained again
+                    bar.update(proto.epochs)
+                    continue
             train_net(net, images, targets, proto, dsa, gen, on_epoch=lambda: bar.update(1), state_path=state)
             accs.append(test_accuracy(net, test, dev))
+            if done is not None:
+                write_json_atomic({"for": key, "acc": accs[-1]}, done)
         mean = sum(accs) / len(accs)
         std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
         results[arch] = {"accs": accs, "mean": mean, "std": std, "time_s": time.time() - t0}

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from lanes import locked, mean_std, run_lane  # noqa: E402
+from lanes import _start_time, locked, mean_std, run_lane  # noqa: E402
 
 
 def _initial():
@@ -28,12 +28,21 @@ def test_a_dead_lanes_claim_is_taken_over_and_a_live_one_is_not(tmp_path):
 
     path = tmp_path / "r.json"
     dead = 2**22 + 12345  # above Linux's largest pid_max: no process has it
-    path.write_text(json.dumps({"units": {}, "claims": {"dead": dead, "live": os.getppid()}}))
+    parent = f"{os.getppid()}:{_start_time(os.getppid())}"
+    reused = f"{os.getppid()}:1"  # the parent's pid, but a process that started at another time
+    path.write_text(json.dumps({"units": {}, "claims": {"dead": dead, "reused": reused, "live": parent}}))
     ran = []
-    run_lane(path, _initial, ["dead", "live"], lambda k: [], lambda k: ran.append(k) or {}, max_units=1)
-    assert ran == ["dead"]
+    run_lane(path, _initial, ["dead", "reused", "live"], lambda k: [], lambda k: ran.append(k) or {}, max_units=2)
+    assert ran == ["dead", "reused"]
     with locked(path, _initial) as results:
-        assert results["claims"] == {"live": os.getppid()}
+        assert results["claims"] == {"live": parent}
+
+
+def test_a_lane_stops_when_dependencies_are_excluded(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    n = run_lane(path, _initial, ["build", "eval"], lambda k: ["build"] if k == "eval" else [],
+                 lambda k: {}, only=lambda k: k == "eval", poll_s=0.01)
+    assert n == 0 and "build" in capsys.readouterr().out
 
 
 def test_a_failed_unit_releases_its_claim(tmp_path):

@@ -124,3 +124,16 @@ def test_training_state_of_other_data_is_refused(tmp_path):
         _tiny_run(tmp_path, stop_after=3)
     with pytest.raises(GenpriorError, match="other data"):
         _tiny_run(tmp_path, scale=2.0)
+
+
+def test_evaluation_with_a_state_dir_skips_finished_networks(digits, tmp_path, monkeypatch):
+    import genprior.evaluate as ev
+
+    train, test = digits
+    s = random_real(train, ipc=1, seed=0)
+    proto = Protocol("short", epochs=4, lr_drop_epoch=2, num_models=2)
+    first = evaluate_synset(s, protocol=proto, test=test, device="cpu", progress=False, state_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done-convnet-seed0-short.json", "done-convnet-seed1-short.json"]
+    monkeypatch.setattr(ev, "train_net", lambda *a, **k: pytest.fail("a finished network was trained again"))
+    again = evaluate_synset(s, protocol=proto, test=test, device="cpu", progress=False, state_dir=tmp_path)
+    assert again["results"]["convnet"]["accs"] == first["results"]["convnet"]["accs"]
