@@ -120,8 +120,9 @@ def write_table(rows: list) -> None:
         for mode in ("checkpoint", "two-pass"):
             pick = {r["images"]: r for r in rows if r["prior"] == prior and r["mode"] == mode and r["chunk"] == 10}
             if 10 in pick and 500 in pick and pick[10]["peak_mib"] > 0:
+                by_n = ", ".join(f"{n}: {pick[n]['peak_mib']:.0f}" for n in sorted(pick))
                 lines.append(f"\n{prior}, {mode}: peak with 500 images / peak with 10 images (chunk 10) = "
-                             f"{pick[500]['peak_mib'] / pick[10]['peak_mib']:.2f}")
+                             f"{pick[500]['peak_mib'] / pick[10]['peak_mib']:.2f} (MiB by number of images: {by_n})")
     TABLE.write_text("\n".join(lines) + "\n")
 
 
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("--fixed-mmap", action="store_true",
                         help="fix glibc's mmap threshold (MALLOC_MMAP_THRESHOLD_=131072) so freed large blocks go back "
                              "to the OS and RSS tracks live memory; results go to prior_cost_fixed_mmap.*")
+    parser.add_argument("--table", action="store_true", help="only rewrite the table from saved results")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case is not None:
@@ -149,7 +151,8 @@ def main() -> None:
 
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     rows = [r for r in rows if r.get("grad_buffers_in_setup")]  # rows measured the older way are dropped
-    for i in args.cases if args.cases is not None else range(len(CASES)):
+    todo = [] if args.table else (args.cases if args.cases is not None else range(len(CASES)))
+    for i in todo:
         out = subprocess.run([sys.executable, __file__, "--case", str(i), "--device", args.device,
                               "--threads", str(args.threads)], capture_output=True, text=True, check=True, env=env)
         row = json.loads(out.stdout.strip().splitlines()[-1])
@@ -157,6 +160,7 @@ def main() -> None:
         print(row, flush=True)
         RESULTS.write_text(json.dumps(rows, indent=2))  # after every case: a killed run keeps what it measured
         write_table(rows)
+    write_table(rows)
     print(TABLE.read_text())
 
 
