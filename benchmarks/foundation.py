@@ -12,6 +12,7 @@ Sets are written under ``runs/bench/`` (not committed).
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -46,15 +47,29 @@ SETS = {  # name: (method, ipc); "whole" is the entire train split
 }
 
 
+#: The cross-architecture row of random IPC 10 is trained by ``distill_table.py`` (the same set:
+#: random real, seed 0; the same seeds), whose units this table reads instead of training them twice.
+TABLE_RESULTS = HERE / "results" / "distill_table_mnist5k.json"
+
+
 def units():
-    """Cheap, table-critical units first; the heaviest (ResNets, whole split) last."""
+    """Cheap, table-critical units first; the heaviest (the whole split) last."""
     order = []
     for name in ("random-ipc1", "random-ipc10", "herding-ipc10", "kcenter-ipc10", "random-ipc50"):
         order += [(name, "convnet", i) for i in range(PROTOCOL.num_models)]
-    for i in range(PROTOCOL.num_models):
-        order += [("random-ipc10", arch, i) for arch in CROSS_ARCH_POOL if arch != "convnet"]
-        order += [("whole", "convnet", i)]
+    order += [("whole", "convnet", i) for i in range(PROTOCOL.num_models)]
     return order
+
+
+def pool_units(results: dict) -> dict:
+    """random-ipc10 units of the pool networks: this benchmark's own, else those of distill_table.py."""
+    shared = {}
+    if TABLE_RESULTS.exists():
+        for key, u in json.loads(TABLE_RESULTS.read_text()).get("units", {}).items():
+            parts = key.split("|")
+            if parts[:3] == ["eval", "random", "10"] and parts[3] != "convnet":
+                shared[f"random-ipc10|{parts[3]}|{parts[4]}"] = dict(u, source="distill_table")
+    return {**shared, **results["units"]}
 
 
 def get_set(name: str, train) -> SyntheticSet:
@@ -90,7 +105,7 @@ def load_results() -> dict:
 
 def write_table(results: dict) -> None:
     rows = {}
-    for key, u in results["units"].items():
+    for key, u in pool_units(results).items():
         name, arch = key.split("|")[:2]
         rows.setdefault((name, arch), []).append(u)
     lines = [
@@ -101,7 +116,8 @@ def write_table(results: dict) -> None:
         "Written by `python benchmarks/foundation.py`.",
         "",
         "Train times are wall seconds with the thread count of the unit, often with another job on the other core;",
-        "they are indications of cost, not clean timings.",
+        "they are indications of cost, not clean timings. The random-ipc10 rows of networks other than ConvNet",
+        "are the units of `benchmarks/distill_table.py` (the same set and seeds).",
         "",
         "| set | network | models | accuracy % | train time per model (s) |",
         "|---|---|---|---|---|",
