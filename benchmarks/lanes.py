@@ -69,9 +69,9 @@ def run_lane(results_path: Path, initial: Callable[[], dict], order: Sequence[st
     A unit is ready when every unit ``deps(key)`` names is done. When the only units
     left wait on work another live lane has claimed, this lane polls every ``poll_s``
     seconds; when they wait on work nobody is doing (e.g. excluded by ``only``), it
-    says which and stops.
+    says which and stops. A unit that raises is reported and skipped by this lane.
     """
-    me, done = _claim_id(), 0
+    me, done, failed = _claim_id(), 0, set()
     while max_units is None or done < max_units:
         key, waiting, missing = None, False, set()
         with locked(results_path, initial) as results:
@@ -80,7 +80,7 @@ def run_lane(results_path: Path, initial: Callable[[], dict], order: Sequence[st
                 if not _alive(owner):
                     del claims[k]
             for k in order:
-                if k in results["units"] or k in claims or (only is not None and not only(k)):
+                if k in results["units"] or k in claims or k in failed or (only is not None and not only(k)):
                     continue
                 todo = [d for d in deps(k) if d not in results["units"]]
                 if not todo:
@@ -101,10 +101,14 @@ def run_lane(results_path: Path, initial: Callable[[], dict], order: Sequence[st
             return done
         try:
             value = work(key)
-        except BaseException:
+        except BaseException as e:
             with locked(results_path, initial) as results:
                 results["claims"].pop(key, None)
-            raise
+            if not isinstance(e, Exception):
+                raise
+            failed.add(key)  # this lane moves on; a lane started later tries the unit again
+            print(f"{key} failed: {e!r}", flush=True)
+            continue
         with locked(results_path, initial) as results:  # recorded and released in one step: no lane runs it twice
             results["units"][key] = value
             results["claims"].pop(key, None)
