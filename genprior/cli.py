@@ -260,22 +260,38 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     _add_eval_args(p)
 
 
-def run_recipe(description: str, defaults: dict, variants: Optional[dict] = None, argv=None) -> None:
-    """What every script in recipes/ runs: its paper's defaults under the flags of
-    ``genprior distill`` (flags given on the command line win). ``variants`` maps a
-    ``--variant`` name to extra defaults (e.g. GLaD's DM / DC / MTT settings)."""
+def _merged(base: dict, extra: dict) -> dict:
+    """``base`` updated by ``extra``; dict values (loss options, latent lrs) are merged one level deep."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = {**out.get(key, {}), **value} if isinstance(value, dict) else value
+    return out
+
+
+def recipe_defaults(defaults: dict, variants: Optional[dict], args) -> dict:
+    """A recipe's defaults for these flags: the base, then ``--variant``'s, then those of the
+    latent space in use (a ``by_space`` entry, e.g. GLaD's learning rate for ``F``)."""
+    merged = _merged(defaults, variants[args.variant]) if variants else dict(defaults)
+    by_space = merged.pop("by_space", {})
+    return _merged(merged, by_space.get(args.space or merged.get("space"), {}))
+
+
+def recipe_parser(description: str, variants: Optional[dict] = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data-root", help="root of local datasets (default: $GENPRIOR_DATA)")
     if variants:
         parser.add_argument("--variant", default=next(iter(variants)), choices=list(variants))
     add_distill_args(parser)
-    args = parser.parse_args(argv)
-    merged = dict(defaults)
-    if variants:
-        for key, value in variants[args.variant].items():
-            merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    return parser
+
+
+def run_recipe(description: str, defaults: dict, variants: Optional[dict] = None, argv=None) -> None:
+    """What every script in recipes/ runs: its paper's defaults under the flags of
+    ``genprior distill`` (flags given on the command line win). ``variants`` maps a
+    ``--variant`` name to extra defaults (e.g. GLaD's DM / DC / MTT settings)."""
+    args = recipe_parser(description, variants).parse_args(argv)
     try:
-        run_distill(args, merged)
+        run_distill(args, recipe_defaults(defaults, variants, args))
     except GenpriorError as e:
         print(f"genprior: error: {e}", file=sys.stderr)
         sys.exit(2)

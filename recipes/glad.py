@@ -17,11 +17,11 @@ from genprior.cli import run_recipe
 
 DEFAULTS = {"dataset": "mnist5k", "prior": "mnist5k-stylegan", "space": "w+", "ipc": 10, "init": "random",
             "optimizer": "sgd", "momentum": 0.5, "chunk_size": 10, "iterations": 100}
-VARIANTS = {
-    "dm": {"loss": "dm", "method": "glad-dm", "lr": 0.01, "latent_lrs": {"F": 10.0}},
-    "dc": {"loss": "dc", "method": "glad-dc", "lr": 0.001, "latent_lrs": {"F": 1.0},
+VARIANTS = {  # learning rates of w+ (lr) and, in the F space, of F (by_space)
+    "dm": {"loss": "dm", "method": "glad-dm", "lr": 0.01, "by_space": {"F": {"latent_lrs": {"F": 10.0}}}},
+    "dc": {"loss": "dc", "method": "glad-dc", "lr": 0.001, "by_space": {"F": {"latent_lrs": {"F": 1.0}}},
            "loss_options": {"outer_loop": 1, "inner_loop": 1}},
-    "mtt": {"loss": "mtt", "method": "glad-mtt", "lr": 10.0, "latent_lrs": {"F": 10000.0},
+    "mtt": {"loss": "mtt", "method": "glad-mtt", "lr": 10.0, "by_space": {"F": {"latent_lrs": {"F": 10000.0}}},
             "loss_options": {"syn_steps": 20, "expert_epochs": 3, "max_start_epoch": 5, "lr_lr": 1e-6}},
 }
 

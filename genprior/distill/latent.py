@@ -299,7 +299,9 @@ class LatentDistiller:
         part = {k: v[sl] for k, v in self.latents.items()}
         with self.acc.autocast():
             images = self.prior.decode(part, self.prior_labels[sl], chunk_size=self.cfg.chunk_size)
-        return self._finish(images)
+        # detached: the pixel prior returns a view of its latents, and a view made under no_grad still
+        # reports requires_grad; a loss's gradient would then stop at that view and never reach .grad
+        return self._finish(images).detach()
 
     def backward_class(self, c: int, grad_images: torch.Tensor) -> None:
         """Second pass: dL/d(images of class c) into the latents, chunk by chunk."""
