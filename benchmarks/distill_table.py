@@ -214,7 +214,7 @@ def write_table(results: dict) -> None:
             conv = per.get("convnet")
             conv_s = f"{100 * conv[0][0]:.2f} ± {100 * conv[0][1]:.2f} ({conv[1]})" if conv else "–"
             cross = (f"{100 * sum(v[0][0] for v in per.values()) / len(per):.2f}"
-                     + ("" if len(per) == len(CROSS_ARCH_POOL) else f" ({len(per)}/{len(CROSS_ARCH_POOL)})")) if per else "–"
+                     + ("" if len(per) == len(CROSS_ARCH_POOL) else f" ({len(per)}/{len(CROSS_ARCH_POOL)})")) if len(per) > 1 else "–"
             detail = ", ".join(f"{a} {100 * v[0][0]:.1f} ({v[1]})" for a, v in per.items() if a != "convnet") or "–"
             t = (f"{b['time_s']:.0f}" + (" (resumed: last part only)" if b.get("resumed") else "")) if b else "–"
             mem = f"{b['peak_rss_mib']:.0f}" if b and "peak_rss_mib" in b else "–"
