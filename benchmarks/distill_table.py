@@ -233,7 +233,7 @@ def main() -> None:
     def make_work(threads: int):
         cache: dict = {}
         return lambda key: work(key, threads, cache)
-    lane_main(RESULTS, initial, order(), deps, make_work, write_table, TABLE, "'|1|' or 'build|'")
+    lane_main(RESULTS, initial, order(), deps, make_work, write_table, TABLE, "'glad' or 'resnet'")
 
 
 if __name__ == "__main__":

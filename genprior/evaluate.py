@@ -271,12 +271,13 @@ def evaluate_synset(
             gen = torch.Generator().manual_seed(seed + i)
             state = done = None
             if state_dir is not None:
-                Path(state_dir).mkdir(parents=True, exist_ok=True)
-                stem = f"{arch}-seed{seed + i}-{proto.name}"
-                state, done = Path(state_dir) / f"train-{stem}.safetensors", Path(state_dir) / f"done-{stem}.json"
+                folder, stem = Path(state_dir), f"{arch}-seed{seed + i}-{proto.name}"
+                folder.mkdir(parents=True, exist_ok=True)
+                state, done = folder / f"train-{stem}.safetensors", folder / f"done-{stem}.json"
                 key = _fingerprint(images, targets, proto, net) + f"|test:{test.name}:{len(test)}"
-                if done.exists() and json.loads(done.read_text()).get("for") == key:
-                    accs.append(json.loads(done.read_text())["acc"])  # finished before a kill: not trained again
+                finished = json.loads(done.read_text()) if done.exists() else {}
+                if finished.get("for") == key:
+                    accs.append(finished["acc"])  # finished before a kill: not trained again
                     bar.update(proto.epochs)
                     continue
             train_net(net, images, targets, proto, dsa, gen, on_epoch=lambda: bar.update(1), state_path=state)

@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple

@@ -13,11 +13,11 @@ A local folder never touches the network.
 from __future__ import annotations
 
 import importlib
-from contextlib import suppress
 import json
 import os
+from contextlib import suppress
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from ..errors import GenpriorError, UnknownNameError
 from .base import PRIOR_CARD, Prior
