@@ -44,6 +44,10 @@ def test_resume_is_bit_identical(tmp_path):
     a, _, _ = load_latents(tmp_path / "full")
     b, _, _ = load_latents(tmp_path / "split")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the log's time is the loop's time summed over both parts, not restarted at the resume
+    ckpt_time = json.loads((tmp_path / "split" / "checkpoints" / "step-000002" / "state.json").read_text())["elapsed_s"]
+    times = [json.loads(l)["time_s"] for l in (tmp_path / "split" / "log.jsonl").read_text().splitlines() if "time_s" in l]
+    assert ckpt_time > 0 and times == sorted(times) and times[2] >= ckpt_time
 
 
 def test_existing_run_needs_resume_and_mismatched_resume_is_refused(tmp_path):

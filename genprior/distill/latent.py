@@ -8,7 +8,8 @@ compares, and the loop only moves latents. It never special-cases a prior or a l
 Run directory::
 
     config.json            the resolved config (every number is reproducible from it)
-    log.jsonl              one JSON line per logged iteration and per quick evaluation
+    log.jsonl              one JSON line per logged iteration and per quick evaluation; its
+                           time_s is the loop's time summed over resumed parts
     checkpoints/step-N/    latents, optimiser and matcher state (safetensors) + state.json
     latents.safetensors    final latents; latents.json says which prior decodes them
     synset/                the final synthetic set (the reported one, PROTOCOL.md)
@@ -240,6 +241,8 @@ class LatentDistiller:
         self.opt: Optional[torch.optim.Optimizer] = None
         self.start_it = 0
         self.best: Dict[str, Any] = {}
+        self.elapsed_before = 0.0  # loop seconds of the parts before a resume
+        self._t0: Optional[float] = None
 
     # -- latents --
     def init_latents(self) -> None:
@@ -367,6 +370,11 @@ class LatentDistiller:
             raise GenpriorError(f"loss became {loss.item()} at iteration {it} ({where}); {keep}; "
                                 "lower --lr or run without mixed precision")
 
+    def elapsed_s(self) -> float:
+        """Seconds spent in the iteration loop so far, summed over resumed parts (the time lost
+        between a run's last checkpoint and its interruption is not counted)."""
+        return self.elapsed_before + (time.time() - self._t0 if self._t0 is not None else 0.0)
+
     # -- checkpoints --
     def save_checkpoint(self, it: int) -> None:
         """After iteration ``it - 1``: state to start iteration ``it``."""
@@ -378,7 +386,8 @@ class LatentDistiller:
         tensors.update({f"matcher.{k}": v.detach().cpu().contiguous() for k, v in self.matcher.state_dict().items()})
         for i, p in enumerate(self.matcher.extra_parameters()):
             tensors[f"extra.{i}"] = p.detach().cpu().contiguous()
-        state = {"next_iteration": it, "optimizer": opt_rest, "best": self.best, "config": asdict(self.cfg)}
+        state = {"next_iteration": it, "optimizer": opt_rest, "best": self.best, "config": asdict(self.cfg),
+                 "elapsed_s": self.elapsed_s()}
 
         def write(d: Path) -> None:
             save_file(tensors, str(d / "state.safetensors"))
@@ -408,6 +417,7 @@ class LatentDistiller:
         _unflatten_optimizer(self.opt, tensors, state["optimizer"])
         self.start_it = state["next_iteration"]
         self.best = state.get("best", {})
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
 
     # -- outputs --
     def current_set(self) -> SyntheticSet:
@@ -464,12 +474,12 @@ class LatentDistiller:
                 write_json_atomic(asdict(cfg), self.run_dir / "config.json")
         bar = tqdm(range(self.start_it, cfg.iterations), initial=self.start_it, total=cfg.iterations,
                    desc=f"distill {cfg.loss} {self.space}", disable=not (self.progress and self.acc.is_main_process))
-        t0 = time.time()
+        self._t0 = time.time()
         for it in bar:
             loss = self.iteration(it)
             bar.set_postfix(loss=f"{loss:.4g}")
             if (it + 1) % cfg.log_every == 0 or it == cfg.iterations - 1:
-                self._log({"iteration": it, "loss": loss, "time_s": time.time() - t0})
+                self._log({"iteration": it, "loss": loss, "time_s": self.elapsed_s()})
             if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and self.acc.is_main_process:
                 self._quick_eval(it + 1)
             if (it + 1) % cfg.checkpoint_every == 0 or it == cfg.iterations - 1:
