@@ -80,8 +80,9 @@ def synset_path(method: str, ipc: int) -> Path:
 
 
 def order() -> list:
-    """IPC 1 first (builds, ConvNet, one model per pool network), then the same at IPC 10,
-    then the second and third models of the pool."""
+    """IPC 1 first (builds, ConvNet, one model per pool network), then the same at IPC 10
+    (random real's pool models right after its ConvNet ones), then the second and third
+    models of the pool."""
     keys = []
     for ipc in IPCS:
         for method in METHODS:
@@ -89,7 +90,10 @@ def order() -> list:
                 keys.append("build|experts")
             keys.append(f"build|{method}|{ipc}")
             keys += [f"eval|{method}|{ipc}|convnet|{i}" for i in range(PROTOCOL.num_models)]
-        keys += [f"eval|{m}|{ipc}|{a}|0" for m in METHODS for a in CROSS_ARCH_POOL if a != "convnet"]
+            if (method, ipc) == ("random", 10):  # also the foundation table's cross-architecture row: first
+                keys += [f"eval|random|10|{a}|0" for a in CROSS_ARCH_POOL if a != "convnet"]
+        keys += [k for k in (f"eval|{m}|{ipc}|{a}|0" for m in METHODS for a in CROSS_ARCH_POOL if a != "convnet")
+                 if k not in keys]
     for ipc in IPCS:
         for i in range(1, PROTOCOL.num_models):
             keys += [f"eval|{m}|{ipc}|{a}|{i}" for m in METHODS for a in CROSS_ARCH_POOL if a != "convnet"]
