@@ -36,6 +36,16 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
                    "running the same command again resumes a killed evaluation")
 
 
+def _check_eval_args(args) -> None:
+    """The evaluation flags, checked before any work: protocol, counts and network names."""
+    from .evaluate import with_counts
+    from .nets import NETS
+
+    with_counts(args.protocol, args.epochs, args.models)
+    for arch in _archs(args.archs):
+        NETS.entry(arch)  # unknown name: the error lists the known ones
+
+
 def _run_evaluation(synset, out_dir: Path, args) -> dict:
     from .evaluate import evaluate_synset, with_counts
     from .synset import write_json_atomic
@@ -95,6 +105,8 @@ def cmd_baseline(args) -> None:
     from .synset import save_synset
 
     BASELINES.entry(args.method)
+    if args.evaluate:
+        _check_eval_args(args)
     out = Path(args.out_dir)
     if out.exists() and not args.overwrite:
         raise GenpriorError(f"{out} already exists; choose another directory or pass --overwrite")
@@ -112,6 +124,8 @@ def cmd_sample(args) -> None:
     from .priors.load import load_prior
     from .synset import save_synset
 
+    if args.evaluate:
+        _check_eval_args(args)
     out = Path(args.out_dir)
     if out.exists() and not args.overwrite:
         raise GenpriorError(f"{out} already exists; choose another directory or pass --overwrite")
@@ -146,7 +160,7 @@ def _key_values(pairs: List[str], flag: str) -> dict:
 
 DISTILL_FLAGS = ("dataset", "prior", "space", "loss", "ipc", "iterations", "init", "invert_steps", "lr", "optimizer",
                  "batch_real", "chunk_size", "mixed_precision", "seed", "checkpoint_every", "log_every", "eval_every", "eval_epochs",
-                 "resize", "method")
+                 "resize", "resolution", "method")
 
 
 def distill_config_from_args(args, defaults: Optional[dict] = None):
@@ -161,10 +175,16 @@ def distill_config_from_args(args, defaults: Optional[dict] = None):
     if args.data_root:
         values["data_root"] = args.data_root
     if args.class_map:
-        values["class_map"] = [int(c) for c in args.class_map.split(",")]
+        try:
+            values["class_map"] = [int(c) for c in args.class_map.split(",")]
+        except ValueError:
+            raise GenpriorError(f"--class-map takes comma-separated integers (one prior class per dataset class), "
+                                f"got {args.class_map!r}") from None
     values["loss_options"] = {**values.get("loss_options", {}), **_key_values(args.loss_option, "--loss-option")}
     values["latent_lrs"] = {**values.get("latent_lrs", {}), **_key_values(args.latent_lr, "--latent-lr")}
     values["prior_options"] = {**values.get("prior_options", {}), **_key_values(args.prior_option, "--prior-option")}
+    if args.allow_pickle:
+        values["prior_options"]["allow_pickle"] = True
     return DistillConfig.from_dict(values)
 
 
@@ -190,6 +210,8 @@ def run_distill(args, defaults: Optional[dict] = None) -> None:
 
     cfg = distill_config_from_args(args, defaults)
     check_config(cfg)
+    if not args.no_evaluate:
+        _check_eval_args(args)  # a typo in --protocol or --archs fails now, not after the distillation
     out = Path(args.output_dir) if args.output_dir else default_run_dir(cfg, resume=bool(args.resume))
     distiller = LatentDistiller(cfg, out)
     synset = distiller.run(resume=args.resume)
@@ -253,6 +275,8 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-epochs", type=int)
     g.add_argument("--class-map", help="comma-separated prior class for each dataset class")
     g.add_argument("--resize", action="store_true", default=None, help="resize decoded images to the dataset size")
+    g.add_argument("--resolution", type=int, help="image size for datasets that take one (imagefolder, ImageNet subsets)")
+    g.add_argument("--allow-pickle", action="store_true", help="allow loading a StyleGAN .pkl prior (runs code from the file)")
     g.add_argument("--method", help="name recorded in the set's meta.json")
     g.add_argument("--output-dir")
     g.add_argument("--resume", help="'latest' or a checkpoint directory")
@@ -278,7 +302,7 @@ def recipe_defaults(defaults: dict, variants: Optional[dict], args) -> dict:
 
 def recipe_parser(description: str, variants: Optional[dict] = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data-root", help="root of local datasets (default: $GENPRIOR_DATA)")
+    parser.add_argument("--data-root", help=DATA_ROOT_HELP)
     if variants:
         parser.add_argument("--variant", default=next(iter(variants)), choices=list(variants))
     add_distill_args(parser)
@@ -297,9 +321,12 @@ def run_recipe(description: str, defaults: dict, variants: Optional[dict] = None
         sys.exit(2)
 
 
+DATA_ROOT_HELP = "root of local datasets (default: $GENPRIOR_DATA)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genprior", description="Dataset condensation with generative priors.")
-    parser.add_argument("--data-root", help="root of local datasets (default: $GENPRIOR_DATA)")
+    parser.add_argument("--data-root", help=DATA_ROOT_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list datasets, networks, baselines and protocols")
@@ -351,11 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--net", default="convnet")
     p.add_argument("--num-experts", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=50, help="epochs per expert (MTT: 50)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir")
     p.set_defaults(fn=cmd_experts)
+    for name in ("evaluate", "baseline", "sample", "distill", "experts"):  # also after the command
+        sub.choices[name].add_argument("--data-root", default=argparse.SUPPRESS, help=DATA_ROOT_HELP)
     return parser
 
 

@@ -245,6 +245,8 @@ def evaluate_synset(
     dev = resolve_device(device)
     if test is None:
         test = load_dataset(synset.dataset, "test", root=data_root)
+        if test.resolution != synset.resolution:  # a set made at another size (e.g. --resolution 64)
+            test = load_dataset(synset.dataset, "test", root=data_root, resolution=synset.resolution)
     _check_compatible(synset, test)
     if soft_labels and synset.soft_labels is None:
         raise GenpriorError("soft labels were asked for but this set has none; drop --soft-labels")
@@ -312,6 +314,9 @@ def with_counts(protocol: Union[str, Protocol], epochs: Optional[int] = None, nu
     proto = get_protocol(protocol)
     if epochs is None and num_models is None:
         return proto
+    for flag, value in (("--epochs", epochs), ("--models", num_models)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise GenpriorError(f"{flag} must be a positive integer, got {value!r}")
     epochs = proto.epochs if epochs is None else epochs
     return replace(
         proto,

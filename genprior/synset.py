@@ -248,12 +248,17 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 def write_json_atomic(obj: Any, path: PathLike) -> None:
     """Write JSON next to its final place, then rename: readers never see half a file."""
+    write_text_atomic(json.dumps(obj, indent=2, default=str), path)
+
+
+def write_text_atomic(text: str, path: PathLike) -> None:
+    """Write text next to its final place, then rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
+            f.write(text)
         os.chmod(tmp, 0o644)  # mkstemp makes it private
         os.replace(tmp, path)
     except BaseException:

@@ -227,6 +227,7 @@ def main(args: argparse.Namespace) -> Path:
         prior = StyleGANPrior(ema, data.mean, data.std, feature_block=args.feature_block)
     else:
         prior = DCGANPrior(ema, data.mean, data.std)
+    prior.card.update(dataset=DATASET, data="mnist5k train split (4,000 images)")  # `genprior sample` needs no --dataset
     prior.save_pretrained(args.output_dir)
     save_samples(prior, data, args.output_dir / "samples.png", args.seed)
     steps_run = step - (resumed_from or 0)

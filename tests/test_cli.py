@@ -52,3 +52,35 @@ def test_default_run_dirs_never_collide(tmp_path, monkeypatch):
     second.mkdir()
     assert default_run_dir(cfg, resume=True) == second
     assert default_run_dir(cfg, resume=False).name.endswith("-ipc10-3")
+
+
+def test_distill_bad_inputs_fail_before_any_work(tmp_path, capsys, monkeypatch):
+    """Each distill mistake is one line, and none of them leaves a run directory behind."""
+    monkeypatch.chdir(tmp_path)
+    base = ["distill", "--dataset", "digits", "--prior", "pixel", "--ipc", "1", "--iterations", "1",
+            "--output-dir", str(tmp_path / "run")]
+    assert "comma-separated integers" in _error(capsys, base + ["--class-map", "1,x"])
+    assert "--ipc instead" in _error(capsys, base + ["--loss-option", "ipc=5"])
+    assert "--batch-real instead" in _error(capsys, base + ["--loss-option", "batch_real=5"])
+    assert "paper" in _error(capsys, base + ["--protocol", "nope"])
+    assert "resnet18" in _error(capsys, base + ["--archs", "resnet19"])
+    assert "--epochs" in _error(capsys, base + ["--epochs", "0"])
+    assert "eval_every" in _error(capsys, base + ["--eval-every", "-1"])
+    assert "eval_epochs" in _error(capsys, base + ["--eval-epochs", "0"])
+    assert "resolution" in _error(capsys, base + ["--resolution", "0"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_root_is_taken_after_the_command_too(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("GENPRIOR_DATA", raising=False)
+    missing = tmp_path / "nowhere"
+    for argv in (["--data-root", str(missing), "baseline", "random", str(tmp_path / "a"), "--ipc", "1", "--dataset", "cifar10"],
+                 ["baseline", "random", str(tmp_path / "b"), "--ipc", "1", "--dataset", "cifar10", "--data-root", str(missing)]):
+        assert str(missing) in _error(capsys, argv)
+
+
+def test_baseline_at_another_resolution_evaluates(tmp_path):
+    out = tmp_path / "rand32"
+    assert main(["baseline", "random", str(out), "--ipc", "1", "--dataset", "digits", "--resolution", "32"]) == 0
+    assert load_synset(out).resolution == 32
+    assert main(["evaluate", str(out), "--epochs", "1", "--models", "1", "--device", "cpu"]) == 0

@@ -3,12 +3,11 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
-from genprior.distill import DistillConfig, LatentDistiller, distill, export_run, load_latents
+from genprior.distill import DistillConfig, distill, export_run, load_latents
 from genprior.distill.latent import latest_checkpoint
 from genprior.errors import GenpriorError, UnknownNameError
 from genprior.synset import load_synset
@@ -39,6 +38,8 @@ def test_resume_is_bit_identical(tmp_path):
     half = replace(TINY, iterations=2)
     run(half, tmp_path, "split")
     assert latest_checkpoint(tmp_path / "split").name == "step-000002"
+    with open(tmp_path / "split" / "log.jsonl", "a") as f:  # an interrupted part got one step further, then died mid-line
+        f.write(json.dumps({"iteration": 2, "loss": 1.0, "time_s": 9.9}) + "\n" + '{"iteration": 3, "lo')
     resumed = run(TINY, tmp_path, "split", resume="latest")
     assert torch.equal(full.images, resumed.images)
     a, _, _ = load_latents(tmp_path / "full")
@@ -48,6 +49,9 @@ def test_resume_is_bit_identical(tmp_path):
     ckpt_time = json.loads((tmp_path / "split" / "checkpoints" / "step-000002" / "state.json").read_text())["elapsed_s"]
     times = [json.loads(l)["time_s"] for l in (tmp_path / "split" / "log.jsonl").read_text().splitlines() if "time_s" in l]
     assert ckpt_time > 0 and times == sorted(times) and times[2] >= ckpt_time
+    # the log reads as one run: each iteration once, no torn line
+    logged = [json.loads(l)["iteration"] for l in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert logged == [0, 1, 2, 3]
 
 
 def test_existing_run_needs_resume_and_mismatched_resume_is_refused(tmp_path):

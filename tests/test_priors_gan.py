@@ -256,3 +256,32 @@ def test_two_pass_backward_equals_full_backward(space):
     prior.backward_chunked(latents, LABELS, images.grad, chunk_size=3)
     for k in latents:
         assert torch.allclose(latents[k].grad, full[k], atol=1e-5), k
+
+
+@pytest.mark.parametrize("make", [tiny_stylegan_prior, tiny_dcgan_prior])
+def test_corrupted_or_partial_prior_folders_fail_with_one_line(tmp_path, make):
+    from genprior.priors.load import load_prior
+
+    make().save_pretrained(tmp_path / "ok")
+    assert load_prior(str(tmp_path / "ok")).num_classes == NUM_CLASSES
+    weights = next((tmp_path / "ok" / "generator").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a download cut short
+    with pytest.raises(GenpriorError, match="cannot load .*re-download") as err:
+        load_prior(str(tmp_path / "ok"))
+    assert "\n" not in str(err.value)
+    make().save_pretrained(tmp_path / "card")
+    (tmp_path / "card" / "prior.json").write_text('{"family": "sty')
+    with pytest.raises(GenpriorError, match="prior.json cannot be read"):
+        load_prior(str(tmp_path / "card"))
+    make().save_pretrained(tmp_path / "pickled")  # weights only as a pickle: never loaded
+    st = next((tmp_path / "pickled" / "generator").glob("*.safetensors"))
+    torch.save({}, st.with_suffix(".bin"))
+    st.unlink()
+    with pytest.raises(GenpriorError, match="cannot load"):
+        load_prior(str(tmp_path / "pickled"))
+
+
+def test_shipped_priors_name_their_dataset():
+    from genprior.priors.load import load_prior
+
+    assert load_prior("mnist5k-stylegan").card["dataset"] == "mnist5k"

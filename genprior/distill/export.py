@@ -53,7 +53,7 @@ def export_run(run_dir, out_dir: Optional[str] = None, chunk_size: int = 50, ove
 
     latents, labels, meta = load_latents(run_dir)
     cfg = DistillConfig.from_dict(meta["config"])
-    real = load_dataset(cfg.dataset, "train", root=cfg.data_root)
+    real = load_dataset(cfg.dataset, "train", root=cfg.data_root, resolution=cfg.resolution)
     prior = prior_for(meta["prior"], real, **cfg.prior_options).eval()
     prior.set_normalization(real.mean, real.std)
     mapped = torch.tensor(cfg.class_map) if cfg.class_map is not None else torch.arange(real.num_classes)

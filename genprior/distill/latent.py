@@ -39,7 +39,7 @@ from ..errors import GenpriorError
 from ..matching import MATCHERS, Matcher, create_matcher
 from ..priors.base import Latents, Prior
 from ..priors.load import load_prior
-from ..synset import SyntheticSet, save_synset, write_dir_atomic, write_json_atomic
+from ..synset import SyntheticSet, save_synset, write_dir_atomic, write_json_atomic, write_text_atomic
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 OPTIMIZERS = ("adam", "sgd")
@@ -75,6 +75,7 @@ class DistillConfig:
     eval_epochs: int = 100
     class_map: Optional[List[int]] = None
     resize: bool = False
+    resolution: Optional[int] = None  # for datasets that take a size (imagefolder, ImageNet subsets)
     data_root: Optional[str] = None
     prior_options: Dict[str, Any] = field(default_factory=dict)
     method: str = ""
@@ -122,13 +123,21 @@ def check_config(cfg: DistillConfig) -> None:
     if not isinstance(cfg.ipc, int) or cfg.ipc < 1:
         raise GenpriorError(f"IPC must be at least 1, got {cfg.ipc}")
     MATCHERS.entry(cfg.loss)  # unknown loss: the error lists the known ones
+    for key, flag in (("ipc", "--ipc"), ("batch_real", "--batch-real")):
+        if key in cfg.loss_options:
+            raise GenpriorError(f"{key} is a distillation setting, not a loss option; pass {flag} instead of --loss-option {key}=...")
     for name, value, allowed in (("mixed_precision", cfg.mixed_precision, MIXED_PRECISION),
                                  ("optimizer", cfg.optimizer, OPTIMIZERS), ("init", cfg.init, INITS)):
         if value not in allowed:
             raise GenpriorError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
-    for name in ("iterations", "chunk_size", "batch_real", "checkpoint_every", "log_every"):
+    for name in ("iterations", "chunk_size", "batch_real", "checkpoint_every", "log_every", "eval_epochs", "invert_steps"):
         if getattr(cfg, name) < 1:
             raise GenpriorError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.eval_every < 0:
+        raise GenpriorError(f"eval_every must be 0 (no quick evaluation) or positive, got {cfg.eval_every}")
+    if cfg.resolution is not None and (isinstance(cfg.resolution, bool) or not isinstance(cfg.resolution, int)
+                                       or cfg.resolution < 1):
+        raise GenpriorError(f"resolution must be a positive integer, got {cfg.resolution!r}")
     if cfg.lr <= 0 or any(v <= 0 for v in cfg.latent_lrs.values()):
         raise GenpriorError(f"learning rates must be positive, got lr={cfg.lr}, latent_lrs={cfg.latent_lrs}")
 
@@ -219,7 +228,7 @@ class LatentDistiller:
         self.device = accelerator.device
         check_device(cfg.mixed_precision, self.device)
 
-        self.real = load_dataset(cfg.dataset, "train", root=cfg.data_root)
+        self.real = load_dataset(cfg.dataset, "train", root=cfg.data_root, resolution=cfg.resolution)
         self.prior = prior_for(cfg.prior, self.real, **cfg.prior_options)
         check_fit(self.prior, self.real, cfg)
         self.space = self.prior.check_space(cfg.space or self.prior.default_space)
@@ -433,11 +442,29 @@ class LatentDistiller:
             with open(self.run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
 
+    def _trim_log(self) -> None:
+        """On resume: drop what the interrupted part logged after its last checkpoint (it is
+        done again) and a line torn by the interruption, so the log reads as one run."""
+        path = self.run_dir / "log.jsonl"
+        if not self.acc.is_main_process or not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            it = record.get("iteration")
+            # loss records count iterations from 0; quick evaluations count iterations done
+            if it is None or it < self.start_it or ("quick_eval_acc" in record and it == self.start_it):
+                kept.append(line)
+        write_text_atomic("".join(line + "\n" for line in kept), path)
+
     def _quick_eval(self, it: int) -> None:
         from ..evaluate import evaluate_synset, with_counts
 
         synset = self.current_set()
-        test = load_dataset(self.cfg.dataset, "test", root=self.cfg.data_root)
+        test = load_dataset(self.cfg.dataset, "test", root=self.cfg.data_root, resolution=self.cfg.resolution)
         proto = with_counts("quick", epochs=self.cfg.eval_epochs, num_models=1)
         acc = evaluate_synset(synset, protocol=proto, test=test, device="cpu" if self.device.type == "cpu" else "auto",
                               progress=False)["results"]["convnet"]["mean"]
@@ -468,6 +495,7 @@ class LatentDistiller:
             raise GenpriorError(f"{self.run_dir} already holds a run; pass --resume latest to continue it or choose another --output-dir")
         if ckpt is not None:
             self.load_checkpoint(ckpt)
+            self._trim_log()
         else:
             self.init_latents()
             if self.acc.is_main_process:

@@ -28,6 +28,50 @@ Latents = Dict[str, torch.Tensor]
 
 INIT_METHODS = ("random", "mean", "invert")
 PRIOR_CARD = "prior.json"
+REPAIR = "re-download the prior or re-create it with the script its card names"
+
+
+def read_json(path) -> Dict[str, Any]:
+    """A JSON file of a prior folder, with a one-line error when it is missing or corrupted."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise GenpriorError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]}); {REPAIR}") from None
+
+
+def read_card(directory, family: Optional[str] = None) -> Dict[str, Any]:
+    """``prior.json`` of ``directory``, checked to belong to ``family`` when one is given."""
+    path = Path(directory) / PRIOR_CARD
+    if not path.is_file():
+        raise GenpriorError(f"{directory} is not a prior directory: {PRIOR_CARD} is missing")
+    card = read_json(path)
+    if family is not None and card.get("family") != family:
+        raise GenpriorError(f"{directory} holds a {card.get('family')!r} prior, not a {family!r} one")
+    return card
+
+
+#: card entries every prior writes itself (``Prior.describe``)
+DESCRIBED = {"family", "class", "num_classes", "channels", "resolution", "mean", "std", "latent_spaces",
+             "default_space"}
+
+
+def keep_card_extras(prior: "Prior", card: Dict[str, Any]) -> "Prior":
+    """Carry prior.json entries beyond the described ones (dataset, data, ...) over on load;
+    options set at load time win."""
+    prior.card = {**{k: v for k, v in card.items() if k not in DESCRIBED}, **prior.card}
+    return prior
+
+
+def load_model(cls: Any, where, **kwargs: Any) -> Any:
+    """A diffusers-style model from a local folder, safetensors weights only (never a pickle),
+    with a one-line error when the folder is incomplete or its weights are corrupted."""
+    from safetensors import SafetensorError
+
+    try:
+        return cls.from_pretrained(str(where), use_safetensors=True, **kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        raise GenpriorError(f"cannot load a {cls.__name__} from {where} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                            f"{REPAIR}") from None
 
 
 class Prior(nn.Module, metaclass=ABCMeta):
@@ -226,10 +270,13 @@ class Prior(nn.Module, metaclass=ABCMeta):
 
     def save_pretrained(self, directory) -> Path:
         """Write weights (safetensors) and ``prior.json`` to ``directory``."""
+        from ..synset import write_json_atomic
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self._save_components(directory)
-        (directory / PRIOR_CARD).write_text(json.dumps(self.describe(), indent=2))
+        # the card goes last and whole: a folder interrupted while saving has no card and is refused
+        write_json_atomic(self.describe(), directory / PRIOR_CARD)
         return directory
 
     @abstractmethod

@@ -20,8 +20,8 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ..errors import GenpriorError
-from .base import Latents, Prior
-from .stylegan import GENERATOR_FOLDER, _read_card
+from .base import Latents, Prior, keep_card_extras, load_model, read_card
+from .stylegan import GENERATOR_FOLDER
 
 
 class DCGANGenerator(ModelMixin, ConfigMixin):
@@ -139,6 +139,6 @@ class DCGANPrior(Prior):
         """Load a prior directory (the DCGAN prior has no options to override)."""
         if kwargs:
             raise GenpriorError(f"the DCGAN prior takes no options, got {', '.join(sorted(kwargs))}")
-        card = _read_card(directory, cls.family)
-        generator = DCGANGenerator.from_pretrained(str(Path(directory) / GENERATOR_FOLDER))
-        return cls(generator, card["mean"], card["std"])
+        card = read_card(directory, cls.family)
+        generator = load_model(DCGANGenerator, Path(directory) / GENERATOR_FOLDER)
+        return keep_card_extras(cls(generator, card["mean"], card["std"]), card)

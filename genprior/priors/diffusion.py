@@ -20,7 +20,6 @@ fresh ``x_T+class`` latent decodes exactly like the same ``x_T`` with its label.
 """
 from __future__ import annotations
 
-import json
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -34,7 +33,7 @@ from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from ..errors import GenpriorError
-from .base import PRIOR_CARD, Latents, Prior
+from .base import Latents, Prior, keep_card_extras, load_model, read_card, read_json
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -48,9 +47,6 @@ SAMPLER_DEFAULTS: Dict[str, Any] = {
 }
 
 # what Prior.describe() derives from attributes; everything else in prior.json is card
-_DESCRIBED = {"family", "class", "num_classes", "channels", "resolution", "mean", "std", "latent_spaces",
-              "default_space"}
-
 # denoiser(x, t, drop) -> model output; row i of x shows image i mod N, and rows where
 # drop is True are conditioned on the null class (the unconditional pass of CFG)
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -198,18 +194,14 @@ def _ddim_scheduler(scheduler: Any) -> DDIMScheduler:
 
 def _load(cls: Any, folder: Path, subfolder: Optional[str], torch_dtype: Optional[torch.dtype]) -> Any:
     """A diffusers model from a local folder, with a one-line error when it cannot be read."""
-    where = folder / subfolder if subfolder else folder
-    try:
-        return cls.from_pretrained(str(where), torch_dtype=torch_dtype)
-    except (OSError, ValueError) as e:
-        raise GenpriorError(f"cannot load a {cls.__name__} from {where}: {str(e).splitlines()[0]}") from None
+    return load_model(cls, folder / subfolder if subfolder else folder, torch_dtype=torch_dtype)
 
 
 def _load_scheduler(folder: Path) -> DDIMScheduler:
     """``scheduler/`` of a pipeline, a root ``scheduler_config.json``, or DDIM defaults."""
     for where in (folder / "scheduler", folder):
         if (where / "scheduler_config.json").is_file():
-            return _ddim_scheduler(json.loads((where / "scheduler_config.json").read_text()))
+            return _ddim_scheduler(read_json(where / "scheduler_config.json"))
     return DDIMScheduler()
 
 
@@ -220,20 +212,6 @@ def _subfolder(folder: Path, name: str) -> Optional[str]:
     if (folder / "config.json").is_file():
         return None
     raise GenpriorError(f"{folder} has neither {name}/config.json nor config.json")
-
-
-def _read_card(directory) -> Dict[str, Any]:
-    path = Path(directory) / PRIOR_CARD
-    if not path.is_file():
-        raise GenpriorError(f"{directory} has no {PRIOR_CARD}; it is not a genprior prior folder")
-    return json.loads(path.read_text())
-
-
-def _keep_card_extras(prior: Prior, card: Dict[str, Any]) -> Prior:
-    """Carry prior.json entries beyond the described ones (dataset, data, ...) over on load;
-    options set at load time win."""
-    prior.card = {**{k: v for k, v in card.items() if k not in _DESCRIBED}, **prior.card}
-    return prior
 
 
 class _DDIMPrior(Prior):
@@ -472,11 +450,11 @@ class DiffusionPrior(_DDIMPrior):
     def from_pretrained(cls, directory, torch_dtype: Optional[torch.dtype] = None, **options: Any) -> "DiffusionPrior":
         """Load what ``save_pretrained`` wrote; ``options`` override the saved sampler options."""
         directory = Path(directory)
-        card = _read_card(directory)
+        card = read_card(directory)
         unet = _load(UNet2DModel, directory, "unet", torch_dtype)
         saved = {k: card[k] for k in SAMPLER_DEFAULTS if k in card}
         prior = cls.from_components(unet, _load_scheduler(directory), card["mean"], card["std"], **{**saved, **options})
-        return _keep_card_extras(prior, card)
+        return keep_card_extras(prior, card)
 
     def _save_components(self, directory: Path) -> None:
         self.unet.save_pretrained(directory / "unet", safe_serialization=True)
@@ -572,13 +550,13 @@ class LatentDiffusionPrior(_DDIMPrior):
                         **options: Any) -> "LatentDiffusionPrior":
         """Load what ``save_pretrained`` wrote; ``options`` override the saved sampler options."""
         directory = Path(directory)
-        card = _read_card(directory)
+        card = read_card(directory)
         transformer = _load(DiTTransformer2DModel, directory, "transformer", torch_dtype)
         vae = _load(AutoencoderKL, directory, "vae", torch_dtype)
         saved = {k: card[k] for k in SAMPLER_DEFAULTS if k in card}
         prior = cls.from_components(transformer, vae, _load_scheduler(directory), card["mean"], card["std"],
                                     **{**saved, **options})
-        return _keep_card_extras(prior, card)
+        return keep_card_extras(prior, card)
 
     def _save_components(self, directory: Path) -> None:
         self.transformer.save_pretrained(directory / "transformer", safe_serialization=True)
@@ -668,12 +646,12 @@ class VAEPrior(Prior):
     def from_pretrained(cls, directory, torch_dtype: Optional[torch.dtype] = None, **options: Any) -> "VAEPrior":
         """Load what ``save_pretrained`` wrote; ``options`` override sample_size / output_resolution."""
         directory = Path(directory)
-        card = _read_card(directory)
+        card = read_card(directory)
         saved = {"sample_size": card["sample_size"], "output_resolution": card.get("output_resolution"),
                  "num_classes": card["num_classes"]}
         prior = cls.from_components(_load(AutoencoderKL, directory, "vae", torch_dtype), mean=card["mean"],
                                     std=card["std"], **{**saved, **options})
-        return _keep_card_extras(prior, card)
+        return keep_card_extras(prior, card)
 
     def _save_components(self, directory: Path) -> None:
         self.vae.save_pretrained(directory / "vae", safe_serialization=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from ..errors import GenpriorError, UnknownNameError
-from .base import PRIOR_CARD, Prior
+from .base import PRIOR_CARD, Prior, read_card, read_json
 
 FAMILIES = {
     "pixel": "genprior.priors.pixel:PixelPrior",
@@ -66,7 +66,7 @@ def _from_diffusers_folder(folder: Path, **options: Any) -> Prior:
     """Build a prior from a plain diffusers folder (a pipeline or a single model)."""
     index = folder / "model_index.json"
     if index.is_file():
-        components = json.loads(index.read_text())
+        components = read_json(index)
         if "transformer" in components and "vae" in components:
             return family_class("latent_diffusion").from_diffusers(folder, **options)
         if "unet" in components:
@@ -74,7 +74,7 @@ def _from_diffusers_folder(folder: Path, **options: Any) -> Prior:
         raise GenpriorError(f"{folder} is a diffusers pipeline genprior cannot use as a prior "
                             f"(components: {', '.join(k for k in components if not k.startswith('_'))}); "
                             "it needs unet/ or transformer/ + vae/")
-    config = json.loads((folder / "config.json").read_text())
+    config = read_json(folder / "config.json")
     kind = config.get("_class_name")
     if kind == "AutoencoderKL":
         return family_class("vae").from_diffusers(folder, **options)
@@ -86,7 +86,7 @@ def _from_diffusers_folder(folder: Path, **options: Any) -> Prior:
 
 def _load_folder(folder: Path, **options: Any) -> Prior:
     if (folder / PRIOR_CARD).is_file():
-        card = json.loads((folder / PRIOR_CARD).read_text())
+        card = read_card(folder)
         return family_class(card.get("family", "")).from_pretrained(folder, **options)
     if (folder / "model_index.json").is_file() or (folder / "config.json").is_file():
         return _from_diffusers_folder(folder, **options)

@@ -5,13 +5,12 @@ baselines run through exactly the same loops and losses as the generative priors
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 
-from .base import PRIOR_CARD, Latents, Prior
+from .base import Latents, Prior, read_card
 
 
 class PixelPrior(Prior):
@@ -49,5 +48,5 @@ class PixelPrior(Prior):
 
     @classmethod
     def from_pretrained(cls, directory, **kwargs: Any) -> "PixelPrior":
-        card = json.loads((Path(directory) / PRIOR_CARD).read_text())
+        card = read_card(directory)
         return cls(card["num_classes"], card["channels"], card["resolution"], card["mean"], card["std"])

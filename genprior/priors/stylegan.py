@@ -12,7 +12,6 @@ map F of the synthesis network; ``StyleGANPrior`` exposes z, w, w+ and F.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -24,7 +23,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ..errors import GenpriorError
-from .base import PRIOR_CARD, Latents, Prior
+from .base import Latents, Prior, keep_card_extras, load_model, read_card
 
 NOISE_MODES = ("const", "random", "none")
 LRELU_SLOPE = 0.2
@@ -674,7 +673,7 @@ class StyleGANPrior(Prior):
     def from_pretrained(cls, directory, **kwargs: Any) -> "StyleGANPrior":
         """Load a prior directory; ``kwargs`` override the card's feature_block,
         truncation_psi, noise_mode or mean_samples."""
-        card = _read_card(directory, cls.family)
+        card = read_card(directory, cls.family)
         options = {k: card[k] for k in ("feature_block", "truncation_psi", "noise_mode", "mean_samples")}
         unknown = set(kwargs) - set(options)
         if unknown:
@@ -682,16 +681,5 @@ class StyleGANPrior(Prior):
                 f"unknown StyleGAN prior option(s) {', '.join(sorted(unknown))}; known: {', '.join(options)}"
             )
         options.update(kwargs)
-        generator = StyleGAN2Generator.from_pretrained(str(Path(directory) / GENERATOR_FOLDER))
-        return cls(generator, card["mean"], card["std"], **options)
-
-
-def _read_card(directory, family: str) -> Dict[str, Any]:
-    """``prior.json`` of ``directory``, checked to belong to ``family``."""
-    path = Path(directory) / PRIOR_CARD
-    if not path.is_file():
-        raise GenpriorError(f"{directory} is not a prior directory: {PRIOR_CARD} is missing")
-    card = json.loads(path.read_text())
-    if card.get("family") != family:
-        raise GenpriorError(f"{directory} holds a {card.get('family')!r} prior, not a {family!r} one")
-    return card
+        generator = load_model(StyleGAN2Generator, Path(directory) / GENERATOR_FOLDER)
+        return keep_card_extras(cls(generator, card["mean"], card["std"], **options), card)
