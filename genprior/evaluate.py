@@ -31,7 +31,7 @@ _STATE_META = "genprior_train_state"
 
 @dataclass(frozen=True)
 class Protocol:
-    """How a network is trained on a synthetic set (PROTOCOL.md)."""
+    """How a network is trained on a synthetic set (README, "Evaluation protocol")."""
 
     name: str
     epochs: int

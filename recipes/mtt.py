@@ -1,7 +1,10 @@
 """MTT: Dataset Distillation by Matching Training Trajectories (Cazenavette et al., CVPR 2022) — pixel space.
 
-    genprior experts --dataset mnist5k --num-experts 10 --epochs 20     # once: expert trajectories
+    genprior experts --dataset mnist5k --num-experts 5 --epochs 25      # once: expert trajectories
     python recipes/mtt.py --loss-option buffer=runs/experts-mnist5k-convnet
+
+The experts above are cut for a CPU (MTT trains 100 experts x 50 epochs, the default of
+`genprior experts` is 10 x 50); at IPC 10 the schedule needs 21 expert epochs.
 
 Synthetic pixels (from real images) are trained so that a student network taking a few
 SGD steps on them lands where an expert trained on real data did a few epochs later;

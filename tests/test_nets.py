@@ -123,3 +123,13 @@ def test_bad_input_is_a_one_line_genprior_error(kwargs, match):
     with pytest.raises(GenpriorError, match=match) as info:
         create_net(name, args.pop("channels"), args.pop("num_classes"), args.pop("resolution"), **args)
     assert "\n" not in str(info.value)
+
+
+def test_convnet_pre_pool_maps_are_the_block_maps_before_pooling():
+    net = create_net("convnet", 1, 10, 28, width=8).eval()
+    x = torch.randn(2, 1, 28, 28)
+    post, pre = net.features(x), net.features(x, pre_pool=True)
+    assert [m.shape[-1] for m in pre] == [32, 16, 8, 4] and len(post) == 3
+    for i, block in enumerate(net.blocks):
+        assert torch.equal(block.pool(pre[i]), post[i])
+    assert torch.equal(pre[-1], post[-1])

@@ -66,3 +66,25 @@ def test_glad_learning_rate_of_F_applies_in_the_F_space_only():
     assert recipe_defaults(glad.DEFAULTS, glad.VARIANTS, parser.parse_args([])).get("latent_lrs", {}) == {}
     f = recipe_defaults(glad.DEFAULTS, glad.VARIANTS, parser.parse_args(["--space", "F", "--variant", "mtt"]))
     assert f["latent_lrs"] == {"F": 10000.0} and f["lr"] == 10.0 and "by_space" not in f
+
+
+@pytest.mark.parametrize("name, variant", [("mtt", None), ("glad", "mtt")])
+def test_documented_expert_buffer_covers_the_default_schedule(name, variant):
+    """The `genprior experts` command a recipe documents (or the command's default length)
+    trains enough epochs for the MTT schedule the recipe runs at its default IPC."""
+    import re
+
+    from genprior.cli import build_parser
+    from genprior.matching.mtt import MTT_SCHEDULES
+
+    module = _load(name)
+    argv = [] if variant is None else ["--variant", variant]
+    defaults = recipe_defaults(module.DEFAULTS, getattr(module, "VARIANTS", None),
+                               recipe_parser("", getattr(module, "VARIANTS", None)).parse_args(argv))
+    assert defaults["loss"] == "mtt"
+    schedule = {**MTT_SCHEDULES[defaults["ipc"]], **defaults.get("loss_options", {})}
+    needed = schedule["max_start_epoch"] - 1 + schedule["expert_epochs"]
+    command = re.search(r"genprior experts[^\n]*", module.__doc__)
+    given = re.search(r"--epochs (\d+)", command.group(0)) if command else None
+    epochs = int(given.group(1)) if given else build_parser().parse_args(["experts"]).epochs
+    assert epochs >= needed, f"{name} {variant}: experts of {epochs} epochs, the schedule needs {needed}"

@@ -12,7 +12,7 @@ Run directory::
                            time_s is the loop's time summed over resumed parts
     checkpoints/step-N/    latents, optimiser and matcher state (safetensors) + state.json
     latents.safetensors    final latents; latents.json says which prior decodes them
-    synset/                the final synthetic set (the reported one, PROTOCOL.md)
+    synset/                the final synthetic set (the reported one: last iteration, not best)
     best/                  the best-so-far set by quick evaluation, when enabled
 
 Randomness of iteration ``it`` comes only from seeds derived from (seed, it), and

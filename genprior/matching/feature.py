@@ -8,15 +8,17 @@ loss: the synthetic class centres (mean last-layer features) must classify real
 features, through softmax(real feature . centre) and cross-entropy. The network is
 trained on the synthetic set between image updates, as in DC.
 
-Weights, from the reference: the two shallow ConvNet-3 maps it matches get 0.1, the
-deep ones 1 (``fourth/third/second/first_weight`` = 0.1/0.1/1/1); the flattened last
-map is matched once more as the output term (weight 1); the discrimination
-cross-entropy is summed over the real images with weight 0.01 (``inner_weight``). Here
-the maps are ``net.features`` (block outputs after pooling): every block but the last
-gets 0.1 and the last 1. The reference stops its outer and inner loops when a running
-accuracy on real images levels off (``lambda_1``/``lambda_2``); a matcher sees no real
-data after an update, so the fixed DC schedule its code also computes
-(``get_loops``) takes their place.
+Maps and weights, from the reference: on a ConvNet, each block's map before its pooling
+and the last pooled map, weighted 0.1 / 0.1 / 1 / 1 for ConvNet-3
+(``fourth/third/second/first_weight``); the flattened last map is matched once more as
+the output term (weight 1); the discrimination cross-entropy is summed over the real
+images with weight 0.01 (``inner_weight``). On other networks the maps are their block
+outputs (``net.features``), every one but the last at 0.1. The reference stops its
+outer and inner loops when a running accuracy on real images levels off
+(``lambda_1``/``lambda_2``); a matcher sees no real data after an update, so the fixed
+DC schedule its code also computes (``get_loops``) takes their place. The reference
+also halves the image learning rate at iterations 1,200 / 1,600 / 1,800 of its 2,000;
+that belongs to the loop (``paper_loop`` records it) and is not applied by genprior's.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import GenpriorError
+from ..nets.convnet import ConvNet
 from .base import MATCHERS, Matcher, check_positive_float, check_positive_int
 from .dc import resolve_loops, train_epochs
 
@@ -47,7 +50,9 @@ def class_means(x: Tensor, positions: Tensor, num: int) -> Tensor:
 @MATCHERS.register("cafe", summary="layer-wise feature matching plus a discrimination loss", paper=PAPER)
 class CAFE(Matcher):
     """Paper defaults: ConvNet, batch_real 256, siamese DSA drawn per class;
-    ``layer_weights`` None = 0.1 for every block but the last, 1 for the last;
+    ``layer_weights`` None = the reference's (ConvNet: 0.1 for each pre-pool map but the
+    last, 1 for the last one and 1 for the final pooled map; other nets: 0.1 for every
+    block but the last, 1 for the last);
     ``discrimination_weight`` 0.01; loops as DC (``outer_loop``/``inner_loop`` 1/1 at
     IPC 1, 10/50 at IPC 10, 50/10 at IPC 50), network SGD lr 0.01, batch 256. Loop: 2,000
     iterations, SGD on the images with lr 0.1, momentum 0.5, halved at iterations 1,200,
@@ -71,10 +76,11 @@ class CAFE(Matcher):
         opts["discrimination_weight"] = float(weight)
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             probe = self.new_net().eval()
-            num_maps = len(probe.features(torch.zeros(1, self.channels, self.resolution, self.resolution, device=self.device)))
+            num_maps = len(self.maps(probe, torch.zeros(1, self.channels, self.resolution, self.resolution,
+                                                        device=self.device)))
         weights = opts["layer_weights"]
         if weights is None:
-            weights = [0.1] * (num_maps - 1) + [1.0]
+            weights = [0.1] * (num_maps - 2) + [1.0, 1.0] if isinstance(probe, ConvNet) else [0.1] * (num_maps - 1) + [1.0]
         if not isinstance(weights, (list, tuple)) or len(weights) != num_maps or any(
             isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in weights
         ):
@@ -83,6 +89,12 @@ class CAFE(Matcher):
             )
         opts["layer_weights"] = [float(w) for w in weights]
         return opts
+
+    @staticmethod
+    def maps(net: torch.nn.Module, x: Tensor) -> List[Tensor]:
+        """The feature maps CAFE matches: a ConvNet's pre-pool block maps and its last pooled
+        map (the reference's ``f1..f4``); any other network's block outputs."""
+        return net.features(x, pre_pool=True) if isinstance(net, ConvNet) else net.features(x)
 
     @property
     def updates_per_iteration(self) -> int:
@@ -111,8 +123,8 @@ class CAFE(Matcher):
             syn_pos.append(torch.full((syn_c.shape[0],), pos, dtype=torch.long))
         real_pos_t, syn_pos_t = torch.cat(real_pos).to(device), torch.cat(syn_pos).to(device)
         with torch.no_grad():
-            real_maps = net.features(torch.cat(real_parts))
-        syn_maps = net.features(torch.cat(syn_parts))
+            real_maps = self.maps(net, torch.cat(real_parts))
+        syn_maps = self.maps(net, torch.cat(syn_parts))
         k = len(classes)
         feature = syn_images.new_zeros(())
         for w, r, s in zip(self.opts["layer_weights"], real_maps, syn_maps):

@@ -114,10 +114,19 @@ class ConvNet(nn.Module):
         self.feature_dim = width * size * size
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
-    def features(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def features(self, x: torch.Tensor, pre_pool: bool = False) -> List[torch.Tensor]:
+        """Each block's output; with ``pre_pool``, each block's map before its pooling and
+        then the last pooled map (the maps CAFE matches)."""
         feats = []
         for block in self.blocks:
-            x = block(x)
+            if pre_pool:
+                x = block.act(block.norm(block.conv(x)))
+                feats.append(x)
+                x = block.pool(x)
+            else:
+                x = block(x)
+                feats.append(x)
+        if pre_pool:
             feats.append(x)
         return feats
 
