@@ -8,8 +8,15 @@
 Latents of a frozen StyleGAN (w+, or an intermediate feature map F plus the w+ after it)
 are optimised with SGD (momentum 0.5) against DM, DC or MTT; decoding goes through
 the generator in chunks of 10 (GLaD's sg_batch). Learning rates are the reference
-code's defaults: w+ 0.01 / F 10 (DM), w+ 0.001 / F 1 with one outer and one inner
-loop (DC), w+ 10 / F 10000 with 20 student steps over 3 expert epochs (MTT).
+code's: w+ 0.01 / F 10 (DM), w+ 0.001 / F 1 with one outer and one inner loop (DC),
+w+ 10 / F 10000 with 20 student steps over 3 expert epochs (MTT). GLaD's published
+runs always optimise F with w+ (``--space F`` here); the w+ rates above are those its
+code gives w+ beside F (``lr_w``), which genprior keeps for w+ alone.
+Two departures, both stated: GLaD's MTT script takes each student step's image
+gradient with the earlier steps held fixed (a constant-memory approximation), while
+genprior backpropagates through the whole unrolled student trajectory, as MTT does;
+and GLaD evaluates with its own per-network learning rates and the best epoch, while
+genprior's evaluation follows the shared protocol (README, "Evaluation protocol").
 GLaD runs 1000+ iterations on a GPU; the default here is 100 so that it finishes in
 minutes on a CPU (pass --iterations 1000 for the paper's length).
 """

@@ -9,7 +9,10 @@ The experts above are cut for a CPU (MTT trains 100 experts x 50 epochs, the def
 Synthetic pixels (from real images) are trained so that a student network taking a few
 SGD steps on them lands where an expert trained on real data did a few epochs later;
 the student's learning rate is learned too. Image lr 1000 and the IPC-dependent
-syn_steps / expert_epochs / max_start_epoch are the paper's CIFAR-10 settings.
+syn_steps / expert_epochs / max_start_epoch are the paper's CIFAR-10 settings. MTT
+evaluates its sets with the learned step size; genprior's evaluation follows the shared
+protocol (lr 0.01), and the learned value is kept in the set's meta.json
+(``config.matcher.learned_syn_lr``).
 """
 from genprior.cli import run_recipe
 

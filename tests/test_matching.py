@@ -114,6 +114,7 @@ def test_mtt_loss_decreases_and_trains_the_step_size(buffer):
     state = m.state_dict()
     m.load_state_dict({"syn_lr": state["syn_lr"] * 2})
     assert m.extra_parameters()[0].item() == pytest.approx(2 * state["syn_lr"].item())
+    assert m.describe()["learned_syn_lr"] == pytest.approx(2 * state["syn_lr"].item())  # recorded in the set's meta
 
 
 def run_iteration(m, digits, syn, labels, seed):

@@ -112,6 +112,11 @@ class MTT(Matcher):
     def state_dict(self) -> Dict[str, Tensor]:
         return {"syn_lr": self.syn_lr.detach().cpu().clone()}
 
+    def describe(self) -> Dict[str, Any]:
+        """The options, plus the student step size learned so far: MTT trains its evaluation
+        networks with it, while genprior's shared protocol uses lr 0.01 for every set."""
+        return {**super().describe(), "learned_syn_lr": float(self.syn_lr.detach())}
+
     def load_state_dict(self, state: Dict[str, Tensor]) -> None:
         if set(state) != {"syn_lr"}:
             raise GenpriorError(f"mtt state needs exactly syn_lr, got {', '.join(sorted(state)) or 'nothing'}")
