@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from genprior.distill import DistillConfig, distill, export_run, load_latents
+from genprior.distill import DistillConfig, LatentDistiller, distill, export_run, load_latents
 from genprior.distill.latent import latest_checkpoint
 from genprior.errors import GenpriorError, UnknownNameError
 from genprior.synset import load_synset
@@ -146,3 +146,24 @@ def test_two_processes_write_one_set_equal_to_one_process(tmp_path):
     two, one = load_synset(tmp_path / "two" / "synset"), load_synset(tmp_path / "one" / "synset")
     assert torch.allclose(two.images, one.images, atol=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
+
+
+def test_fp16_loss_scaling_reaches_the_latents_and_is_undone_exactly(tmp_path):
+    """The fp16 path scales the loss, pushes the scaled image gradients through the prior,
+    and unscales the latents' gradients before the step. Run with a scaler on fp32 (a power-
+    of-two scale is exact there), it must give the unscaled run's latents bit for bit; a
+    scale that overflows makes the scaler skip the step and back off, as in fp16."""
+    cfg = replace(TINY, iterations=3)
+    plain = run(cfg, tmp_path, "plain")
+    scaled = LatentDistiller(cfg, tmp_path / "scaled", progress=False)
+    scaled.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
+    assert torch.equal(scaled.run().images, plain.images)
+    assert scaled.scaler.get_scale() == 2.0 ** 12  # no overflow: the scale stayed
+
+    overflow = LatentDistiller(replace(cfg, iterations=1), tmp_path / "overflow", progress=False)
+    overflow.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, growth_interval=1)
+    overflow.init_latents()
+    before = {k: v.detach().clone() for k, v in overflow.latents.items()}
+    overflow.iteration(0)
+    assert all(torch.equal(before[k], overflow.latents[k]) for k in before)  # the inf step was skipped
+    assert overflow.scaler.get_scale() < 2.0 ** 127

@@ -240,6 +240,10 @@ class LatentDistiller:
         self.prior.requires_grad_(False).eval()
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision, torch.float32)
         self.prior.to(self.device, dtype=dtype)  # frozen prior in the compute dtype; latents stay fp32
+        # fp16 gradients underflow without loss scaling: the scaled loss's gradient goes through both
+        # passes, and the latents' gradients are unscaled (a step with inf/NaN skipped) before the
+        # step. Disabled (a no-op) in fp32 and bf16.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.mixed_precision == "fp16")
 
         nc = self.real.num_classes
         self.labels = torch.arange(nc).repeat_interleave(cfg.ipc)
@@ -341,7 +345,7 @@ class LatentDistiller:
                     with self.acc.autocast():
                         loss = m.class_loss(real_c, syn, c, gen)
                     self._check_finite(loss, it, f"class {c}")
-                    loss.backward()
+                    self.scaler.scale(loss).backward()
                     if syn.grad is not None:
                         self.backward_class(c, syn.grad)
                     total += loss.item()
@@ -352,11 +356,12 @@ class LatentDistiller:
                 with self.acc.autocast():
                     loss = m.set_loss(syn, self.labels.to(self.device), self.real, gen)
                 self._check_finite(loss, it, "the whole set")
-                loss.backward()
+                self.scaler.scale(loss).backward()
                 for c in range(self.real.num_classes) if syn.grad is not None else ():
                     self.backward_class(c, syn.grad[self._class_slice(c)])
                 total += loss.item()
-            self.opt.step()
+            self.scaler.step(self.opt)
+            self.scaler.update()
             if type(m).after_update is not Matcher.after_update:
                 m.after_update(self.decode_all(), self.labels.to(self.device), _generator(cfg.seed, it, u, "after"))
         return total / m.updates_per_iteration
@@ -396,7 +401,7 @@ class LatentDistiller:
         for i, p in enumerate(self.matcher.extra_parameters()):
             tensors[f"extra.{i}"] = p.detach().cpu().contiguous()
         state = {"next_iteration": it, "optimizer": opt_rest, "best": self.best, "config": asdict(self.cfg),
-                 "elapsed_s": self.elapsed_s()}
+                 "elapsed_s": self.elapsed_s(), "loss_scaler": self.scaler.state_dict()}
 
         def write(d: Path) -> None:
             save_file(tensors, str(d / "state.safetensors"))
@@ -427,6 +432,8 @@ class LatentDistiller:
         self.start_it = state["next_iteration"]
         self.best = state.get("best", {})
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        if state.get("loss_scaler"):
+            self.scaler.load_state_dict(state["loss_scaler"])
 
     # -- outputs --
     def current_set(self) -> SyntheticSet:
