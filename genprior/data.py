@@ -393,6 +393,25 @@ def _load_fashion_mnist(root: Path, resolution: Optional[int]) -> Dict[str, Real
     )
 
 
+TRUST_DATA_ENV = "GENPRIOR_TRUST_DATA"
+
+
+def _check_official(name: str, folder: Path, public_name: str) -> None:
+    """CIFAR batches are Python pickles, and unpickling runs code: read only the official
+    files (torchvision's md5 list) unless the user opts in for files they made."""
+    if os.environ.get(TRUST_DATA_ENV, "0").lower() in {"1", "true", "yes"}:
+        return
+    from torchvision.datasets.utils import check_integrity
+
+    official = getattr(torchvision.datasets, public_name)
+    for filename, md5 in official.train_list + official.test_list + [[official.meta["filename"], official.meta["md5"]]]:
+        if not check_integrity(str(folder / filename), md5):
+            raise GenpriorError(
+                f"{folder / filename} is not the official {name} file (md5 differs); its batches are Python pickles, "
+                f"which run code when loaded, so genprior reads only the official files: re-download them, or set "
+                f"{TRUST_DATA_ENV}=1 for files you made yourself")
+
+
 def _load_cifar_files(
     name: str, cls: type, public_name: str, mean: Sequence[float], std: Sequence[float],
     root: Path, resolution: Optional[int],
@@ -401,6 +420,7 @@ def _load_cifar_files(
     filenames = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     hint = _torchvision_hint(f"torchvision.datasets.{public_name}('{root}', download=True)")
     _require_files(name, [folder / f for f in filenames], hint)
+    _check_official(name, folder, public_name)
     parts = {}
     for split in SPLITS:
         ds = cls(str(root), train=split == "train", download=False)

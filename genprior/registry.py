@@ -1,4 +1,5 @@
-"""Registries by name for datasets, networks, methods (and later priors and losses).
+"""Registries by name for datasets, networks, baselines and matching losses (priors are listed in
+``pretrained/registry.json`` instead, since they are files, not code).
 
 A registry maps a name to a constructor plus a little metadata, like timm's
 ``register_model``. Unknown names fail with the list of known ones.

@@ -185,10 +185,14 @@ def _check_loaded(d: RealData, images: np.ndarray, labels) -> None:
     assert torch.allclose(_pixels(d), expected, atol=ATOL)
 
 
-def test_cifar10_files(tmp_path):
+def test_cifar10_files(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     batches = [(f"data_batch_{i}", 3, "train") for i in range(1, 6)] + [("test_batch", 5, "test")]
     written = _write_cifar(tmp_path, "cifar-10-batches-py", batches, "batches.meta", "label_names", "labels", 10, rng)
+    monkeypatch.delenv("GENPRIOR_TRUST_DATA", raising=False)
+    with pytest.raises(GenpriorError, match="not the official cifar10 file .*GENPRIOR_TRUST_DATA=1"):
+        load_dataset("cifar10", "train", root=tmp_path)  # pickles that are not the official ones are never unpickled
+    monkeypatch.setenv("GENPRIOR_TRUST_DATA", "1")
     for split in ("train", "test"):
         d = load_dataset("cifar10", split, root=tmp_path)
         _check_loaded(d, *written[split])
@@ -202,6 +206,7 @@ def test_cifar100_files_via_env(tmp_path, monkeypatch):
     batches = [("train", 6, "train"), ("test", 4, "test")]
     written = _write_cifar(tmp_path, "cifar-100-python", batches, "meta", "fine_label_names", "fine_labels", 100, rng)
     monkeypatch.setenv("GENPRIOR_DATA", str(tmp_path))
+    monkeypatch.setenv("GENPRIOR_TRUST_DATA", "1")  # files made here, not the official pickles
     assert default_root() == tmp_path
     for split in ("train", "test"):
         d = load_dataset("cifar100", split)
