@@ -190,6 +190,16 @@ def test_convert_pickle_needs_opt_in_and_decodes_the_same(tmp_path, with_init_kw
         torch.testing.assert_close(prior.decode({"z": z}, labels), expected, atol=1e-6, rtol=0)
 
 
+def test_convert_refuses_a_truncated_pickle_in_one_line(tmp_path):
+    path = tmp_path / "cut.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": 1})[:5])
+    with pytest.raises(GenpriorError, match="cannot be unpickled .*download it again"):
+        convert_stylegan_pkl(path, tmp_path / "prior", allow_pickle=True)
+    path.write_bytes(b"")
+    with pytest.raises(GenpriorError, match="cannot be unpickled"):
+        convert_stylegan_pkl(path, tmp_path / "prior", allow_pickle=True)
+
+
 def test_convert_rejects_unsupported_generators(tmp_path):
     source = tiny_stylegan()
     source.init_kwargs = dict(ada_init_kwargs(source), synthesis_kwargs={"architecture": "resnet"})

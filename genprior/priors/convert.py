@@ -78,6 +78,9 @@ def _unpickle_generator(path: Path) -> nn.Module:
             f"unpickling {path} needs the module {e.name!r}: real StyleGAN2-ADA pickles need NVlabs' "
             "torch_utils and dnnlib importable (put a stylegan2-ada-pytorch checkout on PYTHONPATH)"
         ) from e
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as e:
+        raise GenpriorError(f"{path} cannot be unpickled ({type(e).__name__}: {e}); the file is truncated or not a "
+                            "StyleGAN snapshot: download it again") from None
     if isinstance(data, dict):
         key = next((k for k in GENERATOR_KEYS if k in data), None)
         if key is None:
