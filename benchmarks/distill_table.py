@@ -245,11 +245,21 @@ def write_table(results: dict) -> None:
     TABLE.write_text("\n".join(lines) + "\n")
 
 
+def artifacts(key: str) -> list:
+    """What a unit leaves on disk: a build's set or run directory, an evaluation's training state."""
+    parts = key.split("|")
+    if key == "build|experts":
+        return [ROOT / EXPERTS]
+    if parts[0] == "build":
+        return [set_dir(parts[1], int(parts[2]))]
+    return [RUNS / "state" / key.replace("|", "-")]
+
+
 def main() -> None:
     def make_work(threads: int):
         cache: dict = {}
         return lambda key: work(key, threads, cache)
-    lane_main(RESULTS, initial, order(), deps, make_work, write_table, TABLE, "'glad' or 'resnet'")
+    lane_main(RESULTS, initial, order(), deps, make_work, write_table, TABLE, "'glad' or 'resnet'", artifacts)
 
 
 if __name__ == "__main__":

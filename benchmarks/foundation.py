@@ -150,7 +150,8 @@ def make_work(threads: int):
 
 def main() -> None:
     keys = [f"{name}|{arch}|{i}" for name, arch, i in units()]
-    lane_main(RESULTS, load_results, keys, lambda key: [], make_work, write_table, TABLE, "'whole' or 'resnet'")
+    lane_main(RESULTS, load_results, keys, lambda key: [], make_work, write_table, TABLE, "'whole' or 'resnet'",
+              lambda key: [SETS_DIR / "state" / key.replace("|", "-")])
 
 
 if __name__ == "__main__":

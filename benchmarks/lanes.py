@@ -123,6 +123,26 @@ def run_lane(results_path: Path, initial: Callable[[], dict], order: Sequence[st
     return done
 
 
+def redo(results_path: Path, initial: Callable[[], dict], keys: Sequence[str],
+         artifacts: Optional[Callable[[str], List[Path]]] = None) -> List[str]:
+    """Forget ``keys`` so that the next lane runs them again (e.g. after a recipe changed):
+    their results, dead claims, and the files ``artifacts(key)`` names (a run directory, a
+    training state), which would otherwise be resumed. A unit a live lane holds is refused."""
+    import shutil
+
+    with locked(results_path, initial) as results:
+        busy = [k for k in keys if k in results["claims"] and _alive(results["claims"][k])]
+        if busy:
+            raise SystemExit(f"cannot redo {', '.join(busy)}: a running lane holds it; stop that lane first")
+        gone = [k for k in keys if k in results["units"]]
+        for k in keys:
+            results["units"].pop(k, None)
+            results["claims"].pop(k, None)
+            for path in artifacts(k) if artifacts else []:
+                shutil.rmtree(path, ignore_errors=True) if Path(path).is_dir() else Path(path).unlink(missing_ok=True)
+    return gone
+
+
 def eval_unit(synset, test, arch: str, model: int, protocol, threads: int, state_dir: Optional[Path] = None) -> dict:
     """One fresh network of ``arch`` trained on ``synset``; model ``i`` is model ``i`` of
     ``evaluate_synset(..., seed=0)``, so units add up to a normal evaluation. With
@@ -143,7 +163,7 @@ def mean_std(values: Sequence[float]) -> tuple:
 
 def lane_main(results_path: Path, initial: Callable[[], dict], order: Sequence[str], deps: Callable[[str], List[str]],
               make_work: Callable[[int], Callable[[str], dict]], write_table: Callable[[dict], None],
-              table_path: Path, only_example: str) -> None:
+              table_path: Path, only_example: str, artifacts: Optional[Callable[[str], List[Path]]] = None) -> None:
     """The command line every benchmark shares: run (or resume) this lane's units, then rewrite the table."""
     import torch
 
@@ -154,8 +174,15 @@ def lane_main(results_path: Path, initial: Callable[[], dict], order: Sequence[s
                         help="torch threads per lane; on a 2-core machine run two 1-thread lanes side by side")
     parser.add_argument("--only", help=f"run only units whose key contains this text, e.g. {only_example} "
                         "(units it needs must be done or run by another lane)")
+    parser.add_argument("--redo", metavar="TEXT", help="forget the units whose key contains TEXT (results and "
+                        "files) so that they run again, e.g. after a recipe changed; then stop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.redo:
+        keys = [k for k in order if args.redo in k]
+        gone = redo(results_path, initial, keys, artifacts)
+        print(f"forgot {len(gone)} finished unit(s) of {len(keys)} matching {args.redo!r}: {', '.join(gone) or 'none'}")
+        return
     if not args.table:
         run_lane(results_path, initial, order, deps, make_work(args.threads), on_change=write_table,
                  max_units=args.max_units, only=(lambda k: args.only in k) if args.only else None)

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from lanes import _start_time, locked, mean_std, run_lane  # noqa: E402
+from lanes import _start_time, locked, mean_std, redo, run_lane  # noqa: E402
 
 
 def _initial():
@@ -60,3 +60,22 @@ def test_a_failed_unit_releases_its_claim_and_the_lane_goes_on(tmp_path):
 def test_mean_std_is_the_population_std():
     mean, std = mean_std([0.5, 0.7])
     assert abs(mean - 0.6) < 1e-12 and abs(std - 0.1) < 1e-12
+
+
+def test_redo_forgets_units_and_their_files_but_not_a_live_lanes(tmp_path):
+    import os
+
+    import pytest
+
+    path = tmp_path / "r.json"
+    run_dir = tmp_path / "run-a"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    live = f"{os.getppid()}:{_start_time(os.getppid())}"
+    path.write_text(json.dumps({"units": {"build|a": 1, "eval|a": 2, "build|b": 3}, "claims": {"eval|b": live}}))
+    gone = redo(path, _initial, ["build|a", "eval|a"], lambda k: [run_dir] if k == "build|a" else [])
+    assert gone == ["build|a", "eval|a"] and not run_dir.exists()
+    ran = []
+    run_lane(path, _initial, ["build|a", "eval|a", "build|b"], lambda k: [], lambda k: ran.append(k) or {})
+    assert ran == ["build|a", "eval|a"]  # run again; build|b was kept
+    with pytest.raises(SystemExit, match="running lane"):
+        redo(path, _initial, ["eval|b"])
