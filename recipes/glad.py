@@ -11,7 +11,9 @@ the generator in chunks of 10 (GLaD's sg_batch). Learning rates are the referenc
 code's: w+ 0.01 / F 10 (DM), w+ 0.001 / F 1 with one outer and one inner loop (DC),
 w+ 10 / F 10000 with 20 student steps over 3 expert epochs (MTT). GLaD's published
 runs always optimise F with w+ (``--space F`` here); the w+ rates above are those its
-code gives w+ beside F (``lr_w``), which genprior keeps for w+ alone.
+code gives w+ beside F (``lr_w``), which genprior keeps for w+ alone: the F rate its
+code would use for w+ alone (10 for DM) breaks the digits of the shipped StyleGAN
+(`benchmarks/results/glad_wplus_lr.md`: ConvNet 37.5% against 89.0% after 30 iterations).
 Two departures, both stated: GLaD's MTT script takes each student step's image
 gradient with the earlier steps held fixed (a constant-memory approximation), while
 genprior backpropagates through the whole unrolled student trajectory, as MTT does;
