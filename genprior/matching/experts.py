@@ -193,7 +193,7 @@ def load_experts(root: Union[str, os.PathLike], dataset: str, net: str, channels
     """Open a buffer and check it was made for this dataset and network."""
     root = Path(root)
     meta = _read_buffer_json(root)
-    build = f"build one with `genprior experts --dataset {dataset} --net {net} --out {root}`"
+    build = f"build one with `genprior experts --dataset {dataset} --net {net} --out-dir {root}`"
     if meta is None:
         raise GenpriorError(f"no expert buffer in {root} ({BUFFER_FILE} is missing); {build}")
     wanted = {"dataset": dataset, "net": net, "net_options": dict(net_options or {}), "channels": channels,

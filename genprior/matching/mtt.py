@@ -67,7 +67,7 @@ class MTT(Matcher):
         if opts["buffer"] is None:
             raise GenpriorError(
                 f"mtt needs buffer=DIR, a directory of expert trajectories; build one with "
-                f"`genprior experts --dataset {self.dataset_name} --net {self.net_name} --out DIR`"
+                f"`genprior experts --dataset {self.dataset_name} --net {self.net_name} --out-dir DIR`"
             )
         opts["buffer"] = str(opts["buffer"])
         self.buffer: ExpertBuffer = load_experts(opts["buffer"], self.dataset_name, self.net_name, self.channels,
