@@ -84,3 +84,23 @@ def test_baseline_at_another_resolution_evaluates(tmp_path):
     assert main(["baseline", "random", str(out), "--ipc", "1", "--dataset", "digits", "--resolution", "32"]) == 0
     assert load_synset(out).resolution == 32
     assert main(["evaluate", str(out), "--epochs", "1", "--models", "1", "--device", "cpu"]) == 0
+
+
+def test_distill_at_a_chosen_resolution_then_evaluates(tmp_path):
+    """Datasets that take a size (ImageFolders, ImageNet subsets) distill and evaluate at --resolution."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / cls / f"{i}.png")
+    out = tmp_path / "run"
+    assert main(["distill", "--dataset", f"imagefolder:{tmp_path / 'data'}", "--resolution", "28", "--prior", "pixel",
+                 "--loss", "dm", "--ipc", "1", "--iterations", "1", "--batch-real", "2", "--init", "invert",
+                 "--epochs", "1", "--models", "1", "--device", "cpu", "--output-dir", str(out)]) == 0
+    assert load_synset(out / "synset").resolution == 28
+    assert json.loads((out / "synset" / "eval_quick-custom_convnet.json").read_text())["dataset"].startswith("imagefolder")
