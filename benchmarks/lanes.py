@@ -138,8 +138,11 @@ def redo(results_path: Path, initial: Callable[[], dict], keys: Sequence[str],
         for k in keys:
             results["units"].pop(k, None)
             results["claims"].pop(k, None)
-            for path in artifacts(k) if artifacts else []:
-                shutil.rmtree(path, ignore_errors=True) if Path(path).is_dir() else Path(path).unlink(missing_ok=True)
+            for path in map(Path, artifacts(k) if artifacts else []):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
     return gone
 
 

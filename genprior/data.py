@@ -155,6 +155,12 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
+def check_resolution(resolution: Optional[int]) -> None:
+    """A requested image size: None (the dataset's own) or a positive integer."""
+    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1):
+        raise GenpriorError(f"resolution must be a positive integer, got {resolution!r}")
+
+
 def load_dataset(
     name: str,
     split: str = "train",
@@ -169,8 +175,7 @@ def load_dataset(
     """
     if split not in SPLITS:
         raise GenpriorError(f"unknown split {split!r} for {name}; use 'train' or 'test'")
-    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1):
-        raise GenpriorError(f"resolution must be a positive integer, got {resolution!r}")
+    check_resolution(resolution)
     base, has_path, path = name.partition(":")
     entry = DATASETS.entry(base)
     location = entry.info["location"]

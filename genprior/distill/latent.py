@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..data import RealData, load_dataset
+from ..data import RealData, check_resolution, load_dataset
 from ..errors import GenpriorError
 from ..matching import MATCHERS, Matcher, create_matcher
 from ..priors.base import Latents, Prior
@@ -135,9 +135,7 @@ def check_config(cfg: DistillConfig) -> None:
             raise GenpriorError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.eval_every < 0:
         raise GenpriorError(f"eval_every must be 0 (no quick evaluation) or positive, got {cfg.eval_every}")
-    if cfg.resolution is not None and (isinstance(cfg.resolution, bool) or not isinstance(cfg.resolution, int)
-                                       or cfg.resolution < 1):
-        raise GenpriorError(f"resolution must be a positive integer, got {cfg.resolution!r}")
+    check_resolution(cfg.resolution)
     if cfg.lr <= 0 or any(v <= 0 for v in cfg.latent_lrs.values()):
         raise GenpriorError(f"learning rates must be positive, got lr={cfg.lr}, latent_lrs={cfg.latent_lrs}")
 
