@@ -46,7 +46,7 @@ PROTOCOL = PROTOCOLS["quick"]
 IPCS = (1, 10)
 #: MTT's expert buffer for this table: 5 experts x 10 epochs (MTT samples start epochs < 5 and
 #: matches 3 epochs ahead, so 8 epochs are used; pixel MTT is given the same start range);
-#: ~17 min on 1 CPU thread.
+#: 1,332 s (22 min) on 1 CPU thread.
 EXPERTS = (RUNS / "experts-mnist5k-convnet").relative_to(ROOT)
 EXPERT_ARGS = ["--num-experts", "5", "--epochs", "10"]
 

@@ -301,7 +301,8 @@ def recipe_defaults(defaults: dict, variants: Optional[dict], args) -> dict:
 
 
 def recipe_parser(description: str, variants: Optional[dict] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    # the recipe's docstring keeps its paragraphs and line breaks in --help
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", help=DATA_ROOT_HELP)
     if variants:
         parser.add_argument("--variant", default=next(iter(variants)), choices=list(variants))
