@@ -36,14 +36,31 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
                    "running the same command again resumes a killed evaluation")
 
 
+def _check_folder_arg(path, flag: str) -> None:
+    """A folder flag may name a folder or a path not yet made, never an existing file."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise GenpriorError(f"{flag} {path} is a file; pass a folder (it is created if missing)")
+
+
+def _check_ipc(ipc: int) -> None:
+    if ipc < 1:
+        raise GenpriorError(f"IPC must be at least 1, got {ipc}; pass --ipc 1 or more")
+
+
 def _check_eval_args(args) -> None:
-    """The evaluation flags, checked before any work: protocol, counts and network names."""
-    from .evaluate import with_counts
+    """The evaluation flags, checked before any work: protocol, counts, network names,
+    device and where the results go."""
+    from .evaluate import resolve_device, with_counts
     from .nets import NETS
 
     with_counts(args.protocol, args.epochs, args.models)
     for arch in _archs(args.archs):
         NETS.entry(arch)  # unknown name: the error lists the known ones
+    resolve_device(args.device)
+    _check_folder_arg(args.state_dir, "--state-dir")
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).is_dir():
+        raise GenpriorError(f"--out {out} is a folder; pass the path of the JSON report to write")
 
 
 def _run_evaluation(synset, out_dir: Path, args) -> dict:
@@ -95,6 +112,7 @@ def cmd_list(args) -> None:
 def cmd_evaluate(args) -> None:
     from .synset import load_synset
 
+    _check_eval_args(args)
     synset = load_synset(args.synset_dir)
     _run_evaluation(synset, Path(args.synset_dir), args)
 
@@ -105,6 +123,7 @@ def cmd_baseline(args) -> None:
     from .synset import save_synset
 
     BASELINES.entry(args.method)
+    _check_ipc(args.ipc)
     if args.evaluate:
         _check_eval_args(args)
     out = Path(args.out_dir)
@@ -124,6 +143,7 @@ def cmd_sample(args) -> None:
     from .priors.load import load_prior
     from .synset import save_synset
 
+    _check_ipc(args.ipc)
     if args.evaluate:
         _check_eval_args(args)
     out = Path(args.out_dir)
@@ -206,13 +226,19 @@ def default_run_dir(cfg, resume: bool) -> Path:
 def run_distill(args, defaults: Optional[dict] = None) -> None:
     """Distill (or resume), then evaluate the final set under the chosen protocol."""
     from .distill import LatentDistiller
-    from .distill.latent import check_config
+    from .distill.latent import check_config, resolve_resume
 
     cfg = distill_config_from_args(args, defaults)
     check_config(cfg)
     if not args.no_evaluate:
         _check_eval_args(args)  # a typo in --protocol or --archs fails now, not after the distillation
-    out = Path(args.output_dir) if args.output_dir else default_run_dir(cfg, resume=bool(args.resume))
+    if args.output_dir:
+        out = Path(args.output_dir)
+    elif args.resume and args.resume != "latest":
+        out = Path(args.resume).parent.parent  # RUN/checkpoints/step-N continues in RUN
+    else:
+        out = default_run_dir(cfg, resume=bool(args.resume))
+    resolve_resume(out, args.resume)  # before the data and the prior are loaded
     distiller = LatentDistiller(cfg, out)
     synset = distiller.run(resume=args.resume)
     if not distiller.acc.is_main_process:
@@ -238,11 +264,21 @@ def cmd_export(args) -> None:
 
 def cmd_experts(args) -> None:
     from .data import load_dataset
+    from .evaluate import resolve_device
     from .matching.experts import train_experts
+    from .nets import NETS
 
+    NETS.entry(args.net)  # all flags are checked before the data is loaded
+    for flag, value in (("--num-experts", args.num_experts), ("--epochs", args.epochs)):
+        if value < 1:
+            raise GenpriorError(f"{flag} must be at least 1, got {value}")
+    if not args.lr > 0:
+        raise GenpriorError(f"--lr must be positive, got {args.lr}")
+    device = resolve_device(args.device)
     out = Path(args.out_dir or f"runs/experts-{args.dataset}-{args.net}")
+    _check_folder_arg(out, "--out-dir")
     train = load_dataset(args.dataset, "train", root=args.data_root)
-    train_experts(train, args.net, args.num_experts, args.epochs, out, lr=args.lr, seed=args.seed)
+    train_experts(train, args.net, args.num_experts, args.epochs, out, lr=args.lr, seed=args.seed, device=str(device))
     print(f"expert trajectories: {out}")
 
 
@@ -383,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.set_defaults(fn=cmd_experts)
     for name in ("evaluate", "baseline", "sample", "distill", "experts"):  # also after the command
         sub.choices[name].add_argument("--data-root", default=argparse.SUPPRESS, help=DATA_ROOT_HELP)

@@ -490,7 +490,10 @@ def _read_images(samples: List[Tuple[str, int]], resolution: int) -> Tuple[torch
     ])
     images = torch.empty((len(samples), 3, resolution, resolution), dtype=torch.uint8)
     for i, (path, _) in enumerate(samples):
-        images[i] = prepare(pil_loader(path))
+        try:
+            images[i] = prepare(pil_loader(path))
+        except OSError as e:  # PIL's UnidentifiedImageError is an OSError; so is a truncated file
+            raise GenpriorError(f"cannot read the image {path} ({type(e).__name__}); remove or replace the file") from None
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     return images, labels
 

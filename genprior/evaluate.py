@@ -63,7 +63,10 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise GenpriorError(f"device {device!r} was asked for but no CUDA device is visible; use --device cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise GenpriorError(f"unknown device {device!r}; use auto, cpu or cuda[:N]") from None
 
 
 def _fingerprint(images: torch.Tensor, targets: torch.Tensor, protocol: Protocol, net: torch.nn.Module) -> str:

@@ -25,8 +25,9 @@ class Entry:
 
 
 class Registry:
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, plural: Optional[str] = None):
         self.kind = kind
+        self.plural = plural or kind + "s"
         self._entries: Dict[str, Entry] = {}
 
     def register(self, name: Optional[str] = None, **info: Any) -> Callable:
@@ -45,7 +46,7 @@ class Registry:
         if name not in self._entries:
             known = ", ".join(sorted(self._entries))
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; known {self.kind}s: {known} (see `genprior list`)"
+                f"unknown {self.kind} {name!r}; known {self.plural}: {known} (see `genprior list`)"
             )
         return self._entries[name]
 

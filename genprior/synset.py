@@ -191,7 +191,7 @@ def save_synset(synset: SyntheticSet, out_dir: PathLike, overwrite: bool = False
     """Write ``synset`` to ``out_dir`` atomically and return the path."""
     out = Path(out_dir)
     if out.exists() and not overwrite:
-        raise GenpriorError(f"{out} already exists; choose another directory or pass overwrite=True (--overwrite)")
+        raise GenpriorError(f"{out} already exists; choose another directory or overwrite it (--overwrite; overwrite=True in Python)")
 
     def write(tmp: Path) -> None:
         tensors = {

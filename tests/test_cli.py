@@ -68,7 +68,45 @@ def test_distill_bad_inputs_fail_before_any_work(tmp_path, capsys, monkeypatch):
     assert "eval_every" in _error(capsys, base + ["--eval-every", "-1"])
     assert "eval_epochs" in _error(capsys, base + ["--eval-epochs", "0"])
     assert "resolution" in _error(capsys, base + ["--resolution", "0"])
+    assert "unknown device 'gpu'" in _error(capsys, base + ["--device", "gpu"])
+    assert "must be numbers" in _error(capsys, base + ["--latent-lr", "x=abc"])
+    assert "known losses" in _error(capsys, base + ["--loss", "nope"])
+    assert "nothing to resume" in _error(capsys, base + ["--resume", "latest"])
+    assert "not a checkpoint folder" in _error(capsys, base + ["--resume", str(tmp_path / "nowhere")])
     assert not (tmp_path / "run").exists()
+    (tmp_path / "afile").write_text("")
+    assert "is a file" in _error(capsys, base[:-1] + [str(tmp_path / "afile")])
+    assert "is a file" in _error(capsys, base + ["--state-dir", str(tmp_path / "afile")])
+
+
+def test_other_commands_check_their_flags_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    assert "known networks" in _error(capsys, ["experts", "--dataset", "digits", "--net", "nope"])
+    assert "--num-experts" in _error(capsys, ["experts", "--dataset", "digits", "--num-experts", "0"])
+    assert "is a file" in _error(capsys, ["experts", "--dataset", "digits", "--out-dir", "afile"])
+    assert "unknown device" in _error(capsys, ["experts", "--dataset", "digits", "--device", "gpu"])
+    assert not (tmp_path / "runs").exists()
+    assert "--ipc 1 or more" in _error(capsys, ["sample", "mnist5k-stylegan", "s", "--ipc", "0"])
+    assert "not a folder" in _error(capsys, ["export", str(tmp_path / "nowhere")])
+    out = tmp_path / "rand"
+    assert main(["baseline", "random", str(out), "--ipc", "1", "--dataset", "digits"]) == 0
+    assert "is a folder" in _error(capsys, ["evaluate", str(out), "--out", str(tmp_path)])
+    assert "unknown device" in _error(capsys, ["evaluate", str(out), "--device", "gpu"])
+
+
+def test_resume_from_a_checkpoint_path_continues_in_its_run(tmp_path, monkeypatch):
+    """``--resume RUN/checkpoints/step-N`` without --output-dir continues RUN, not the newest run."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["distill", "--dataset", "digits", "--prior", "pixel", "--loss", "dm", "--ipc", "1", "--batch-real", "8",
+            "--no-evaluate", "--checkpoint-every", "1"]
+    assert main(argv + ["--iterations", "1"]) == 0
+    assert main(argv + ["--iterations", "1"]) == 0  # a second run: runs/<name>-2
+    first, second = sorted(Path("runs").iterdir())
+    assert second.name == first.name + "-2"
+    assert main(argv + ["--iterations", "2", "--resume", str(first / "checkpoints" / "step-000001")]) == 0
+    assert (first / "checkpoints" / "step-000002").is_dir()
+    assert not (second / "checkpoints" / "step-000002").exists()
 
 
 def test_data_root_is_taken_after_the_command_too(tmp_path, capsys, monkeypatch):

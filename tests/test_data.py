@@ -325,6 +325,15 @@ def test_missing_files_name_path_and_download(tmp_path, name, expected_path, hin
     assert hint in message and "download=True" in message
 
 
+def test_unreadable_image_is_named(tmp_path):
+    for split in ("train", "val"):
+        _save_png(tmp_path / split / "a" / "0.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    (tmp_path / "train" / "a" / "1.png").write_bytes(b"not an image")
+    with pytest.raises(GenpriorError, match="cannot read the image .*1.png") as err:
+        load_dataset(f"imagefolder:{tmp_path}")
+    assert "\n" not in str(err.value)
+
+
 def test_missing_imagefolder_split(tmp_path):
     _save_png(tmp_path / "train" / "a" / "0.png", np.zeros((8, 8, 3), dtype=np.uint8))
     with pytest.raises(DataNotFoundError) as err:

@@ -71,6 +71,24 @@ def test_export_round_trip(tmp_path):
     assert torch.equal(load_synset(tmp_path / "run" / "export").images, synset.images)
 
 
+def test_corrupted_run_files_fail_with_one_line(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    run(replace(TINY, iterations=2), tmp_path)
+    out = tmp_path / "run"
+    with pytest.raises(GenpriorError, match="already exists"):  # checked before anything is decoded
+        export_run(out, tmp_path / "run" / "synset")
+    tensors = load_file(str(out / "latents.safetensors"))
+    save_file({k: v for k, v in tensors.items() if k != "labels"}, str(out / "latents.safetensors"))
+    with pytest.raises(GenpriorError, match="lack labels") as err:
+        export_run(out)
+    assert "\n" not in str(err.value)
+    state = out / "checkpoints" / "step-000002" / "state.json"
+    state.write_text("{}")
+    with pytest.raises(GenpriorError, match="state.json lacks config"):
+        run(replace(TINY, iterations=4), tmp_path, resume="latest")
+
+
 def test_bf16_runs_on_cpu(tmp_path):
     synset = run(replace(TINY, iterations=2, mixed_precision="bf16"), tmp_path)
     assert synset.images.dtype == torch.float32 and torch.isfinite(synset.images).all()

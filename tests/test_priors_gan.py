@@ -1,3 +1,4 @@
+import json
 import pickle
 
 import pytest
@@ -289,6 +290,20 @@ def test_corrupted_or_partial_prior_folders_fail_with_one_line(tmp_path, make):
     st.unlink()
     with pytest.raises(GenpriorError, match="cannot load"):
         load_prior(str(tmp_path / "pickled"))
+    make().save_pretrained(tmp_path / "old")  # a card without an entry the family needs
+    card = json.loads((tmp_path / "old" / "prior.json").read_text())
+    del card["mean"]
+    (tmp_path / "old" / "prior.json").write_text(json.dumps(card))
+    with pytest.raises(GenpriorError, match="lacks the entry 'mean'"):
+        load_prior(str(tmp_path / "old"))
+
+
+def test_a_prior_option_of_the_wrong_type_fails_with_one_line(tmp_path):
+    from genprior.priors.load import load_prior
+
+    tiny_stylegan_prior().save_pretrained(tmp_path / "p")
+    with pytest.raises(GenpriorError, match="truncation_psi.*numbers for numeric options"):
+        load_prior(str(tmp_path / "p"), truncation_psi="abc")
 
 
 def test_shipped_priors_name_their_dataset():

@@ -34,15 +34,22 @@ def save_latents(run_dir, latents: Dict[str, torch.Tensor], labels: torch.Tensor
 
 def load_latents(run_dir) -> Tuple[Dict[str, torch.Tensor], torch.Tensor, Dict[str, Any]]:
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise GenpriorError(f"{run_dir} is not a folder; pass the output directory of a distillation run")
     for name in (LATENTS_FILE, LATENTS_META):
         if not (run_dir / name).is_file():
-            raise GenpriorError(f"{run_dir} has no {name}; it is not a finished distillation run (resume it with --resume latest)")
+            raise GenpriorError(f"{run_dir} has no {name}; it is not a finished distillation run "
+                                "(an interrupted one continues with --resume latest)")
     try:
         tensors = load_file(str(run_dir / LATENTS_FILE))
         meta = json.loads((run_dir / LATENTS_META).read_text())
-    except (OSError, ValueError) as e:
+        missing = [k for k in ("prior", "space", "config") if k not in meta] + (["labels"] if "labels" not in tensors else [])
+    except (OSError, ValueError, TypeError) as e:
         raise GenpriorError(f"{run_dir / LATENTS_FILE} cannot be read ({e}); re-run the distillation") from None
     latents = {k[len("latent."):]: v for k, v in tensors.items() if k.startswith("latent.")}
+    if missing or not latents:
+        raise GenpriorError(f"the saved latents of {run_dir} lack {', '.join(missing) or 'any latent'}; "
+                            "they are corrupted: re-run the distillation")
     return latents, tensors["labels"], meta
 
 
@@ -51,6 +58,9 @@ def export_run(run_dir, out_dir: Optional[str] = None, chunk_size: int = 50, ove
     from ..data import load_dataset
     from .latent import DistillConfig, method_name, prior_for
 
+    out = Path(out_dir) if out_dir else Path(run_dir) / "export"
+    if out.exists() and not overwrite:  # before any decoding
+        raise GenpriorError(f"{out} already exists; choose another --out or pass --overwrite")
     latents, labels, meta = load_latents(run_dir)
     cfg = DistillConfig.from_dict(meta["config"])
     real = load_dataset(cfg.dataset, "train", root=cfg.data_root, resolution=cfg.resolution)
@@ -64,5 +74,5 @@ def export_run(run_dir, out_dir: Optional[str] = None, chunk_size: int = 50, ove
     synset = SyntheticSet(images=images, labels=labels, mean=real.mean, std=real.std, dataset=real.name,
                           class_names=real.class_names, method=method_name(cfg), prior=meta["prior"],
                           config={"distill": meta["config"], "space": meta["space"], "exported_from": str(run_dir)})
-    save_synset(synset, Path(out_dir) if out_dir else Path(run_dir) / "export", overwrite=overwrite)
+    save_synset(synset, out, overwrite=overwrite)
     return synset

@@ -136,6 +136,10 @@ def check_config(cfg: DistillConfig) -> None:
     if cfg.eval_every < 0:
         raise GenpriorError(f"eval_every must be 0 (no quick evaluation) or positive, got {cfg.eval_every}")
     check_resolution(cfg.resolution)
+    lrs = {"lr": cfg.lr, **cfg.latent_lrs}
+    not_numbers = {k: v for k, v in lrs.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
+    if not_numbers:
+        raise GenpriorError(f"learning rates must be numbers, got {not_numbers}; e.g. --latent-lr F=10")
     if cfg.lr <= 0 or any(v <= 0 for v in cfg.latent_lrs.values()):
         raise GenpriorError(f"learning rates must be positive, got lr={cfg.lr}, latent_lrs={cfg.latent_lrs}")
 
@@ -207,6 +211,29 @@ def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: Dict[str, torch.Te
 def latest_checkpoint(run_dir: Path) -> Optional[Path]:
     ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     return ckpts[-1] if ckpts else None
+
+
+def resolve_resume(run_dir: Path, resume: Optional[str]) -> Optional[Path]:
+    """The checkpoint ``resume`` names (``'latest'`` or a checkpoint folder), checked before
+    any work and without touching the disk; with no ``resume`` the run directory must not
+    hold a run already."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GenpriorError(f"output directory {run_dir} is a file; choose a folder")
+    if not resume:
+        if latest_checkpoint(run_dir) is not None:
+            raise GenpriorError(f"{run_dir} already holds a run; pass --resume latest to continue it or choose another --output-dir")
+        return None
+    if resume == "latest":
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise GenpriorError(f"nothing to resume in {run_dir}: no checkpoint found; drop --resume to start anew")
+        return ckpt
+    ckpt = Path(resume)
+    if not (ckpt / "state.json").is_file():
+        raise GenpriorError(f"--resume {resume}: not a checkpoint folder (one holds state.json, e.g. "
+                            "RUN/checkpoints/step-000100); pass 'latest' to continue the newest")
+    return ckpt
 
 
 # ---- the loop ------------------------------------------------------------------------------
@@ -408,11 +435,15 @@ class LatentDistiller:
         write_dir_atomic(self.run_dir / "checkpoints" / f"step-{it:06d}", write)
 
     def load_checkpoint(self, path: Path) -> None:
+        corrupted = f"checkpoint {path} cannot be read ({{}}); delete it to resume from the one before"
         try:
             state = json.loads((path / "state.json").read_text())
             tensors = load_file(str(path / "state.safetensors"))
-        except (OSError, ValueError) as e:
-            raise GenpriorError(f"checkpoint {path} cannot be read ({e}); delete it to resume from the one before") from None
+            missing = [k for k in ("config", "next_iteration", "optimizer") if k not in state]
+        except (OSError, ValueError, TypeError) as e:
+            raise GenpriorError(corrupted.format(e)) from None
+        if missing:
+            raise GenpriorError(corrupted.format(f"state.json lacks {', '.join(missing)}"))
         saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "eval_every", "log_every", "checkpoint_every")}
         now = {k: v for k, v in asdict(self.cfg).items() if k in saved}
         if json.loads(json.dumps(saved, default=str)) != json.loads(json.dumps(now, default=str)):
@@ -489,15 +520,9 @@ class LatentDistiller:
 
     def run(self, resume: Optional[str] = None) -> SyntheticSet:
         cfg = self.cfg
+        ckpt = resolve_resume(self.run_dir, resume)
         if self.acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt = None
-        if resume:
-            ckpt = latest_checkpoint(self.run_dir) if resume == "latest" else Path(resume)
-            if ckpt is None or not ckpt.is_dir():
-                raise GenpriorError(f"nothing to resume in {self.run_dir}: no checkpoint found; drop --resume to start anew")
-        elif latest_checkpoint(self.run_dir) is not None:
-            raise GenpriorError(f"{self.run_dir} already holds a run; pass --resume latest to continue it or choose another --output-dir")
         if ckpt is not None:
             self.load_checkpoint(ckpt)
             self._trim_log()

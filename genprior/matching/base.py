@@ -37,10 +37,12 @@ from ..errors import GenpriorError
 from ..nets import create_net
 from ..registry import Registry
 
-# "matcher" rather than "matching loss": the registry pluralises its kind in messages.
-MATCHERS = Registry("matcher")
+# named as the CLI's --loss flag and `genprior list` name them
+MATCHERS = Registry("loss", plural="losses")
 
 BASE_OPTIONS = ("net", "net_options", "dsa", "batch_real", "ipc")
+#: the base options a user sets through the loop's own flags (--ipc, --batch-real), not --loss-option
+LOOP_OPTIONS = ("batch_real", "ipc")
 
 
 def check_positive_int(owner: str, option: str, value: Any) -> int:
@@ -70,8 +72,9 @@ class Matcher(ABC):
                  batch_real: int = 256, ipc: int = 1, **options: Any):
         unknown = sorted(set(options) - set(self.OPTIONS))
         if unknown:
-            accepted = ", ".join(sorted(BASE_OPTIONS + tuple(self.OPTIONS)))
-            raise GenpriorError(f"matcher {self.name!r} takes no option {', '.join(unknown)}; accepted: {accepted}")
+            accepted = ", ".join(sorted(set(BASE_OPTIONS + tuple(self.OPTIONS)) - set(LOOP_OPTIONS)))
+            raise GenpriorError(f"loss {self.name!r} takes no option {', '.join(unknown)}; accepted: {accepted} "
+                                "(and ipc, batch_real, which the loop sets from --ipc, --batch-real)")
         if not isinstance(dsa, bool):
             raise GenpriorError(f"matcher {self.name!r}: dsa must be True or False, got {dsa!r}")
         self.channels = channels

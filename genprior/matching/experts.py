@@ -100,10 +100,12 @@ def train_experts(dataset: Union[str, RealData], net: str, num_experts: int, epo
         raise GenpriorError(f"train_experts: lr must be a positive number, got {lr!r}")
     net_options = dict(net_options or {})
     root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):
+    if root.exists() and not root.is_dir():
+        raise GenpriorError(f"{root} is a file; give the expert buffer a folder")
+    with torch.random.fork_rng(devices=[]):  # an unknown network fails here, before anything is written
         num_params = sum(p.numel() for p in
                          create_net(net, data.channels, data.num_classes, data.resolution, **net_options).parameters())
+    root.mkdir(parents=True, exist_ok=True)
     meta: Dict[str, Any] = {
         "format": BUFFER_FORMAT,
         "version": BUFFER_VERSION,

@@ -87,7 +87,18 @@ def _from_diffusers_folder(folder: Path, **options: Any) -> Prior:
 def _load_folder(folder: Path, **options: Any) -> Prior:
     if (folder / PRIOR_CARD).is_file():
         card = read_card(folder)
-        return family_class(card.get("family", "")).from_pretrained(folder, **options)
+        cls = family_class(card.get("family", ""))
+        try:
+            return cls.from_pretrained(folder, **options)
+        except GenpriorError:
+            raise
+        except KeyError as e:
+            raise GenpriorError(f"{folder / PRIOR_CARD} lacks the entry {e}: the prior folder is incomplete or "
+                                "from another genprior version; re-train or re-download it") from None
+        except (TypeError, ValueError) as e:
+            what = f"prior options {options}" if options else f"the values in {folder / PRIOR_CARD}"
+            raise GenpriorError(f"{what} do not fit this {card.get('family')} prior ({e}); "
+                                "check names and types (numbers for numeric options)") from None
     if (folder / "model_index.json").is_file() or (folder / "config.json").is_file():
         return _from_diffusers_folder(folder, **options)
     raise GenpriorError(f"{folder} is not a prior folder: it has no {PRIOR_CARD}, model_index.json or config.json")
