@@ -149,7 +149,7 @@ def cmd_sample(args) -> None:
     out = Path(args.out_dir)
     if out.exists() and not args.overwrite:
         raise GenpriorError(f"{out} already exists; choose another directory or pass --overwrite")
-    prior = load_prior(args.prior, allow_pickle=args.allow_pickle)
+    prior = load_prior(args.prior, allow_pickle=args.allow_pickle, **_key_values(args.prior_option, "--prior-option"))
     dataset = args.dataset or prior.card.get("dataset")
     if not dataset:
         raise GenpriorError(f"prior {args.prior!r} does not say which dataset it models; pass --dataset")
@@ -395,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", help="latent space to sample in (default: the prior's)")
     p.add_argument("--resolution", type=int)
     p.add_argument("--allow-pickle", action="store_true", help="allow loading a StyleGAN .pkl (runs code from the file)")
+    p.add_argument("--prior-option", action="append", metavar="KEY=VALUE",
+                   help="a prior option, e.g. num_inference_steps=5 (repeatable)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--evaluate", action="store_true")
     _add_eval_args(p)

@@ -142,3 +142,9 @@ def test_distill_at_a_chosen_resolution_then_evaluates(tmp_path):
                  "--epochs", "1", "--models", "1", "--device", "cpu", "--output-dir", str(out)]) == 0
     assert load_synset(out / "synset").resolution == 28
     assert json.loads((out / "synset" / "eval_quick-custom_convnet.json").read_text())["dataset"].startswith("imagefolder")
+
+
+def test_sample_takes_prior_options(tmp_path):
+    out = tmp_path / "s"
+    assert main(["sample", "mnist5k-stylegan", str(out), "--ipc", "1", "--prior-option", "truncation_psi=0.5"]) == 0
+    assert load_synset(out).config["prior_card"]["truncation_psi"] == 0.5
