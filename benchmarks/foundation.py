@@ -125,12 +125,16 @@ def write_table(results: dict) -> None:
     for (name, arch), us in sorted(rows.items(), key=lambda kv: (list(SETS).index(kv[0][0]), kv[0][1])):
         mean, std = mean_std([u["acc"] for u in us])
         t = sum(u["time_s"] for u in us) / len(us)
-        lines.append(f"| {name} | {arch} | {len(us)} | {100 * mean:.2f} ± {100 * std:.2f} | {t:.0f} |")
+        mark = " *" if any("time_note" in u for u in us) else ""
+        lines.append(f"| {name} | {arch} | {len(us)} | {100 * mean:.2f} ± {100 * std:.2f} | {t:.0f}{mark} |")
     pool = [rows.get(("random-ipc10", a)) for a in CROSS_ARCH_POOL]
     if all(pool):
         means = [sum(u["acc"] for u in us) / len(us) for us in pool]
         lines += ["", f"Cross-architecture mean of random-ipc10 over {', '.join(CROSS_ARCH_POOL)}: "
                   f"{100 * sum(means) / len(means):.2f} %"]
+    notes = sorted({f"{k}: {u['time_note']}" for k, u in results["units"].items() if "time_note" in u})
+    if notes:
+        lines += ["", "\\* the time of a model includes only part of its training: " + "; ".join(notes) + "."]
     builds = [f"{n}: {s['build_time_s']:.1f} s" for n, s in results["sets"].items()]
     lines += ["", "Time to build each set: " + "; ".join(builds) + "."]
     TABLE.write_text("\n".join(lines) + "\n")

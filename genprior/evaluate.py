@@ -78,7 +78,7 @@ def _fingerprint(images: torch.Tensor, targets: torch.Tensor, protocol: Protocol
 
 
 def _save_train_state(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
-                      epoch: int, lr: float, fingerprint: str) -> None:
+                      epoch: int, lr: float, fingerprint: str, elapsed_s: Optional[float] = None) -> None:
     """Everything needed to continue training bit-identically after ``epoch`` epochs (safetensors, atomic)."""
     import tempfile
 
@@ -91,7 +91,7 @@ def _save_train_state(path: Path, net: torch.nn.Module, opt: torch.optim.Optimiz
             tensors[f"momentum.{i}"] = buf.detach().contiguous()
     tensors["rng.generator"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {_STATE_META: json.dumps({"epoch": epoch, "lr": lr, "for": fingerprint})}
+    meta = {_STATE_META: json.dumps({"epoch": epoch, "lr": lr, "for": fingerprint, "elapsed_s": elapsed_s})}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -102,7 +102,8 @@ def _save_train_state(path: Path, net: torch.nn.Module, opt: torch.optim.Optimiz
 
 
 def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generator, fingerprint: str, epochs: int):
-    """Restore what ``_save_train_state`` wrote into ``net`` and ``generator``; return (epoch, lr, momentum)."""
+    """Restore what ``_save_train_state`` wrote into ``net`` and ``generator``; return (epoch, lr,
+    momentum, training seconds so far or None when the state does not say)."""
     from safetensors import SafetensorError, safe_open
 
     fix = "delete it to train this network from the start"
@@ -112,6 +113,8 @@ def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generat
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         epoch, lr = int(info["epoch"]), float(info["lr"])
         saved_for = info["for"]
+        elapsed = info.get("elapsed_s")
+        elapsed = None if elapsed is None else float(elapsed)
     except (SafetensorError, KeyError, ValueError, TypeError, OSError) as e:
         raise GenpriorError(f"training state {path} cannot be read ({e!r}); {fix}") from None
     if saved_for != fingerprint:
@@ -127,7 +130,7 @@ def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generat
     except (RuntimeError, KeyError) as e:
         raise GenpriorError(f"training state {path} does not fit this network ({str(e).splitlines()[0]}); {fix}") from None
     momentum = {int(k.split(".")[1]): v.to(device) for k, v in tensors.items() if k.startswith("momentum.")}
-    return epoch, lr, momentum
+    return epoch, lr, momentum, elapsed
 
 
 def train_net(
@@ -140,6 +143,7 @@ def train_net(
     on_epoch=None,
     state_path: Optional[Union[str, Path]] = None,
     save_every: int = 10,
+    timing: Optional[Dict[str, Any]] = None,
 ) -> torch.nn.Module:
     """SGD on (images, targets) for ``protocol.epochs``; lr ×0.1 and a fresh optimiser at the drop.
 
@@ -149,6 +153,9 @@ def train_net(
     is picked up first, so a killed training continues where it stopped: bit-identically
     on a CPU (CUDA kernels are not deterministic to begin with). The file is removed
     once training ends.
+
+    ``timing``, when given, receives ``train_s``: the training seconds over every part of
+    a resumed training, or ``None`` when an earlier part did not record its time.
     """
     device = images.device
     lr = protocol.lr
@@ -160,12 +167,14 @@ def train_net(
     state_path = Path(state_path) if state_path is not None else None
     momentum: Dict[int, torch.Tensor] = {}
     fingerprint = ""
+    before: Optional[float] = 0.0  # training seconds of earlier parts
     if state_path is not None:
         if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
             raise GenpriorError(f"save_every must be a positive number of epochs, got {save_every!r}")
         fingerprint = _fingerprint(images, targets, protocol, net)
         if state_path.exists():
-            start, lr, momentum = _load_train_state(state_path, net, generator, fingerprint, protocol.epochs)
+            start, lr, momentum, before = _load_train_state(state_path, net, generator, fingerprint, protocol.epochs)
+    t0 = time.time()
     opt = make_opt(lr)
     for i, p in enumerate(net.parameters()):
         if i in momentum:
@@ -187,11 +196,14 @@ def train_net(
             loss.backward()
             opt.step()
         if state_path is not None and (epoch + 1) % save_every == 0 and epoch + 1 < protocol.epochs:
-            _save_train_state(state_path, net, opt, generator, epoch + 1, lr, fingerprint)
+            _save_train_state(state_path, net, opt, generator, epoch + 1, lr, fingerprint,
+                              None if before is None else before + time.time() - t0)
         if on_epoch is not None:
             on_epoch()
     if state_path is not None:
         state_path.unlink(missing_ok=True)
+    if timing is not None:
+        timing["train_s"] = None if before is None else before + time.time() - t0
     return net
 
 
@@ -268,6 +280,7 @@ def evaluate_synset(
     t_all = time.time()
     for arch in archs:
         accs: List[float] = []
+        times: List[Optional[float]] = []  # per model: training over all parts + testing
         t0 = time.time()
         for i in range(proto.num_models):
             bar.set_description(f"evaluate {arch} {i + 1}/{proto.num_models}")
@@ -283,15 +296,27 @@ def evaluate_synset(
                 finished = json.loads(done.read_text()) if done.exists() else {}
                 if finished.get("for") == key:
                     accs.append(finished["acc"])  # finished before a kill: not trained again
+                    times.append(finished.get("time_s"))
                     bar.update(proto.epochs)
                     continue
-            train_net(net, images, targets, proto, dsa, gen, on_epoch=lambda: bar.update(1), state_path=state)
+            timing: Dict[str, Any] = {}
+            train_net(net, images, targets, proto, dsa, gen, on_epoch=lambda: bar.update(1), state_path=state,
+                      timing=timing)
+            t_test = time.time()
             accs.append(test_accuracy(net, test, dev))
+            times.append(None if timing["train_s"] is None else timing["train_s"] + time.time() - t_test)
             if done is not None:
-                write_json_atomic({"for": key, "acc": accs[-1]}, done)
+                write_json_atomic({"for": key, "acc": accs[-1], "time_s": times[-1]}, done)
         mean = sum(accs) / len(accs)
         std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
         results[arch] = {"accs": accs, "mean": mean, "std": std, "time_s": time.time() - t0}
+        if state_dir is not None:
+            # resumed trainings: the wall time above is this process's share only
+            results[arch]["model_times_s"] = times
+            if all(t is not None for t in times):
+                results[arch]["time_s"] = sum(times)
+            else:
+                results[arch]["time_note"] = "part of the training ran in an earlier process that did not time it"
     bar.close()
     report = {
         "dataset": synset.dataset,

@@ -1,3 +1,4 @@
+import json
 import pytest
 import torch
 
@@ -81,7 +82,13 @@ def test_bad_inputs(digits):
             evaluate_synset(s, protocol=TINY, test=test, device="cuda")
 
 
-def _tiny_run(tmp_path, stop_after=None, state=True, scale=1.0):
+def _tiny_run_timed(tmp_path, stop_after=None):
+    timing = {}
+    _tiny_run(tmp_path, stop_after=stop_after, timing=timing)
+    return timing
+
+
+def _tiny_run(tmp_path, stop_after=None, state=True, scale=1.0, timing=None):
     from genprior.augment import DSA
 
     torch.manual_seed(0)
@@ -97,7 +104,7 @@ def _tiny_run(tmp_path, stop_after=None, state=True, scale=1.0):
     gen = torch.Generator().manual_seed(0)
     path = tmp_path / "state.safetensors" if state else None
     train_net(net, images, targets, proto, DSA("color_crop_cutout_scale_rotate"), gen, on_epoch=on_epoch,
-              state_path=path, save_every=2)
+              state_path=path, save_every=2, timing=timing)
     return net
 
 
@@ -111,6 +118,18 @@ def test_killed_training_resumes_bit_identically(tmp_path):
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     assert not (tmp_path / "b" / "state.safetensors").exists(), "the state file is removed when training ends"
+
+
+def test_resumed_training_counts_the_time_of_every_part(tmp_path):
+    from safetensors import safe_open
+
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_run_timed(tmp_path, stop_after=5)  # the state of epoch 4 holds the first part's time
+    with safe_open(str(tmp_path / "state.safetensors"), "pt") as f:
+        first_part = json.loads(f.metadata()["genprior_train_state"])["elapsed_s"]
+    assert first_part > 0
+    timing = _tiny_run_timed(tmp_path)
+    assert timing["train_s"] > first_part  # both parts, not the last one only
 
 
 def test_corrupted_training_state_is_named(tmp_path):
@@ -137,3 +156,6 @@ def test_evaluation_with_a_state_dir_skips_finished_networks(digits, tmp_path, m
     monkeypatch.setattr(ev, "train_net", lambda *a, **k: pytest.fail("a finished network was trained again"))
     again = evaluate_synset(s, protocol=proto, test=test, device="cpu", progress=False, state_dir=tmp_path)
     assert again["results"]["convnet"]["accs"] == first["results"]["convnet"]["accs"]
+    # a resumed evaluation reports the time the networks took, not this process's share
+    assert again["results"]["convnet"]["model_times_s"] == first["results"]["convnet"]["model_times_s"]
+    assert again["results"]["convnet"]["time_s"] == pytest.approx(sum(first["results"]["convnet"]["model_times_s"]))
