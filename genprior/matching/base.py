@@ -76,7 +76,7 @@ class Matcher(ABC):
             raise GenpriorError(f"loss {self.name!r} takes no option {', '.join(unknown)}; accepted: {accepted} "
                                 "(and ipc, batch_real, which the loop sets from --ipc, --batch-real)")
         if not isinstance(dsa, bool):
-            raise GenpriorError(f"matcher {self.name!r}: dsa must be True or False, got {dsa!r}")
+            raise GenpriorError(f"loss {self.name!r}: dsa must be True or False, got {dsa!r}")
         self.channels = channels
         self.num_classes = num_classes
         self.resolution = resolution
