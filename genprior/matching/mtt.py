@@ -8,7 +8,9 @@ a student at the expert's parameters of that epoch, takes ``syn_steps`` differen
 SGD steps on mini-batches of the synthetic set with a learnable step size ``syn_lr``,
 and compares the result with the expert ``expert_epochs`` epochs later, normalised by
 how far the expert itself moved. Long-range matching without a bi-level loop, at the
-price of unrolling ``syn_steps`` steps in memory.
+price of unrolling ``syn_steps`` steps in memory: the graph holds ``syn_steps`` x
+``batch_syn`` images' activations, so with the default ``batch_syn`` (the whole set) it
+grows with IPC; fix ``batch_syn`` to bound it (``benchmarks/distill_memory.py``).
 """
 from __future__ import annotations
 
