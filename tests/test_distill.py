@@ -148,13 +148,16 @@ def test_prior_that_does_not_fit_the_dataset(tmp_path):
         run(replace(TINY, prior=str(tmp_path / "five")), tmp_path)
 
 
-def test_two_processes_write_one_set_equal_to_one_process(tmp_path):
+@pytest.mark.parametrize("loss", ["dm", "cafe"])  # per-class, and over the whole set
+def test_two_processes_write_one_set_equal_to_one_process(tmp_path, loss):
     pytest.importorskip("accelerate")
-    args = ["distill", "--dataset", "digits", "--prior", "pixel", "--loss", "dm", "--ipc", "1", "--iterations", "2",
+    args = ["distill", "--dataset", "digits", "--prior", "pixel", "--loss", loss, "--ipc", "1", "--iterations", "2",
             "--init", "random", "--lr", "1", "--batch-real", "8", "--loss-option", 'net_options={"width": 8}',
             "--no-evaluate"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    # --multi_gpu starts the processes through torchrun; genprior joins them with gloo on a CPU
+    # (accelerate's --cpu flag would start one process only)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genprior"]
     done = subprocess.run(cmd + args + ["--output-dir", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -163,6 +166,9 @@ def test_two_processes_write_one_set_equal_to_one_process(tmp_path):
     assert single.returncode == 0, single.stderr[-2000:]
     two, one = load_synset(tmp_path / "two" / "synset"), load_synset(tmp_path / "one" / "synset")
     assert torch.allclose(two.images, one.images, atol=1e-5)
+    logs = [[json.loads(line) for line in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("two", "one")]
+    assert [r["processes"] for r in logs[0]] == [2] and [r["processes"] for r in logs[1]] == [1]
+    assert logs[0][0]["loss"] == pytest.approx(logs[1][0]["loss"], rel=1e-5)  # every class's loss, summed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
 
 

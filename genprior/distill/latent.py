@@ -18,7 +18,9 @@ Run directory::
 Randomness of iteration ``it`` comes only from seeds derived from (seed, it), and
 checkpoints are taken between iterations, so a resumed run is bit-identical on CPU.
 Under ``accelerate launch`` each process takes every world-size-th class and the latent
-gradients are summed across processes, so all processes hold the same latents.
+gradients are summed across processes, so all processes hold the same latents. Losses
+over the whole set (MTT, CAFE) are computed by every process; each then pushes only its
+own classes' image gradients through the prior before the sum.
 """
 from __future__ import annotations
 
@@ -178,7 +180,9 @@ def make_accelerator(mixed_precision: str):
 
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision)
+    # without a GPU, say so: accelerate then joins the launched processes with gloo; left to
+    # itself it would run every launched process alone, each as process 0 of 1
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
 
 
 # ---- checkpoints ---------------------------------------------------------------------------
@@ -375,6 +379,8 @@ class LatentDistiller:
                         self.backward_class(c, syn.grad)
                     total += loss.item()
                 self._sum_gradients()
+                if self.acc.num_processes > 1:  # the loss of every class, as one process would log it
+                    total = float(self.acc.reduce(torch.tensor([total], device=self.device), reduction="sum"))
             else:
                 gen = _generator(cfg.seed, it, u)
                 syn = self.decode_all().requires_grad_(True)
@@ -382,8 +388,11 @@ class LatentDistiller:
                     loss = m.set_loss(syn, self.labels.to(self.device), self.real, gen)
                 self._check_finite(loss, it, "the whole set")
                 self.scaler.scale(loss).backward()
-                for c in range(self.real.num_classes) if syn.grad is not None else ():
+                # every process computed the same loss; each pushes only its own classes'
+                # image gradients through the prior, and the latent gradients are summed
+                for c in self.my_classes if syn.grad is not None else ():
                     self.backward_class(c, syn.grad[self._class_slice(c)])
+                self._sum_gradients(extra=False)  # the loss's own parameters got the same gradient everywhere
                 total += loss.item()
             self.scaler.step(self.opt)
             self.scaler.update()
@@ -391,14 +400,16 @@ class LatentDistiller:
                 m.after_update(self.decode_all(), self.labels.to(self.device), _generator(cfg.seed, it, u, "after"))
         return total / m.updates_per_iteration
 
-    def _sum_gradients(self) -> None:
+    def _sum_gradients(self, extra: bool = True) -> None:
+        """Sum the latent gradients over processes, and the loss's own parameters' ones when
+        each process computed a part of them (``extra``)."""
         if self.acc.num_processes == 1:
             return
         for tensor in self.latents.values():
             if tensor.grad is None:
                 tensor.grad = torch.zeros_like(tensor)
             tensor.grad = self.acc.reduce(tensor.grad, reduction="sum")
-        for tensor in self.matcher.extra_parameters():
+        for tensor in self.matcher.extra_parameters() if extra else ():
             if tensor.grad is not None:
                 tensor.grad = self.acc.reduce(tensor.grad, reduction="sum")
 
@@ -537,7 +548,7 @@ class LatentDistiller:
             loss = self.iteration(it)
             bar.set_postfix(loss=f"{loss:.4g}")
             if (it + 1) % cfg.log_every == 0 or it == cfg.iterations - 1:
-                self._log({"iteration": it, "loss": loss, "time_s": self.elapsed_s()})
+                self._log({"iteration": it, "loss": loss, "time_s": self.elapsed_s(), "processes": self.acc.num_processes})
             if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and self.acc.is_main_process:
                 self._quick_eval(it + 1)
             if (it + 1) % cfg.checkpoint_every == 0 or it == cfg.iterations - 1:
