@@ -258,7 +258,8 @@ def cmd_distill(args) -> None:
 def cmd_export(args) -> None:
     from .distill import export_run
 
-    synset = export_run(args.run_dir, args.out, chunk_size=args.chunk_size, overwrite=args.overwrite)
+    synset = export_run(args.run_dir, args.out, chunk_size=args.chunk_size, overwrite=args.overwrite,
+                        mixed_precision=args.mixed_precision)
     print(f"decoded {len(synset)} images: {args.out or Path(args.run_dir) / 'export'}")
 
 
@@ -410,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--out", help="set directory (default: RUN_DIR/export)")
     p.add_argument("--chunk-size", type=int, default=50)
+    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"),
+                   help="decode in this precision (default: the run's own, which re-makes its synset/)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(fn=cmd_export)
 

@@ -40,7 +40,11 @@ def test_resume_is_bit_identical(tmp_path):
     assert latest_checkpoint(tmp_path / "split").name == "step-000002"
     with open(tmp_path / "split" / "log.jsonl", "a") as f:  # an interrupted part got one step further, then died mid-line
         f.write(json.dumps({"iteration": 2, "loss": 1.0, "time_s": 9.9}) + "\n" + '{"iteration": 3, "lo')
-    resumed = run(TINY, tmp_path, "split", resume="latest")
+    d = LatentDistiller(TINY, tmp_path / "split", progress=False)
+    done, step = [], d.iteration
+    d.iteration = lambda it: done.append(it) or step(it)
+    resumed = d.run(resume="latest")
+    assert done == [2, 3]  # continued from the checkpoint, not started again
     assert torch.equal(full.images, resumed.images)
     a, _, _ = load_latents(tmp_path / "full")
     b, _, _ = load_latents(tmp_path / "split")
@@ -90,8 +94,21 @@ def test_corrupted_run_files_fail_with_one_line(tmp_path):
 
 
 def test_bf16_runs_on_cpu(tmp_path):
-    synset = run(replace(TINY, iterations=2, mixed_precision="bf16"), tmp_path)
+    conv_dtypes = set()
+
+    def record(module, args, output):
+        if isinstance(module, torch.nn.Conv2d):
+            conv_dtypes.add(output.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        synset = run(replace(TINY, iterations=2, mixed_precision="bf16"), tmp_path)
+    finally:
+        hook.remove()
+    assert conv_dtypes == {torch.bfloat16}  # the matching networks really ran in bf16
     assert synset.images.dtype == torch.float32 and torch.isfinite(synset.images).all()
+    fp32 = run(replace(TINY, iterations=2), tmp_path, "fp32")
+    assert not torch.equal(synset.images, fp32.images)
 
 
 def test_fp16_on_cpu_is_refused(tmp_path):

@@ -18,7 +18,9 @@ def digits():
     return load_dataset("digits", "train"), load_dataset("digits", "test")
 
 
-def test_protocols_match_protocol_md():
+def test_protocols_hold_the_published_counts():
+    """The counts of the shared evaluation protocol (PROTOCOL.md, summarised in the README):
+    a change to a protocol's constants must fail here, not shift every result silently."""
     paper, quick = PROTOCOLS["paper"], PROTOCOLS["quick"]
     assert (paper.epochs, paper.lr_drop_epoch, paper.num_models) == (1000, 500, 5)
     assert (quick.epochs, quick.lr_drop_epoch, quick.num_models) == (300, 150, 3)
@@ -88,14 +90,14 @@ def _tiny_run_timed(tmp_path, stop_after=None):
     return timing
 
 
-def _tiny_run(tmp_path, stop_after=None, state=True, scale=1.0, timing=None):
+def _tiny_run(tmp_path, stop_after=None, state=True, scale=1.0, timing=None, calls=None):
     from genprior.augment import DSA
 
     torch.manual_seed(0)
     net = create_net("convnet", 1, 10, 28, width=8)
     images, targets = scale * torch.randn(30, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.arange(30) % 10
     proto = Protocol("t", epochs=6, lr_drop_epoch=3, num_models=1, batch_size=16)
-    calls = []
+    calls = [] if calls is None else calls  # one entry per epoch trained in this call
 
     def on_epoch():
         calls.append(1)
@@ -114,7 +116,9 @@ def test_killed_training_resumes_bit_identically(tmp_path):
     with pytest.raises(KeyboardInterrupt):  # killed during epoch 5 (after the state of epoch 4 was saved)
         _tiny_run(tmp_path / "b", stop_after=5)
     assert (tmp_path / "b" / "state.safetensors").exists()
-    resumed = _tiny_run(tmp_path / "b")
+    calls = []
+    resumed = _tiny_run(tmp_path / "b", calls=calls)
+    assert len(calls) == 6 - 4  # continued after epoch 4 of 6, not trained again from the start
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     assert not (tmp_path / "b" / "state.safetensors").exists(), "the state file is removed when training ends"

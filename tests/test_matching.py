@@ -186,7 +186,7 @@ def test_bad_options_fail_with_one_line():
     with pytest.raises(GenpriorError) as e:
         create_matcher("mtt", 1, 10, 28, "digits", **SMALL)
     assert "genprior experts" in one_line(e)
-    with pytest.raises(GenpriorError):
+    with pytest.raises(GenpriorError, match="depth 9"):
         create_matcher("dm", 1, 10, 28, "digits", net_options={"depth": 9})
 
 
