@@ -61,7 +61,7 @@ def export_run(run_dir, out_dir: Optional[str] = None, chunk_size: int = 50, ove
     matches the run's ``synset/`` up to the chunking's rounding; ``"no"`` decodes a bf16
     or fp16 run in fp32 instead (slightly different images)."""
     from ..data import load_dataset
-    from .latent import MIXED_PRECISION, DistillConfig, method_name, prior_for
+    from .latent import MIXED_PRECISION, DistillConfig, compute_dtype, method_name, prior_for
 
     out = Path(out_dir) if out_dir else Path(run_dir) / "export"
     if out.exists() and not overwrite:  # before any decoding
@@ -75,7 +75,7 @@ def export_run(run_dir, out_dir: Optional[str] = None, chunk_size: int = 50, ove
     if precision == "fp16" and device.type == "cpu":
         raise GenpriorError(f"{run_dir} was distilled in fp16, which needs a GPU to decode the same way; "
                             "pass --mixed-precision no to decode in fp32 (images differ slightly from its synset/)")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    dtype = compute_dtype(precision)
     real = load_dataset(cfg.dataset, "train", root=cfg.data_root, resolution=cfg.resolution)
     prior = prior_for(meta["prior"], real, **cfg.prior_options).eval()
     prior.set_normalization(real.mean, real.std)

@@ -146,6 +146,11 @@ def check_config(cfg: DistillConfig) -> None:
         raise GenpriorError(f"learning rates must be positive, got lr={cfg.lr}, latent_lrs={cfg.latent_lrs}")
 
 
+def compute_dtype(mixed_precision: str) -> torch.dtype:
+    """The dtype the frozen prior computes in under ``mixed_precision``."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
+
+
 def check_device(mixed_precision: str, device: torch.device) -> None:
     if mixed_precision == "fp16" and device.type == "cpu":
         raise GenpriorError("fp16 mixed precision needs a GPU (accelerate would silently run fp32 on a CPU); "
@@ -267,7 +272,7 @@ class LatentDistiller:
         self.matcher.to(self.device)
         self.prior.set_normalization(self.real.mean, self.real.std)
         self.prior.requires_grad_(False).eval()
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision, torch.float32)
+        dtype = compute_dtype(cfg.mixed_precision)
         self.prior.to(self.device, dtype=dtype)  # frozen prior in the compute dtype; latents stay fp32
         # fp16 gradients underflow without loss scaling: the scaled loss's gradient goes through both
         # passes, and the latents' gradients are unscaled (a step with inf/NaN skipped) before the
