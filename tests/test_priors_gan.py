@@ -158,13 +158,14 @@ def test_truncation_pulls_random_latents_to_the_average():
 
 
 def ada_init_kwargs(generator):
+    """What ADA's persistence records; ``activation`` as its legacy.py writes it for TF networks."""
     c = generator.config
     return {
         "z_dim": c.z_dim, "c_dim": c.c_dim, "w_dim": c.w_dim, "img_resolution": c.img_resolution,
         "img_channels": c.img_channels,
-        "mapping_kwargs": {"num_layers": c.mapping_layers},
+        "mapping_kwargs": {"num_layers": c.mapping_layers, "activation": "lrelu"},
         "synthesis_kwargs": {"channel_base": c.channel_base, "channel_max": c.channel_max,
-                             "num_fp16_res": 4, "conv_clamp": None, "architecture": "skip"},
+                             "num_fp16_res": 4, "conv_clamp": None, "architecture": "skip", "activation": "lrelu"},
     }
 
 
@@ -207,6 +208,10 @@ def test_convert_rejects_unsupported_generators(tmp_path):
     path = tmp_path / "g.pkl"
     path.write_bytes(pickle.dumps({"G_ema": source}))
     with pytest.raises(GenpriorError, match="'skip'"):
+        convert_stylegan_pkl(path, tmp_path / "out", allow_pickle=True)
+    source.init_kwargs = dict(ada_init_kwargs(source), mapping_kwargs={"num_layers": 2, "activation": "relu"})
+    path.write_bytes(pickle.dumps({"G_ema": source}))
+    with pytest.raises(GenpriorError, match="mapping_kwargs.activation"):
         convert_stylegan_pkl(path, tmp_path / "out", allow_pickle=True)
     source.init_kwargs = dict(ada_init_kwargs(source), mapping_kwargs={"num_layers": 3})
     path.write_bytes(pickle.dumps({"G_ema": source}))

@@ -109,6 +109,10 @@ def _generator_config(source: nn.Module) -> Dict[str, Any]:
     architecture = synthesis.pop("architecture", "skip")
     if architecture != "skip":
         raise GenpriorError(f"only the StyleGAN2 'skip' generator architecture converts, this one is {architecture!r}")
+    for name, options in (("mapping_kwargs", mapping), ("synthesis_kwargs", synthesis)):
+        # ADA's legacy.py writes activation='lrelu' (its default) when it converts TF networks
+        if options.get("activation", "lrelu") == "lrelu":
+            options.pop("activation", None)
     config = dict(ADA_DEFAULTS)
     for key in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"):
         if key not in kwargs:
