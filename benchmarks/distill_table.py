@@ -91,20 +91,22 @@ POOL_PRIORITY = ("random", "dm", "glad-dm", "glad-mtt", "glad-dc", "itgan", "ld3
 
 
 def order() -> list:
-    """IPC 1 first (builds, ConvNet, one model per pool network; ``OPTIONAL`` methods
-    last), then the same at IPC 10 (random real's pool models right after its ConvNet
-    ones), then the second and third models of the pool; pool units go by ``POOL_PRIORITY``."""
+    """IPC 1 first: builds and ConvNet, then one model per pool network, for the issue's
+    rows and only then for the ``OPTIONAL`` methods; then the same at IPC 10 (random real's
+    pool models right after its ConvNet ones); then the second and third models of the
+    pool. Pool units go by ``POOL_PRIORITY``."""
     keys = []
     for ipc in IPCS:
-        for method in sorted(METHODS, key=lambda m: m in OPTIONAL):  # the issue's rows first
-            if "buffer" in " ".join(METHODS[method][2]) and "build|experts" not in keys:
-                keys.append("build|experts")
-            keys.append(f"build|{method}|{ipc}")
-            keys += [f"eval|{method}|{ipc}|convnet|{i}" for i in range(PROTOCOL.num_models)]
-            if (method, ipc) == ("random", 10):  # also the foundation table's cross-architecture row: first
-                keys += [f"eval|random|10|{a}|0" for a in CROSS_ARCH_POOL if a != "convnet"]
-        keys += [k for k in (f"eval|{m}|{ipc}|{a}|0" for m in POOL_PRIORITY for a in CROSS_ARCH_POOL if a != "convnet")
-                 if k not in keys]
+        for group in ([m for m in METHODS if m not in OPTIONAL], [m for m in METHODS if m in OPTIONAL]):
+            for method in group:
+                if "buffer" in " ".join(METHODS[method][2]) and "build|experts" not in keys:
+                    keys.append("build|experts")
+                keys.append(f"build|{method}|{ipc}")
+                keys += [f"eval|{method}|{ipc}|convnet|{i}" for i in range(PROTOCOL.num_models)]
+                if (method, ipc) == ("random", 10):  # also the foundation table's cross-architecture row: first
+                    keys += [f"eval|random|10|{a}|0" for a in CROSS_ARCH_POOL if a != "convnet"]
+            keys += [k for k in (f"eval|{m}|{ipc}|{a}|0" for m in POOL_PRIORITY if m in group
+                                 for a in CROSS_ARCH_POOL if a != "convnet") if k not in keys]
     for ipc in IPCS:
         for i in range(1, PROTOCOL.num_models):
             keys += [f"eval|{m}|{ipc}|{a}|{i}" for m in POOL_PRIORITY for a in CROSS_ARCH_POOL if a != "convnet"]
