@@ -109,7 +109,7 @@ def _generator_config(source: nn.Module) -> Dict[str, Any]:
     architecture = synthesis.pop("architecture", "skip")
     if architecture != "skip":
         raise GenpriorError(f"only the StyleGAN2 'skip' generator architecture converts, this one is {architecture!r}")
-    for name, options in (("mapping_kwargs", mapping), ("synthesis_kwargs", synthesis)):
+    for options in (mapping, synthesis):
         # ADA's legacy.py writes activation='lrelu' (its default) when it converts TF networks
         if options.get("activation", "lrelu") == "lrelu":
             options.pop("activation", None)
