@@ -126,6 +126,10 @@ def test_inversion_beats_random_latents(make, space):
     with torch.no_grad():
         inverted_mse = (prior.decode(inverted, LABELS) - targets).square().mean()
     assert inverted_mse < 0.5 * random_mse
+    # in batches of 2 (memory bounded by the batch) the same latents come out
+    batched = prior.init_latents(LABELS, space, method="invert", images=targets, steps=20, lr=0.05, batch_size=2)
+    for key in inverted:
+        torch.testing.assert_close(batched[key], inverted[key], atol=1e-5, rtol=1e-4)
 
 
 def test_class_mean_init_is_per_class_and_deterministic():

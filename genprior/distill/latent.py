@@ -299,8 +299,9 @@ class LatentDistiller:
         if cfg.init == "invert":
             images = torch.cat([self.real.sample_class(c, cfg.ipc, gen) for c in range(self.real.num_classes)])
             images = self._to_prior_size(images).to(self.device)
+            kwargs = {"batch_size": cfg.chunk_size, "progress": self.progress and self.acc.is_main_process}
             if self.prior.inverts_by_optimisation:
-                kwargs = {"steps": cfg.invert_steps}
+                kwargs["steps"] = cfg.invert_steps
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(cfg.seed, "init-global"))
             latents = self.prior.init_latents(self.prior_labels, space=self.space, method=cfg.init, images=images,

@@ -174,22 +174,35 @@ class Prior(nn.Module, metaclass=ABCMeta):
 
     def invert(self, images: torch.Tensor, labels: torch.Tensor, space: Optional[str] = None,
                steps: int = 200, lr: float = 0.05, generator: Optional[torch.Generator] = None,
-               progress: bool = False) -> Latents:
+               progress: bool = False, batch_size: Optional[int] = None) -> Latents:
         """Find latents whose decoding reconstructs ``images`` (normalised), by Adam on
-        the pixel MSE from the class-mean (or random) start. Diffusion priors
-        override this with DDIM inversion."""
+        the pixel MSE from the class-mean (or random) start. With ``batch_size`` the
+        images are inverted that many at a time, so memory is bounded by the batch; each
+        latent's gradient depends only on its own image and the loss is normalised by
+        the whole set, so the result equals inverting all at once (up to float
+        rounding). Diffusion priors override this with DDIM inversion."""
         space = self.check_space(space or self.default_space)
         start = "mean" if self.supports_mean_init else "random"
-        latents = {k: v.detach().clone().requires_grad_(True)
-                   for k, v in self._init_space(labels, space, start, generator).items()}
-        opt = torch.optim.Adam(latents.values(), lr=lr)
+        init = self._init_space(labels, space, start, generator)
         target = images.detach().to(self.out_mean.device)
-        for _ in tqdm(range(steps), desc=f"invert {space}", disable=not progress):
-            loss = F.mse_loss(self.decode(latents, labels), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return {k: v.detach() for k, v in latents.items()}
+        n = labels.shape[0]
+        batch_size = n if batch_size is None else max(1, int(batch_size))
+        parts = []
+        bar = tqdm(total=steps * -(-n // batch_size), desc=f"invert {space}", disable=not progress)
+        for lo in range(0, n, batch_size):
+            hi = min(n, lo + batch_size)
+            latents = {k: v[lo:hi].detach().clone().requires_grad_(True) for k, v in init.items()}
+            opt = torch.optim.Adam(latents.values(), lr=lr)
+            for _ in range(steps):
+                err = self.decode(latents, labels[lo:hi]) - target[lo:hi]
+                loss = err.square().sum() / target.numel()  # the whole set's mean, split by batch
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                bar.update()
+            parts.append({k: v.detach() for k, v in latents.items()})
+        bar.close()
+        return {k: torch.cat([part[k] for part in parts]) for k in init}
 
     # ---- decoding ------------------------------------------------------------------
     @abstractmethod
