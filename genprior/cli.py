@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", help=DATA_ROOT_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="list datasets, networks, baselines and protocols")
+    p = sub.add_parser("list", help="list datasets, networks, baselines, priors, losses, recipes and protocols")
     p.add_argument("what", nargs="?", choices=["datasets", "networks", "baselines", "priors", "losses", "recipes", "protocols"])
     p.set_defaults(fn=cmd_list)
 
