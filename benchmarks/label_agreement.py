@@ -23,7 +23,7 @@ import torch
 
 from genprior.baselines import train_embedding_net
 from genprior.data import load_dataset
-from genprior.synset import load_synset, write_text_atomic
+from genprior.synset import load_synset, save_tensors_atomic, write_text_atomic
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -43,16 +43,18 @@ def _set_name(path: Path) -> str:
 
 
 def table_sets() -> list[Path]:
-    """The distillation table's sets (IPC 1, then IPC 10), then the ablations'."""
-    found = [p for p in (ROOT / "runs" / "table").glob("*-ipc*") if (p / "meta.json").exists()]
-    found += [p / "synset" for p in (ROOT / "runs" / "table").glob("*-ipc*") if (p / "synset" / "meta.json").exists()]
-    found.sort(key=lambda p: (int(_set_name(p).rsplit("-ipc", 1)[1]), _set_name(p)))
-    return found + sorted(p for p in (ROOT / "runs" / "ablation").glob("*/synset") if (p / "meta.json").exists())
+    """The distillation table's built sets, in its row order, then any under runs/ablation/."""
+    sys.path.insert(0, str(HERE))
+    from distill_table import IPCS, METHODS, measured, synset_path
+
+    found = [synset_path(m, ipc) for ipc in IPCS for m in METHODS if measured(m, ipc)]
+    found += sorted((ROOT / "runs" / "ablation").glob("*/synset"))
+    return [p for p in found if (p / "meta.json").exists()]
 
 
 def judge_net(train) -> tuple[torch.nn.Module, str]:
     """The judge, trained once and kept under runs/ (it is deterministic on CPU)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from genprior.nets import create_net
 
@@ -64,10 +66,7 @@ def judge_net(train) -> tuple[torch.nn.Module, str]:
     t0 = time.time()
     net = train_embedding_net(train, seed=JUDGE_SEED, epochs=JUDGE_EPOCHS)
     took = time.time() - t0
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    tmp.replace(cache)
+    save_tensors_atomic({k: v.contiguous() for k, v in net.state_dict().items()}, cache)
     return net, f"trained in {took:.0f} s"
 
 

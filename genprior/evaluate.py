@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from .augment import DSA, strategy_for
 from .data import RealData, load_dataset
 from .errors import GenpriorError, UnknownNameError
 from .nets import create_net
-from .synset import SyntheticSet, library_versions, write_json_atomic
+from .synset import SyntheticSet, library_versions, save_tensors_atomic, write_json_atomic
 
 #: Files of a paused evaluation-network training (``train_net(state_path=...)``).
 _STATE_META = "genprior_train_state"
@@ -80,10 +79,6 @@ def _fingerprint(images: torch.Tensor, targets: torch.Tensor, protocol: Protocol
 def _save_train_state(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
                       epoch: int, lr: float, fingerprint: str, elapsed_s: Optional[float] = None) -> None:
     """Everything needed to continue training bit-identically after ``epoch`` epochs (safetensors, atomic)."""
-    import tempfile
-
-    from safetensors.torch import save_file
-
     tensors = {f"net.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
     for i, p in enumerate(net.parameters()):
         buf = opt.state.get(p, {}).get("momentum_buffer")
@@ -92,13 +87,7 @@ def _save_train_state(path: Path, net: torch.nn.Module, opt: torch.optim.Optimiz
     tensors["rng.generator"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {_STATE_META: json.dumps({"epoch": epoch, "lr": lr, "for": fingerprint, "elapsed_s": elapsed_s})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.cpu() for k, v in tensors.items()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    save_tensors_atomic({k: v.cpu() for k, v in tensors.items()}, path, metadata=meta)
 
 
 def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generator, fingerprint: str, epochs: int):

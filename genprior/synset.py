@@ -251,20 +251,31 @@ def write_json_atomic(obj: Any, path: PathLike) -> None:
     write_text_atomic(json.dumps(obj, indent=2, default=str), path)
 
 
-def write_text_atomic(text: str, path: PathLike) -> None:
-    """Write text next to its final place, then rename: readers never see half a file."""
+def _write_atomic(path: PathLike, write) -> None:
+    """``write(tmp)`` next to the final place, then rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it private
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(text: str, path: PathLike) -> None:
+    """Write text atomically (see ``_write_atomic``)."""
+    _write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save_tensors_atomic(tensors: Dict[str, torch.Tensor], path: PathLike,
+                        metadata: Optional[Dict[str, str]] = None) -> None:
+    """Save tensors as safetensors atomically (see ``_write_atomic``)."""
+    _write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_synset(path: PathLike) -> SyntheticSet:

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..errors import GenpriorError
-from ..synset import SyntheticSet, save_synset, write_json_atomic
+from ..synset import SyntheticSet, save_synset, save_tensors_atomic, write_json_atomic
 
 LATENTS_FILE = "latents.safetensors"
 LATENTS_META = "latents.json"
@@ -26,9 +26,7 @@ def save_latents(run_dir, latents: Dict[str, torch.Tensor], labels: torch.Tensor
     run_dir = Path(run_dir)
     tensors = {f"latent.{k}": v.detach().float().cpu().contiguous() for k, v in latents.items()}
     tensors["labels"] = labels.cpu().contiguous()
-    tmp = run_dir / f".{LATENTS_FILE}.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(run_dir / LATENTS_FILE)
+    save_tensors_atomic(tensors, run_dir / LATENTS_FILE)
     write_json_atomic({"prior": cfg.prior, "space": space, "config": asdict(cfg)}, run_dir / LATENTS_META)
 
 

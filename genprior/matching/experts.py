@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..augment import DSA, strategy_for
 from ..data import RealData, load_dataset
 from ..errors import GenpriorError
 from ..nets import create_net
-from ..synset import write_json_atomic
+from ..synset import save_tensors_atomic, write_json_atomic
 from .dc import train_epochs
 
 PAPER = (
@@ -54,19 +52,6 @@ def expert_file(i: int) -> str:
 
 def _flat_params(net: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in net.parameters()]).cpu()
-
-
-def _save_atomic(tensors: Dict[str, torch.Tensor], metadata: Dict[str, str], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read_buffer_json(root: Path) -> Optional[Dict[str, Any]]:
@@ -160,7 +145,7 @@ def train_experts(dataset: Union[str, RealData], net: str, num_experts: int, epo
             bar.update(1)
         file_meta = {k: json.dumps(meta[k]) for k in TRAINING_KEYS + ("num_params",)}
         file_meta["expert"] = str(i)
-        _save_atomic(trajectory, file_meta, root / expert_file(i))
+        save_tensors_atomic(trajectory, root / expert_file(i), metadata=file_meta)
         write_json_atomic({**meta, "experts": finished()}, root / BUFFER_FILE)
     bar.close()
     return root
