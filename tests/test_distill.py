@@ -141,9 +141,10 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path):
     (dict(loss="mtt", ipc=1, loss_options={"buffer": "/nonexistent"}), GenpriorError, "genprior experts"),
 ])
 def test_bad_inputs_fail_before_work(tmp_path, change, error, message):
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message) as err:
         run(replace(TINY, **change), tmp_path)
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()  # refused before the run directory was made
 
 
 def test_unknown_option_in_config_dict():
@@ -155,14 +156,29 @@ def test_prior_that_does_not_fit_the_dataset(tmp_path):
     from genprior.priors import PixelPrior
 
     PixelPrior(10, 3, 32, (0.5,) * 3, (0.5,) * 3).save_pretrained(tmp_path / "rgb32")
-    with pytest.raises(GenpriorError, match="3-channel"):
-        run(replace(TINY, prior=str(tmp_path / "rgb32")), tmp_path)
     PixelPrior(10, 1, 32).save_pretrained(tmp_path / "px32")
-    with pytest.raises(GenpriorError, match="--resize"):
-        run(replace(TINY, prior=str(tmp_path / "px32")), tmp_path)
     PixelPrior(5, 1, 28).save_pretrained(tmp_path / "five")
-    with pytest.raises(GenpriorError, match="--class-map"):
-        run(replace(TINY, prior=str(tmp_path / "five")), tmp_path)
+    for prior, message in [("rgb32", "3-channel"), ("px32", "--resize"), ("five", "--class-map")]:
+        with pytest.raises(GenpriorError, match=message) as err:
+            run(replace(TINY, prior=str(tmp_path / prior)), tmp_path)
+        assert "\n" not in str(err.value)
+        assert not (tmp_path / "run").exists()
+    with pytest.raises(GenpriorError, match=r"must lie in \[0, 5\)"):
+        run(replace(TINY, prior=str(tmp_path / "five"), class_map=[c % 6 for c in range(10)]), tmp_path)
+
+
+def test_class_map_and_resize_let_a_mismatched_prior_run(tmp_path):
+    """The fixes the errors above name must work: a 5-class prior serves 10 classes through a
+    class map, and a 16-px prior's images are resized to the dataset's 28 px."""
+    from genprior.priors import PixelPrior
+
+    PixelPrior(5, 1, 28).save_pretrained(tmp_path / "five")
+    mapped = run(replace(TINY, prior=str(tmp_path / "five"), class_map=[c % 5 for c in range(10)], iterations=1),
+                 tmp_path, "mapped")
+    assert mapped.images.shape == (20, 1, 28, 28) and mapped.labels.tolist() == sorted(list(range(10)) * 2)
+    PixelPrior(10, 1, 16).save_pretrained(tmp_path / "px16")
+    resized = run(replace(TINY, prior=str(tmp_path / "px16"), resize=True, iterations=1), tmp_path, "resized")
+    assert resized.images.shape == (20, 1, 28, 28) and torch.isfinite(resized.images).all()
 
 
 @pytest.mark.parametrize("loss", ["dm", "cafe"])  # per-class, and over the whole set

@@ -132,8 +132,14 @@ def test_buffer_for_another_net_is_refused(tmp_path, priors, buffer):
 
     cfg = DistillConfig(dataset="digits", prior="pixel", loss="mtt", ipc=1, iterations=1,
                         loss_options={"buffer": str(buffer), "net": "alexnet"})
-    with pytest.raises(GenpriorError, match="made for"):
+    with pytest.raises(GenpriorError, match="made for .*genprior experts --dataset digits --net alexnet"):
         distill(cfg, tmp_path / "run", progress=False)
+    # the buffer was made on digits: another dataset is refused too, naming the command for it
+    with pytest.raises(GenpriorError, match="made for .*genprior experts --dataset mnist5k --net convnet") as err:
+        distill(replace(cfg, dataset="mnist5k", loss_options={"buffer": str(buffer), **NET}), tmp_path / "run",
+                progress=False)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()  # refused before the run directory was made
 
 
 @pytest.mark.parametrize("loss, options", [

@@ -284,6 +284,7 @@ class LatentDistiller:
         mapped = torch.tensor(cfg.class_map) if cfg.class_map is not None else torch.arange(nc)
         self.prior_labels = mapped[self.labels].to(self.device)
         self.my_classes = list(range(self.acc.process_index, nc, self.acc.num_processes))
+        self._check_latent_lrs()
         self.latents: Latents = {}
         self.opt: Optional[torch.optim.Optimizer] = None
         self.start_it = 0
@@ -292,6 +293,19 @@ class LatentDistiller:
         self._t0: Optional[float] = None
 
     # -- latents --
+    def _check_latent_lrs(self) -> None:
+        """``latent_lrs`` may name only the space's latents: checked on one random draw, before
+        any inversion or iteration."""
+        if not self.cfg.latent_lrs:
+            return
+        with torch.random.fork_rng(devices=[]):
+            names = set(self.prior.init_latents(self.prior_labels[:1], space=self.space, method="random",
+                                                generator=_generator(self.cfg.seed, "latent-names")))
+        unknown = sorted(set(self.cfg.latent_lrs) - names)
+        if unknown:
+            raise GenpriorError(f"latent_lrs names {', '.join(unknown)}, which space {self.space!r} does not have; "
+                                f"its latents: {', '.join(sorted(names))}")
+
     def init_latents(self) -> None:
         cfg = self.cfg
         gen = _generator(cfg.seed, "init")
@@ -311,10 +325,6 @@ class LatentDistiller:
 
     def _build_optimizer(self) -> None:
         cfg = self.cfg
-        unknown = sorted(set(cfg.latent_lrs) - set(self.latents))
-        if unknown:
-            raise GenpriorError(f"latent_lrs names {', '.join(unknown)}, which space {self.space!r} does not have; "
-                                f"its latents: {', '.join(sorted(self.latents))}")
         groups = [{"params": [v], "lr": cfg.latent_lrs.get(k, cfg.lr)} for k, v in sorted(self.latents.items())]
         extra = self.matcher.extra_parameters()
         if extra:
