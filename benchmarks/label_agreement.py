@@ -43,12 +43,11 @@ def _set_name(path: Path) -> str:
 
 
 def table_sets() -> list[Path]:
-    """The distillation table's built sets, in its row order, then any under runs/ablation/."""
+    """The distillation table's built sets (its ablation rows included), in its row order."""
     sys.path.insert(0, str(HERE))
     from distill_table import IPCS, METHODS, measured, synset_path
 
     found = [synset_path(m, ipc) for ipc in IPCS for m in METHODS if measured(m, ipc)]
-    found += sorted((ROOT / "runs" / "ablation").glob("*/synset"))
     return [p for p in found if (p / "meta.json").exists()]
 
 
