@@ -32,6 +32,7 @@ import torch
 from genprior.data import load_dataset
 from genprior.evaluate import PROTOCOLS
 from genprior.nets import CROSS_ARCH_POOL
+from genprior.runtime import memory_setting
 from genprior.synset import load_synset, save_synset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -157,7 +158,9 @@ def run_process(cmd: list, threads: int) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
-    return {"time_s": time.time() - t0, "peak_rss_mib": usage.ru_maxrss / 1024}
+    # the child reads the same environment, so it runs under this process's allocator setting
+    return {"time_s": time.time() - t0, "peak_rss_mib": usage.ru_maxrss / 1024,
+            "keep_freed_memory": memory_setting()["keep_freed_memory"]}
 
 
 def build(method: str, ipc: int, threads: int) -> dict:
@@ -239,6 +242,8 @@ def write_table(results: dict) -> None:
         f"Machine: {results['machine']}; every unit ran on 1 CPU thread, often beside another 1-thread job.",
         "Build time and peak memory are those of the distillation process (its whole run: data, prior, "
         "initialisation, iterations, export); baselines are built in the benchmark process.",
+        "Builds marked † ran with freed buffers kept (`genprior/runtime.py`, the default since it exists: about "
+        "half the time, the same peak); the others ran with glibc's defaults.",
         "`glad-dm-invert` (IPC 10 only) is an ablation: GLaD-DM started from inverted real images "
         "(IT-GAN's start) instead of random latents.",
         "Written by `python benchmarks/distill_table.py`.",
@@ -262,6 +267,8 @@ def write_table(results: dict) -> None:
             detail = ", ".join(f"{a} {100 * v[0][0]:.1f} ({v[1]})" for a, v in per.items() if a != "convnet") or "–"
             t = build_time(b) if b else "–"
             mem = f"{b['peak_rss_mib']:.0f}" if b and "peak_rss_mib" in b else "–"
+            if b and b.get("keep_freed_memory") == "on":
+                t, mem = t + " †", mem + " †"
             lines.append(f"| {method} | {ipc} | {conv_s} | {cross} | {detail} | {t} | {mem} |")
     if "build|experts" in units:
         e = units["build|experts"]

@@ -155,7 +155,8 @@ def eval_unit(synset, test, arch: str, model: int, protocol, threads: int, state
     report = evaluate_synset(synset, archs=[arch], protocol=replace(protocol, num_models=1), test=test,
                              seed=model, device="cpu", progress=False, state_dir=state_dir)
     r = report["results"][arch]
-    unit = {"acc": r["accs"][0], "time_s": r["time_s"], "seed": model, "threads": threads}
+    unit = {"acc": r["accs"][0], "time_s": r["time_s"], "seed": model, "threads": threads,
+            "keep_freed_memory": report["memory"]["keep_freed_memory"]}
     if "time_note" in r:  # resumed from a training state that did not record its time
         unit["time_note"] = r["time_note"]
     return unit

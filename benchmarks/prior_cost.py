@@ -50,6 +50,7 @@ def one_case(prior_ref: str, space: str, n: int, chunk: int, mode: str, device: 
     import torch
 
     from genprior.priors.load import load_prior
+    from genprior.runtime import memory_setting
 
     torch.set_num_threads(threads)
     prior = load_prior(prior_ref).to(device).requires_grad_(False).eval()
@@ -98,7 +99,7 @@ def one_case(prior_ref: str, space: str, n: int, chunk: int, mode: str, device: 
     grads_ok = all(v.grad is not None and bool(torch.isfinite(v.grad).all()) for v in latents.values())
     return {"prior": prior_ref, "space": space, "images": n, "chunk": chunk, "mode": mode, "device": device, "threads": threads,
             "seconds": seconds, "ms_per_image": 1000 * seconds / n, "peak_mib": peak_bytes / 2**20, "grads_ok": grads_ok,
-            "grad_buffers_in_setup": True}
+            "grad_buffers_in_setup": True, "memory": memory_setting()}
 
 
 def write_table(rows: list) -> None:
@@ -111,6 +112,8 @@ def write_table(rows: list) -> None:
              "scheme; what the distillation loop does).", "",
              "Set-up holds the set's own storage (latents and their gradient buffers); the peak is what one",
              "decode + backward adds to it.", "",
+             "Allocator: glibc's defaults (`GENPRIOR_KEEP_MEMORY=0`), so that freed blocks leave the process",
+             "and the resident size follows live memory; rows measured before the setting existed ran the same way.", "",
              "| prior | space | mode | images | chunk | device | threads | ms / image | peak MiB above set-up |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["prior"], r["mode"], r["images"], r["chunk"])):
@@ -142,7 +145,9 @@ def main() -> None:
         print(json.dumps(one_case(prior, space, n, chunk, mode, args.device, args.threads)))
         return
     global RESULTS, TABLE
-    env = dict(os.environ)
+    # live memory: freed blocks must leave the process (genprior keeps them by default, runtime.py), so
+    # these rows are measured with glibc's defaults, as before that setting existed
+    env = dict(os.environ, GENPRIOR_KEEP_MEMORY="0")
     if args.fixed_mmap:
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
         RESULTS, TABLE = RESULTS.with_name("prior_cost_fixed_mmap.json"), TABLE.with_name("prior_cost_fixed_mmap.md")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .errors import GenpriorError
+from .runtime import memory_setting
 
 POOL_ALIAS = "pool"
 
@@ -353,6 +354,7 @@ def run_recipe(description: str, defaults: dict, variants: Optional[dict] = None
     ``--variant`` name to extra defaults (e.g. GLaD's DM / DC / MTT settings)."""
     args = recipe_parser(description, variants).parse_args(argv)
     try:
+        memory_setting()
         run_distill(args, recipe_defaults(defaults, variants, args))
     except GenpriorError as e:
         print(f"genprior: error: {e}", file=sys.stderr)
@@ -434,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        memory_setting()  # a bad GENPRIOR_KEEP_MEMORY fails here, in one line
         args.fn(args)
     except GenpriorError as e:
         print(f"genprior: error: {e}", file=sys.stderr)

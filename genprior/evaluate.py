@@ -22,6 +22,7 @@ from .augment import DSA, strategy_for
 from .data import RealData, load_dataset
 from .errors import GenpriorError, UnknownNameError
 from .nets import create_net
+from .runtime import memory_setting
 from .synset import SyntheticSet, library_versions, save_tensors_atomic, write_json_atomic
 
 #: Files of a paused evaluation-network training (``train_net(state_path=...)``).
@@ -317,6 +318,8 @@ def evaluate_synset(
         "soft_labels": soft_labels,
         "seeds": [seed + i for i in range(proto.num_models)],
         "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "memory": memory_setting(),
         "results": results,
         "total_time_s": time.time() - t_all,
         "versions": library_versions(),

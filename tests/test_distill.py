@@ -25,8 +25,12 @@ def test_loss_decreases_and_outputs_are_written(tmp_path):
     cfg = replace(TINY, iterations=8, loss_options={"net_options": {"width": 8}, "dsa": False})
     synset = run(cfg, tmp_path)
     out = tmp_path / "run"
-    losses = [json.loads(l)["loss"] for l in (out / "log.jsonl").read_text().splitlines() if "loss" in l]
+    records = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
     assert losses[-1] < losses[0]
+    # every loss line says what its time was measured under
+    assert all(r["threads"] == 1 and r["keep_freed_memory"] in ("on", "off", "environment", "unsupported")
+               for r in records)
     assert json.loads((out / "config.json").read_text())["loss"] == "dm"
     loaded = load_synset(out / "synset")
     assert torch.equal(loaded.images, synset.images) and loaded.ipc == 2

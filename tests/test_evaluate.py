@@ -42,6 +42,8 @@ def test_report_is_complete_and_seeded(digits):
     assert a["protocol"]["name"] == "tiny" and a["seeds"] == [0, 1]
     assert a["dsa_strategy"] == "color_crop_cutout_scale_rotate"  # digits: no flip
     assert a["cross_arch_mean"] == pytest.approx((r["mean"] + a["results"]["alexnet"]["mean"]) / 2)
+    # what the timings ran under: the thread count and the allocator setting (genprior/runtime.py)
+    assert a["threads"] == 1 and a["memory"]["keep_freed_memory"] in ("on", "off", "environment", "unsupported")
 
 
 def test_training_learns_the_real_task(digits):

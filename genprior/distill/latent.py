@@ -9,7 +9,8 @@ Run directory::
 
     config.json            the resolved config (every number is reproducible from it)
     log.jsonl              one JSON line per logged iteration and per quick evaluation; its
-                           time_s is the loop's time summed over resumed parts
+                           time_s is the loop's time summed over resumed parts, with the
+                           threads and the allocator setting (runtime.py) it ran under
     checkpoints/step-N/    latents, optimiser and matcher state (safetensors) + state.json
     latents.safetensors    final latents; latents.json says which prior decodes them
     synset/                the final synthetic set (the reported one: last iteration, not best)
@@ -41,6 +42,7 @@ from ..errors import GenpriorError
 from ..matching import MATCHERS, Matcher, create_matcher
 from ..priors.base import Latents, Prior
 from ..priors.load import load_prior
+from ..runtime import memory_setting
 from ..synset import SyntheticSet, save_synset, write_dir_atomic, write_json_atomic, write_text_atomic
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -559,12 +561,14 @@ class LatentDistiller:
                 write_json_atomic(asdict(cfg), self.run_dir / "config.json")
         bar = tqdm(range(self.start_it, cfg.iterations), initial=self.start_it, total=cfg.iterations,
                    desc=f"distill {cfg.loss} {self.space}", disable=not (self.progress and self.acc.is_main_process))
+        memory = memory_setting()  # logged with every loss line: a resumed part may run under another setting
         self._t0 = time.time()
         for it in bar:
             loss = self.iteration(it)
             bar.set_postfix(loss=f"{loss:.4g}")
             if (it + 1) % cfg.log_every == 0 or it == cfg.iterations - 1:
-                self._log({"iteration": it, "loss": loss, "time_s": self.elapsed_s(), "processes": self.acc.num_processes})
+                self._log({"iteration": it, "loss": loss, "time_s": self.elapsed_s(), "processes": self.acc.num_processes,
+                           "threads": torch.get_num_threads(), "keep_freed_memory": memory["keep_freed_memory"]})
             if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and self.acc.is_main_process:
                 self._quick_eval(it + 1)
             if (it + 1) % cfg.checkpoint_every == 0 or it == cfg.iterations - 1:
