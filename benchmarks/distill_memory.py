@@ -31,12 +31,13 @@ from typing import Optional
 
 from prior_cost import rss_bytes
 
+from genprior import runtime
 from genprior.cli import _key_values
 
 HERE = Path(__file__).resolve().parent
 #: the resident size must follow live memory, so freed blocks leave the process: glibc's defaults rather
 #: than genprior's kept buffers (runtime.py), as every row was measured before that setting existed
-LIVE_MEMORY_ENV = dict(os.environ, GENPRIOR_KEEP_MEMORY="0")
+LIVE_MEMORY_ENV = dict(os.environ, **{runtime.ENV: "0"})
 
 
 def one(prior: str, ipc: int, chunk: int, threads: int, loss: str = "dm", loss_options: Optional[dict] = None,

@@ -243,7 +243,7 @@ def write_table(results: dict) -> None:
         "Build time and peak memory are those of the distillation process (its whole run: data, prior, "
         "initialisation, iterations, export); baselines are built in the benchmark process.",
         "Builds marked † ran with freed buffers kept (`genprior/runtime.py`, the default since it exists: about "
-        "half the time, the same peak); the others ran with glibc's defaults.",
+        "half the time); the JSON records each build's setting, and builds without a record predate it.",
         "`glad-dm-invert` (IPC 10 only) is an ablation: GLaD-DM started from inverted real images "
         "(IT-GAN's start) instead of random latents.",
         "Written by `python benchmarks/distill_table.py`.",

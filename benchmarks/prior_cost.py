@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+from genprior import runtime
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "prior_cost.json"
 TABLE = HERE / "results" / "prior_cost.md"
@@ -112,8 +114,9 @@ def write_table(rows: list) -> None:
              "scheme; what the distillation loop does).", "",
              "Set-up holds the set's own storage (latents and their gradient buffers); the peak is what one",
              "decode + backward adds to it.", "",
-             "Allocator: glibc's defaults (`GENPRIOR_KEEP_MEMORY=0`), so that freed blocks leave the process",
-             "and the resident size follows live memory; rows measured before the setting existed ran the same way.", "",
+             "Allocator: genprior's kept buffers off (`GENPRIOR_KEEP_MEMORY=0`), so that freed blocks leave the",
+             "process and the resident size follows live memory; rows measured before that setting existed ran",
+             "the same way.", "",
              "| prior | space | mode | images | chunk | device | threads | ms / image | peak MiB above set-up |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["prior"], r["mode"], r["images"], r["chunk"])):
@@ -147,7 +150,7 @@ def main() -> None:
     global RESULTS, TABLE
     # live memory: freed blocks must leave the process (genprior keeps them by default, runtime.py), so
     # these rows are measured with glibc's defaults, as before that setting existed
-    env = dict(os.environ, GENPRIOR_KEEP_MEMORY="0")
+    env = dict(os.environ, **{runtime.ENV: "0"})
     if args.fixed_mmap:
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
         RESULTS, TABLE = RESULTS.with_name("prior_cost_fixed_mmap.json"), TABLE.with_name("prior_cost_fixed_mmap.md")

@@ -12,9 +12,11 @@
 (``LatentDistiller.iteration``) on ``mnist5k``, median of the timed iterations after a
 warm-up one. While the last one runs, every call of the matching network (a hook on
 its first layer, so ``net(x)``, ``net.embed(x)`` and ``functional_call`` all count) and
-every ``decode`` / ``backward_chunked`` of the prior is recorded with its inputs. The
-**floor** replays exactly those calls alone: the bare forward, and the backward where
-the step had gradients, of the same networks on the same batches. ``step / floor`` is
+every ``decode`` / ``backward_chunked`` of the prior is recorded with its inputs, grad
+mode and autocast state, in one more iteration after the timed ones. The **floor**
+replays those calls alone: the bare forward, and a first-order backward where the step
+had gradients, of the same networks on the same batches (a network call replays as the
+whole forward, where the step may have called ``embed``: one linear layer more). ``step / floor`` is
 what the loop adds on top (real-data sampling, DSA, the loss itself, the optimiser,
 bookkeeping); 1.0 would be nothing. DC's and MTT's second-order terms (gradients of
 gradients) belong to the loss, not to the floor, so their ratio is higher by nature.
@@ -39,6 +41,7 @@ with ``GENPRIOR_KEEP_MEMORY=0`` sit beside the default ones.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -53,6 +56,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from genprior.nets import CROSS_ARCH_POOL
 from genprior.runtime import memory_setting
 
 HERE = Path(__file__).resolve().parent
@@ -65,15 +69,16 @@ EXPERTS = RUNS / "experts-mnist5k-convnet"
 EXPERT_ARGS = ["--num-experts", "1", "--epochs", "2"]
 PRIORS = ("pixel", "mnist5k-stylegan")
 IPCS = (1, 10)
-#: per loss: the recipe's loop settings and loss options that set a step's cost. DC and CAFE at
-#: IPC 10 take the paper's 10 outer updates, but 5 inner epochs instead of 50, to keep a case short
+#: per loss: the loss options that set a step's cost. DC and CAFE run 2 outer updates with 5
+#: inner epochs between them at every IPC (the paper: 1/1 at IPC 1, 10/50 at IPC 10), so that a
+#: case stays short and still holds both parts; their cost per update is the paper's
 LOSSES: Dict[str, Dict[str, Any]] = {
     "dm": {}, "mmd": {}, "wasserstein": {},
-    "dc": {"loss_options": {"inner_loop": 5}},
-    "cafe": {"loss_options": {"inner_loop": 5}},
+    "dc": {"loss_options": {"outer_loop": 2, "inner_loop": 5}},
+    "cafe": {"loss_options": {"outer_loop": 2, "inner_loop": 5}},
     "mtt": {"loss_options": {"buffer": str(EXPERTS), "syn_steps": 20, "expert_epochs": 1, "max_start_epoch": 1}},
 }
-EPOCH_NETS = ("convnet", "alexnet", "vgg11", "resnet18", "resnet18_bn", "resnet18_ap", "vit")
+EPOCH_NETS = CROSS_ARCH_POOL
 
 
 # ---- recording the networks' calls during a step ------------------------------------------------
@@ -84,22 +89,22 @@ class Recorder:
 
     def __init__(self):
         self.on = False
-        self.net_calls: List[Tuple[torch.nn.Module, torch.Tensor, bool]] = []
-        self.prior_calls: List[Tuple[Callable, tuple, dict, bool]] = []
-        self._hooked: set = set()
+        self.net_calls: List[Tuple[torch.nn.Module, torch.Tensor, bool, bool, tuple]] = []
+        self.prior_calls: List[Tuple[Callable, tuple, dict, bool, tuple]] = []
 
     def hook_net(self, net: torch.nn.Module) -> None:
-        if id(net) in self._hooked:
+        if getattr(net, "_speed_recorder", None) is self:  # a marker, not id(): a freed net's id is reused
             return
         first = next(m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
 
         def pre_hook(_module, args):
             if self.on:
                 x = args[0]
-                self.net_calls.append((net, x.detach().clone(), torch.is_grad_enabled()))
+                self.net_calls.append((net, x.detach().clone(), torch.is_grad_enabled(), x.requires_grad,
+                                       autocast_state(x.device.type)))
 
         first.register_forward_pre_hook(pre_hook)
-        self._hooked.add(id(net))
+        net._speed_recorder = self
 
     def wrap_prior(self, prior) -> None:
         for name in ("decode", "backward_chunked"):
@@ -107,27 +112,39 @@ class Recorder:
 
             def wrapped(*args, _original=original, **kwargs):
                 if self.on:
-                    self.prior_calls.append((_original, args, kwargs, torch.is_grad_enabled()))
+                    self.prior_calls.append((_original, args, kwargs, torch.is_grad_enabled(),
+                                             autocast_state(prior_device(args))))
                 return _original(*args, **kwargs)
 
             setattr(prior, name, wrapped)
 
-    def replay(self, autocast) -> float:
-        """Seconds to run the recorded calls alone."""
+    def replay(self) -> float:
+        """Seconds to run the recorded calls alone, each in its recorded grad and autocast state.
+        A network call replays as the full forward (the step may have called ``embed``, i.e. one
+        linear layer less) and, where it had gradients, a first-order backward to the same leaves."""
         sync()
         t0 = time.perf_counter()
-        for net, x, grad in self.net_calls:
-            needs_input_grad = grad and not any(p.requires_grad for p in net.parameters())
-            with torch.set_grad_enabled(grad), autocast():
-                out = net(x.requires_grad_(needs_input_grad) if grad else x)
-            if grad and out.requires_grad:
+        for net, x, grad, x_grad, (device, enabled, dtype) in self.net_calls:
+            with torch.set_grad_enabled(grad), torch.autocast(device, dtype=dtype, enabled=enabled):
+                out = net(x.requires_grad_(grad and x_grad))
+            if out.requires_grad:
                 out.float().sum().backward()
                 net.zero_grad(set_to_none=True)
-        for fn, args, kwargs, grad in self.prior_calls:
-            with torch.set_grad_enabled(grad), autocast():
+        for fn, args, kwargs, grad, (device, enabled, dtype) in self.prior_calls:
+            with torch.set_grad_enabled(grad), torch.autocast(device, dtype=dtype, enabled=enabled):
                 fn(*args, **kwargs)
         sync()
         return time.perf_counter() - t0
+
+
+def autocast_state(device_type: str) -> tuple:
+    return device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+
+
+def prior_device(args: tuple) -> str:
+    """The device of a prior call's latents (its first argument, a dict of tensors)."""
+    latents = args[0] if args else {}
+    return next(iter(latents.values())).device.type if isinstance(latents, dict) and latents else "cpu"
 
 
 def sync() -> None:
@@ -158,11 +175,11 @@ def time_step(cfg, timed: int = 2, profile: bool = False) -> Dict[str, Any]:
 
         d.matcher.start_iteration = start_and_hook
         times = []
-        for it in range(timed + 1):
-            rec.on = it == timed
+        for it in range(timed + 2):  # a warm-up, the timed ones, then one recorded (its copies are not timed)
+            rec.on = it == timed + 1
             sync()
             t0 = time.perf_counter()
-            if profile and it == timed:
+            if profile and it == timed + 1:
                 from torch.profiler import profile as profiler
 
                 with profiler() as prof:
@@ -171,17 +188,22 @@ def time_step(cfg, timed: int = 2, profile: bool = False) -> Dict[str, Any]:
             else:
                 d.iteration(it)
             sync()
-            if it:
+            if 0 < it <= timed:
                 times.append(time.perf_counter() - t0)
         rec.on = False
-        floors = [rec.replay(d.acc.autocast) for _ in range(2)]
+        if not rec.net_calls or not rec.prior_calls:
+            raise RuntimeError(f"the recorded iteration saw {len(rec.net_calls)} network and {len(rec.prior_calls)} "
+                               "prior calls; the floor would be wrong")
+        floors = [rec.replay() for _ in range(2)]
         prior_only = Recorder()
         prior_only.prior_calls = rec.prior_calls
-        prior_floor = min(prior_only.replay(d.acc.autocast) for _ in range(2))
+        prior_floor = min(prior_only.replay() for _ in range(2))
+        device = str(d.device)
     step = statistics.median(times)
     floor = min(floors)
     return {"step_s": step, "floor_s": floor, "ratio": step / floor, "prior_floor_s": prior_floor,
-            "net_calls": len(rec.net_calls), "prior_calls": len(rec.prior_calls), "timed_iterations": timed}
+            "net_calls": len(rec.net_calls), "prior_calls": len(rec.prior_calls), "timed_iterations": timed,
+            "device": device}
 
 
 def step_config(loss: str, prior: str, ipc: int, overrides: Optional[dict] = None):
@@ -223,7 +245,7 @@ def time_epoch(arch: str, epochs: int = 3, device: str = "cpu") -> Dict[str, Any
         floors.append(time.perf_counter() - t0)
     floor = min(floors)
     return {"epoch_s": epoch, "floor_s": floor, "ratio": epoch / floor, "images": len(images),
-            "timed_epochs": epochs}
+            "timed_epochs": epochs, "device": str(images.device)}
 
 
 def time_batched_embedding(repeats: int = 3) -> Dict[str, Any]:
@@ -307,6 +329,7 @@ def ensure_experts() -> None:
 
 
 def run_case(case: str, device: str, profile: bool = False) -> Dict[str, Any]:
+    gc.collect()  # the last case's networks and recordings go now, not inside this case's timed step
     kind, rest = case.split("-", 1)
     if kind == "embed":
         return {"kind": "embed", **time_batched_embedding()}
@@ -353,8 +376,8 @@ def write_table(rows: List[Dict[str, Any]]) -> None:
     for r in sorted((r for r in rows if r["kind"] == "step"), key=lambda r: (r["loss"], r["prior"], r["ipc"], r["memory"])):
         lines.append(f"| {r['loss']} | {r['prior']} | {r['ipc']} | {r['step_s']:.3f} | {r['floor_s']:.3f} | "
                      f"{r['ratio']:.2f} | {r['prior_floor_s']:.3f} | {setting(r)} |")
-    lines += ["", "DC and CAFE run 5 inner epochs per update instead of the paper's 50 at IPC 10 (their step is "
-              "otherwise the paper's); MTT: 20 student steps, 1 expert epoch, start epoch 0.", "",
+    lines += ["", "DC and CAFE: 2 outer updates with 5 inner epochs between them, at both IPCs (the paper: 1/1 at "
+              "IPC 1, 10/50 at IPC 10); MTT: 20 student steps, 1 expert epoch, start epoch 0.", "",
               "## Evaluation epochs (100 images: IPC 10, one batch)", "",
               "| network | s / epoch | floor s | ratio | setting |", "|---|---|---|---|---|"]
     for r in sorted((r for r in rows if r["kind"] == "epoch"), key=lambda r: (EPOCH_NETS.index(r["net"]), r["memory"])):
@@ -408,7 +431,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             for row in fn():
                 if args.profile:
                     continue  # the profiler's overhead is in the times
-                row = {"case": case or row["case"], **row, **environment(args.device)}
+                row = {"case": case or row["case"], **environment(args.device), **row}  # the device a case ran on wins
                 rows = [r for r in rows if key(r) != key(row)] + [row]
                 save_rows(rows)  # after every case: a killed run keeps what it measured
                 print(json.dumps({k: v for k, v in row.items() if k != "options"}), flush=True)

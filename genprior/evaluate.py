@@ -246,6 +246,7 @@ def evaluate_synset(
     evaluation again after a kill skips the finished networks and resumes the one in
     training.
     """
+    memory = memory_setting()  # a bad GENPRIOR_KEEP_MEMORY fails before any training
     proto = get_protocol(protocol)
     dev = resolve_device(device)
     if test is None:
@@ -319,7 +320,7 @@ def evaluate_synset(
         "seeds": [seed + i for i in range(proto.num_models)],
         "device": str(dev),
         "threads": torch.get_num_threads(),
-        "memory": memory_setting(),
+        "memory": memory,
         "results": results,
         "total_time_s": time.time() - t_all,
         "versions": library_versions(),

@@ -13,36 +13,40 @@ of every loop with bit-identical results (``benchmarks/speed.py``: DM at IPC 1 3
 the recipes, the benchmark lanes, ``accelerate launch`` workers and library users all
 get it. The switch is the environment variable ``GENPRIOR_KEEP_MEMORY``:
 
-- unset or ``1``: on. The peak resident memory is unchanged (what is kept is what the
-  step needed anyway); the process keeps its peak until it ends instead of returning
-  memory between steps.
+- unset or ``1``: on. What is kept is what the steps needed anyway, so the process
+  holds about its peak until it ends instead of returning memory between steps.
 - ``0``: off, glibc's defaults. Use it to watch live memory with ``ps`` or to measure
   memory the way a tool that samples RSS expects (``benchmarks/distill_memory.py``
   and ``benchmarks/prior_cost.py`` do).
-- Any ``MALLOC_*_`` variable or ``GLIBC_TUNABLES`` set by the user wins: genprior then
-  leaves the allocator as the environment set it and says so.
+- ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_TOP_PAD_``,
+  ``MALLOC_MMAP_MAX_`` or the same ``glibc.malloc.*`` tunables in ``GLIBC_TUNABLES`` set
+  by the user win: genprior then leaves the allocator as the environment set it and says
+  so. With jemalloc, tcmalloc or mimalloc in ``LD_PRELOAD`` it does nothing either.
 
 Every run log, evaluation report and benchmark result records ``memory_setting()``.
 """
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from typing import Dict, Optional
 
 from .errors import GenpriorError
 
 ENV = "GENPRIOR_KEEP_MEMORY"
-#: environment variables through which glibc's malloc is tuned at process start
-GLIBC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_",
-             "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+#: environment variables that set the same glibc parameters at process start (the user's win)
+GLIBC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+GLIBC_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold", "glibc.malloc.top_pad",
+                  "glibc.malloc.mmap_max")
+#: allocators that replace malloc when preloaded; glibc's mallopt then tunes nothing in use
+PRELOADED = ("jemalloc", "tcmalloc", "mimalloc")
 
 # mallopt(3) parameters (malloc.h)
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -2, -3, -4
 #: blocks up to 1 GiB come from the heap and stay there when freed; free heap top is
 #: returned only past 1 GiB; the heap grows 64 MiB at a time (fewer brk calls)
 SETTINGS = {M_MMAP_THRESHOLD: 1 << 30, M_TRIM_THRESHOLD: 1 << 30, M_TOP_PAD: 64 << 20}
+NAMES = {M_MMAP_THRESHOLD: "mmap threshold 1 GiB", M_TRIM_THRESHOLD: "trim threshold 1 GiB", M_TOP_PAD: "top pad 64 MiB"}
 
 _ON, _OFF = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
 _setting: Optional[Dict[str, str]] = None
@@ -52,7 +56,7 @@ _error: Optional[str] = None
 def _mallopt():
     """glibc's ``mallopt``, or None where the C library has none (macOS, musl)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the running process's own symbols: no library search at import
         fn = libc.mallopt
         libc.gnu_get_libc_version  # glibc only: musl's mallopt is a no-op
     except (OSError, AttributeError):
@@ -75,19 +79,31 @@ def keep_freed_memory() -> Dict[str, str]:
         _error = f"{ENV}={os.environ[ENV]!r} is not understood; set it to 1 (keep freed memory, the default) or 0 (off)"
         raise GenpriorError(_error)
     from_env = [k for k in GLIBC_ENV if k in os.environ]
+    from_env += [t for t in GLIBC_TUNABLES if t in os.environ.get("GLIBC_TUNABLES", "")]
+    preloaded = [a for a in PRELOADED if a in os.environ.get("LD_PRELOAD", "")]
     if value in _OFF:
-        _setting = {"keep_freed_memory": "off", "how": f"{ENV}={os.environ[ENV]}: glibc's defaults"}
+        user = f", with {', '.join(from_env)} as set" if from_env else ""
+        _setting = {"keep_freed_memory": "off", "how": f"{ENV}={os.environ[ENV]}: glibc's defaults{user}"}
     elif from_env:
         _setting = {"keep_freed_memory": "environment", "how": f"left as {', '.join(from_env)} set it"}
+    elif preloaded:
+        _setting = {"keep_freed_memory": "unsupported", "how": f"{preloaded[0]} is preloaded: its own behaviour"}
     else:
-        fn = _mallopt()
-        if fn is None:
-            _setting = {"keep_freed_memory": "unsupported", "how": "not glibc: the C library's defaults"}
-        elif all(fn(param, value) == 1 for param, value in SETTINGS.items()):
-            _setting = {"keep_freed_memory": "on", "how": "mallopt: mmap threshold 1 GiB, trim threshold 1 GiB, top pad 64 MiB"}
-        else:
-            _setting = {"keep_freed_memory": "unsupported", "how": "mallopt refused part of the settings"}
+        _setting = _apply(_mallopt())
     return dict(_setting)
+
+
+def _apply(mallopt) -> Dict[str, str]:
+    if mallopt is None:
+        return {"keep_freed_memory": "unsupported", "how": "not glibc: the C library's defaults"}
+    done = [name for param, name in NAMES.items() if mallopt(param, SETTINGS[param]) == 1]
+    if NAMES[M_MMAP_THRESHOLD] not in done and mallopt(M_MMAP_MAX, 0) == 1:
+        # glibc before 2.35 caps the threshold at 32 MiB; no mmap at all keeps every block in the heap
+        done.append("no mmap (this glibc caps the mmap threshold)")
+    if len(done) == len(SETTINGS):
+        return {"keep_freed_memory": "on", "how": "mallopt: " + ", ".join(done)}
+    return {"keep_freed_memory": "partial" if done else "unsupported",
+            "how": "mallopt took " + (", ".join(done) if done else "none of the settings")}
 
 
 def memory_setting() -> Dict[str, str]:

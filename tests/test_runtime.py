@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Touch a 256 MiB tensor, free it, and report the resident size before, while and after.
 PROBE = """
-import json, torch, genprior
+import json, os, torch, genprior
 def rss():
-    return int(open('/proc/self/statm').read().split()[1]) * 4096 >> 20
+    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') >> 20
 base = rss()
 x = torch.ones(64 << 20)
 held = rss()
@@ -27,7 +27,7 @@ print(json.dumps({"setting": genprior.memory_setting(), "base": base, "held": he
 
 
 def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items() if k not in GLIBC_ENV and k != ENV}
+    env = {k: v for k, v in os.environ.items() if k not in GLIBC_ENV + (ENV, "GLIBC_TUNABLES", "LD_PRELOAD")}
     env.update(extra)
     return env
 
@@ -75,10 +75,24 @@ torch.save(s.images, sys.argv[1] + ".pt")
 """
 
 
+def test_every_setting_is_applied_or_reported_when_glibc_refuses_one():
+    from genprior.runtime import M_MMAP_MAX, M_MMAP_THRESHOLD, _apply
+
+    assert _apply(lambda p, v: 1)["keep_freed_memory"] == "on"
+    old_glibc = _apply(lambda p, v: 0 if p == M_MMAP_THRESHOLD else 1)  # glibc < 2.35 caps the threshold
+    assert old_glibc["keep_freed_memory"] == "on" and "no mmap" in old_glibc["how"]
+    partial = _apply(lambda p, v: 0 if p in (M_MMAP_THRESHOLD, M_MMAP_MAX) else 1)
+    assert partial["keep_freed_memory"] == "partial" and "trim threshold" in partial["how"]
+    assert _apply(lambda p, v: 0)["keep_freed_memory"] == "unsupported"
+    assert _apply(None)["keep_freed_memory"] == "unsupported"
+
+
+@pytest.mark.skipif(not GLIBC, reason="compares the kept and the returned setting, which needs glibc")
 def test_the_setting_does_not_change_results(tmp_path):
     """Only where freed memory goes changes: the same seed gives the same set bit for bit."""
     import torch
 
+    assert probe()["setting"]["keep_freed_memory"] == "on"  # the child below really runs with buffers kept
     for name, value in (("on", "1"), ("off", "0")):
         done = subprocess.run([sys.executable, "-c", DISTILL, str(tmp_path / name)], env=clean_env(**{ENV: value}),
                               capture_output=True, text=True, timeout=300, cwd=ROOT)

@@ -254,6 +254,7 @@ class LatentDistiller:
 
     def __init__(self, cfg: DistillConfig, run_dir, accelerator=None, progress: bool = True):
         check_config(cfg)
+        memory_setting()  # a bad GENPRIOR_KEEP_MEMORY fails before any work
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.progress = progress
