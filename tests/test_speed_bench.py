@@ -24,10 +24,10 @@ def test_recorder_replays_exactly_the_calls_of_the_step():
         net(torch.zeros(5, 1, 8, 8))
     net(torch.zeros(2, 1, 8, 8))
     rec.on = False
-    assert [(x.shape[0], grad) for _, x, grad in rec.net_calls] == [(5, False), (2, True)]
+    assert [(x.shape[0], grad) for _, x, grad, *_ in rec.net_calls] == [(5, False), (2, True)]
     calls = []
     net.register_forward_pre_hook(lambda m, a: calls.append((a[0].shape[0], torch.is_grad_enabled())))
-    assert rec.replay(lambda: torch.autocast("cpu", enabled=False)) > 0
+    assert rec.replay() > 0
     assert calls == [(5, False), (2, True)]
     assert all(p.grad is None for p in net.parameters())  # the replayed backward leaves nothing behind
 
