@@ -7,7 +7,8 @@ system, and the next step faults the same memory in again, page by page: on a 2-
 CPU about 40 % of a pixel-DM step went to the kernel (hundreds of millions of minor
 page faults in 200 iterations). Keeping those blocks in the heap halves the wall time
 of every loop with bit-identical results (``benchmarks/speed.py``: DM at IPC 1 3.1 ->
-1.2 s per iteration, a ConvNet evaluation epoch 0.27 -> 0.13 s).
+1.2 s per iteration, a ConvNet evaluation epoch 0.27 -> 0.13 s, timed by hand; the
+``GENPRIOR_KEEP_MEMORY=0`` rows of ``benchmarks/speed.py`` are still to be run).
 
 ``import genprior`` applies this once per process with ``mallopt(3)``, so the CLI,
 the recipes, the benchmark lanes, ``accelerate launch`` workers and library users all
