@@ -6,9 +6,9 @@ freed block above its mmap threshold (128 KiB, rising to at most 32 MiB) back to
 system, and the next step faults the same memory in again, page by page: on a 2-core
 CPU about 40 % of a pixel-DM step went to the kernel (hundreds of millions of minor
 page faults in 200 iterations). Keeping those blocks in the heap halves the wall time
-of every loop with bit-identical results (``benchmarks/speed.py``: DM at IPC 1 3.1 ->
-1.2 s per iteration, a ConvNet evaluation epoch 0.27 -> 0.13 s, timed by hand; the
-``GENPRIOR_KEEP_MEMORY=0`` rows of ``benchmarks/speed.py`` are still to be run).
+of every loop with bit-identical results (``benchmarks/results/speed.md``, 2 threads,
+glibc's defaults -> kept: a pixel-DM iteration at IPC 1 2.90 -> 1.22 s, GLaD-DM at IPC 10
+3.20 -> 1.40 s, a ConvNet evaluation epoch 0.258 -> 0.123 s).
 
 ``import genprior`` applies this once per process with ``mallopt(3)``, so the CLI,
 the recipes, the benchmark lanes, ``accelerate launch`` workers and library users all
