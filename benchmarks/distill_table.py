@@ -19,10 +19,8 @@ many models each number averages. Sets and runs are written under
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,11 +30,10 @@ import torch
 from genprior.data import load_dataset
 from genprior.evaluate import PROTOCOLS
 from genprior.nets import CROSS_ARCH_POOL
-from genprior.runtime import memory_setting
 from genprior.synset import load_synset, save_synset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lanes import eval_unit, lane_main, mean_std  # noqa: E402
+from lanes import eval_unit, lane_main, mean_std, run_process, run_recipe_unit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "distill_table_mnist5k.json"
@@ -136,51 +133,13 @@ def deps(key: str) -> list:
     return []
 
 
-def _die_with_parent() -> None:
-    """In the child: be killed when the lane dies, so no orphan keeps writing a run another lane takes over."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def run_process(cmd: list, threads: int) -> dict:
-    """Run ``cmd``; return its wall time and the peak resident memory of that one process."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
-    # the child reads the same environment, so it runs under this process's allocator setting
-    return {"time_s": time.time() - t0, "peak_rss_mib": usage.ru_maxrss / 1024,
-            "keep_freed_memory": memory_setting()["keep_freed_memory"]}
-
-
 def build(method: str, ipc: int, threads: int) -> dict:
     kind, source, extra = METHODS[method]
     out = set_dir(method, ipc)
-    py = sys.executable
     if kind == "recipe":
-        from genprior.distill.latent import latest_checkpoint
-
-        cmd = [py, source, "--ipc", str(ipc), "--no-evaluate", "--output-dir", str(out.relative_to(ROOT)), *extra,
+        cmd = [source, "--ipc", str(ipc), "--no-evaluate", "--output-dir", str(out.relative_to(ROOT)), *extra,
                *OVERRIDES.get((method, ipc), [])]
-        resumed = out.is_dir() and latest_checkpoint(out) is not None
-        # a killed distillation continues from its last checkpoint (one every 10 iterations;
-        # checkpointing does not change the result)
-        result = run_process(cmd + ["--checkpoint-every", "10"] + (["--resume", "latest"] if resumed else []), threads)
-        result["command"] = " ".join(["python", *cmd[1:]])
-        result["resumed"] = resumed
-        logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-        result["loop_time_s"] = max(r["time_s"] for r in logged if "time_s" in r)  # summed over resumed parts
-        return result
+        return run_recipe_unit(cmd, out, threads)
     t0 = time.time()
     train = load_dataset(DATASET, "train")
     if kind == "baseline":

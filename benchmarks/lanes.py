@@ -14,6 +14,7 @@ import fcntl
 import json
 import math
 import os
+import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -144,6 +145,64 @@ def redo(results_path: Path, initial: Callable[[], dict], keys: Sequence[str],
                 else:
                     path.unlink(missing_ok=True)
     return gone
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed when the lane dies, so no orphan keeps writing a run another lane takes over."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run_process(cmd: list, threads: int, cwd: Optional[Path] = None, log: Optional[Path] = None,
+                env: Optional[dict] = None) -> dict:
+    """Run ``cmd`` on ``threads`` torch threads (output to ``log``, else dropped); return its wall
+    time, the peak resident memory of that one process and the allocator setting it ran under."""
+    from genprior.runtime import memory_setting
+
+    env = dict(os.environ if env is None else env, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    out = open(log, "w") if log is not None else subprocess.DEVNULL
+    t0 = time.time()
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd or Path(__file__).resolve().parent.parent, env=env, stdout=out,
+                                stderr=subprocess.STDOUT if log is not None else None, preexec_fn=_die_with_parent)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    finally:
+        if log is not None:
+            out.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        where = f"; its output: {log}" if log is not None else ""
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed with exit code {proc.returncode}{where}")
+    # the child reads the same environment, so it runs under this process's allocator setting
+    return {"time_s": time.time() - t0, "peak_rss_mib": usage.ru_maxrss / 1024,
+            "keep_freed_memory": memory_setting()["keep_freed_memory"]}
+
+
+def run_recipe_unit(cmd: list, out: Path, threads: int) -> dict:
+    """One distillation (``cmd``: a recipe script and its flags, writing to ``out``) in its own
+    process, checkpointed every 10 iterations; a killed one continues from its last checkpoint
+    (checkpointing does not change the result). Adds the command, whether it resumed, and the
+    iterations' time summed over all parts (``loop_time_s``)."""
+    import sys
+
+    from genprior.distill.latent import latest_checkpoint
+
+    root = Path(__file__).resolve().parent.parent
+    resumed = out.is_dir() and latest_checkpoint(out) is not None
+    result = run_process([sys.executable, *cmd, "--checkpoint-every", "10", *(["--resume", "latest"] if resumed else [])],
+                         threads)
+    result["command"] = " ".join(["python", *cmd])
+    result["resumed"] = resumed
+    logged = [json.loads(line) for line in ((root / out) / "log.jsonl").read_text().splitlines()]
+    result["loop_time_s"] = max(r["time_s"] for r in logged if "time_s" in r)
+    return result
 
 
 def eval_unit(synset, test, arch: str, model: int, protocol, threads: int, state_dir: Optional[Path] = None) -> dict:
