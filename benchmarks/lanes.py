@@ -192,7 +192,7 @@ def run_recipe_unit(cmd: list, out: Path, threads: int) -> dict:
     iterations' time summed over all parts (``loop_time_s``)."""
     import sys
 
-    from genprior.distill.latent import latest_checkpoint
+    from genprior.distill.common import latest_checkpoint
 
     root = Path(__file__).resolve().parent.parent
     resumed = out.is_dir() and latest_checkpoint(out) is not None

@@ -227,7 +227,8 @@ def default_run_dir(cfg, resume: bool) -> Path:
 def run_distill(args, defaults: Optional[dict] = None) -> None:
     """Distill (or resume), then evaluate the final set under the chosen protocol."""
     from .distill import LatentDistiller
-    from .distill.latent import check_config, resolve_resume
+    from .distill.common import resolve_resume
+    from .distill.latent import check_config
 
     cfg = distill_config_from_args(args, defaults)
     check_config(cfg)

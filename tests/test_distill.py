@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genprior.distill import DistillConfig, LatentDistiller, distill, export_run, load_latents
-from genprior.distill.latent import latest_checkpoint
+from genprior.distill.common import latest_checkpoint
 from genprior.errors import GenpriorError, UnknownNameError
 from genprior.synset import load_synset
 
@@ -70,6 +70,13 @@ def test_existing_run_needs_resume_and_mismatched_resume_is_refused(tmp_path):
         run(replace(TINY, lr=0.5), tmp_path, resume="latest")
     with pytest.raises(GenpriorError, match="no checkpoint"):
         run(TINY, tmp_path, "fresh", resume="latest")
+    # a checkpoint another loop made (a generator run, say) is refused by name
+    state_path = tmp_path / "run" / "checkpoints" / "step-000002" / "state.json"
+    state = json.loads(state_path.read_text())
+    assert state["kind"] == "latent"
+    state_path.write_text(json.dumps({**state, "kind": "generator"}))
+    with pytest.raises(GenpriorError, match="made by a 'generator' run, not a 'latent' one"):
+        run(replace(TINY, iterations=3), tmp_path, resume="latest")
 
 
 def test_export_round_trip(tmp_path):

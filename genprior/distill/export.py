@@ -1,55 +1,19 @@
-"""Latents + the prior that decodes them: saved with every run, decoded again on demand.
+"""A run's saved latents (``latent.save_latents``), decoded again on demand.
 
-``latents.safetensors`` holds the optimised latents and labels; ``latents.json`` the
-prior reference, latent space, dataset and normalisation. ``export_run`` decodes
-them into a synthetic-set directory again (``genprior export RUN_DIR``), so a set can
-be re-made, e.g. at another chunk size or on another machine, without re-distilling.
+``export_run`` decodes them into a synthetic-set directory again (``genprior export
+RUN_DIR``), so a set can be re-made, e.g. at another chunk size or on another machine, without re-distilling.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional
 
 import torch
-from safetensors.torch import load_file
 
 from ..errors import GenpriorError
-from ..synset import SyntheticSet, save_synset, save_tensors_atomic, write_json_atomic
-
-LATENTS_FILE = "latents.safetensors"
-LATENTS_META = "latents.json"
-
-
-def save_latents(run_dir, latents: Dict[str, torch.Tensor], labels: torch.Tensor, cfg, space: str) -> None:
-    run_dir = Path(run_dir)
-    tensors = {f"latent.{k}": v.detach().float().cpu().contiguous() for k, v in latents.items()}
-    tensors["labels"] = labels.cpu().contiguous()
-    save_tensors_atomic(tensors, run_dir / LATENTS_FILE)
-    write_json_atomic({"prior": cfg.prior, "space": space, "config": asdict(cfg)}, run_dir / LATENTS_META)
-
-
-def load_latents(run_dir) -> Tuple[Dict[str, torch.Tensor], torch.Tensor, Dict[str, Any]]:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise GenpriorError(f"{run_dir} is not a folder; pass the output directory of a distillation run")
-    for name in (LATENTS_FILE, LATENTS_META):
-        if not (run_dir / name).is_file():
-            raise GenpriorError(f"{run_dir} has no {name}; it is not a finished distillation run "
-                                "(an interrupted one continues with --resume latest)")
-    try:
-        tensors = load_file(str(run_dir / LATENTS_FILE))
-        meta = json.loads((run_dir / LATENTS_META).read_text())
-        missing = [k for k in ("prior", "space", "config") if k not in meta] + (["labels"] if "labels" not in tensors else [])
-    except (OSError, ValueError, TypeError) as e:
-        raise GenpriorError(f"{run_dir / LATENTS_FILE} cannot be read ({e}); re-run the distillation") from None
-    latents = {k[len("latent."):]: v for k, v in tensors.items() if k.startswith("latent.")}
-    if missing or not latents:
-        raise GenpriorError(f"the saved latents of {run_dir} lack {', '.join(missing) or 'any latent'}; "
-                            "they are corrupted: re-run the distillation")
-    return latents, tensors["labels"], meta
-
+from ..synset import SyntheticSet, save_synset
+from .common import MIXED_PRECISION, compute_dtype, prior_for
+from .latent import DistillConfig, load_latents, method_name
 
 def export_run(run_dir, out_dir: Optional[str] = None, chunk_size: int = 50, overwrite: bool = False,
                mixed_precision: Optional[str] = None) -> SyntheticSet:
@@ -59,7 +23,6 @@ def export_run(run_dir, out_dir: Optional[str] = None, chunk_size: int = 50, ove
     matches the run's ``synset/`` up to the chunking's rounding; ``"no"`` decodes a bf16
     or fp16 run in fp32 instead (slightly different images)."""
     from ..data import load_dataset
-    from .latent import MIXED_PRECISION, DistillConfig, compute_dtype, method_name, prior_for
 
     out = Path(out_dir) if out_dir else Path(run_dir) / "export"
     if out.exists() and not overwrite:  # before any decoding

@@ -12,7 +12,8 @@ Run directory::
                            time_s is the loop's time summed over resumed parts, with the
                            threads and the allocator setting (runtime.py) it ran under
     checkpoints/step-N/    latents, optimiser and matcher state (safetensors) + state.json
-    latents.safetensors    final latents; latents.json says which prior decodes them
+    latents.safetensors    final latents and labels; latents.json: the prior reference, latent
+                           space and config that decode them again (``genprior export``)
     synset/                the final synthetic set (the reported one: last iteration, not best)
     best/                  the best-so-far set by quick evaluation, when enabled
 
@@ -25,27 +26,23 @@ own classes' image gradients through the prior before the sum.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from safetensors.torch import load_file
 
-from ..data import RealData, check_resolution, load_dataset
+from ..data import check_resolution, load_dataset
 from ..errors import GenpriorError
 from ..matching import MATCHERS, Matcher, create_matcher
-from ..priors.base import Latents, Prior
-from ..priors.load import load_prior
-from ..runtime import memory_setting
-from ..synset import SyntheticSet, save_synset, write_dir_atomic, write_json_atomic, write_text_atomic
+from ..priors.base import Latents
+from ..synset import SyntheticSet, save_synset, save_tensors_atomic, write_json_atomic
+from .common import (MIXED_PRECISION, PIXEL_PRIOR, TrainingRun, check_fit, compute_dtype, derive_seed, flatten_optimizer,
+                     prior_for, seeded_generator, unflatten_optimizer)
 
-MIXED_PRECISION = ("no", "bf16", "fp16")
 OPTIMIZERS = ("adam", "sgd")
 INITS = ("random", "mean", "invert")
 
@@ -98,29 +95,7 @@ def method_name(cfg: DistillConfig) -> str:
     return cfg.method or (cfg.loss if cfg.prior == PIXEL_PRIOR else f"latent-{cfg.loss}")
 
 
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any parts: the same parts give the same seed in every process."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def _generator(*parts: Any) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(*parts))
-
-
 # ---- set-up and checks -------------------------------------------------------------------
-
-PIXEL_PRIOR = "pixel"
-
-
-def prior_for(ref: str, real: RealData, **options: Any) -> Prior:
-    """``pixel`` is the identity prior sized to the dataset; any other ref goes to ``load_prior``."""
-    if ref == PIXEL_PRIOR:
-        from ..priors.pixel import PixelPrior
-
-        return PixelPrior(real.num_classes, real.channels, real.resolution, real.mean, real.std)
-    return load_prior(ref, **options)
-
 
 def check_config(cfg: DistillConfig) -> None:
     """The checks that need no files: every one fails before any work starts."""
@@ -148,126 +123,57 @@ def check_config(cfg: DistillConfig) -> None:
         raise GenpriorError(f"learning rates must be positive, got lr={cfg.lr}, latent_lrs={cfg.latent_lrs}")
 
 
-def compute_dtype(mixed_precision: str) -> torch.dtype:
-    """The dtype the frozen prior computes in under ``mixed_precision``."""
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
+# ---- saved latents -------------------------------------------------------------------------
+
+LATENTS_FILE = "latents.safetensors"
+LATENTS_META = "latents.json"
 
 
-def check_device(mixed_precision: str, device: torch.device) -> None:
-    if mixed_precision == "fp16" and device.type == "cpu":
-        raise GenpriorError("fp16 mixed precision needs a GPU (accelerate would silently run fp32 on a CPU); "
-                            "use --mixed-precision bf16 or no")
-
-
-def check_fit(prior: Prior, real: RealData, cfg: DistillConfig) -> None:
-    """The prior must make this dataset's classes, channels and size, unless mapped."""
-    if prior.channels != real.channels:
-        raise GenpriorError(f"prior makes {prior.channels}-channel images but {real.name} has {real.channels}; "
-                            "pick a prior trained on data with the same channels")
-    if prior.resolution != real.resolution and not cfg.resize:
-        raise GenpriorError(f"prior makes {prior.resolution}-px images but {real.name} is {real.resolution} px; "
-                            "pass --resize to resize decoded images, or pick a prior of that size")
-    if cfg.class_map is not None:
-        if len(cfg.class_map) != real.num_classes:
-            raise GenpriorError(f"class_map needs {real.num_classes} entries (one prior class per {real.name} class), "
-                                f"got {len(cfg.class_map)}")
-        if prior.num_classes is not None and any(not 0 <= c < prior.num_classes for c in cfg.class_map):
-            raise GenpriorError(f"class_map entries must lie in [0, {prior.num_classes}) for this prior")
-    elif prior.num_classes is not None and prior.num_classes != real.num_classes:
-        raise GenpriorError(f"prior has {prior.num_classes} classes but {real.name} has {real.num_classes}; "
-                            "pass --class-map with one prior class per dataset class")
-
-
-def make_accelerator(mixed_precision: str):
-    """An Accelerator for this run. accelerate keeps one state per process; a run in a
-    process that already ran with another precision (a notebook, a test session)
-    resets that state but keeps the process group of ``accelerate launch``."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
-        AcceleratorState._reset_state(reset_partial_state=False)
-    # without a GPU, say so: accelerate then joins the launched processes with gloo; left to
-    # itself it would run every launched process alone, each as process 0 of 1
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
-
-
-# ---- checkpoints ---------------------------------------------------------------------------
-
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """Optimiser state as tensors (safetensors) + its JSON-able rest."""
-    state = opt.state_dict()
-    tensors, scalars = {}, {}
-    for pid, st in state["state"].items():
-        for key, value in st.items():
-            if torch.is_tensor(value):
-                tensors[f"opt.{pid}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: Dict[str, torch.Tensor], rest: Dict[str, Any]) -> None:
-    state: Dict[int, Dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("opt."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = value
-    for name, value in rest["scalars"].items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
-
-
-def latest_checkpoint(run_dir: Path) -> Optional[Path]:
-    ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return ckpts[-1] if ckpts else None
-
-
-def resolve_resume(run_dir: Path, resume: Optional[str]) -> Optional[Path]:
-    """The checkpoint ``resume`` names (``'latest'`` or a checkpoint folder), checked before
-    any work and without touching the disk; with no ``resume`` the run directory must not
-    hold a run already."""
+def save_latents(run_dir, latents: Dict[str, torch.Tensor], labels: torch.Tensor, cfg, space: str) -> None:
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise GenpriorError(f"output directory {run_dir} is a file; choose a folder")
-    if not resume:
-        if latest_checkpoint(run_dir) is not None:
-            raise GenpriorError(f"{run_dir} already holds a run; pass --resume latest to continue it or choose another --output-dir")
-        return None
-    if resume == "latest":
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise GenpriorError(f"nothing to resume in {run_dir}: no checkpoint found; drop --resume to start anew")
-        return ckpt
-    ckpt = Path(resume)
-    if not (ckpt / "state.json").is_file():
-        raise GenpriorError(f"--resume {resume}: not a checkpoint folder (one holds state.json, e.g. "
-                            "RUN/checkpoints/step-000100); pass 'latest' to continue the newest")
-    return ckpt
+    tensors = {f"latent.{k}": v.detach().float().cpu().contiguous() for k, v in latents.items()}
+    tensors["labels"] = labels.cpu().contiguous()
+    save_tensors_atomic(tensors, run_dir / LATENTS_FILE)
+    write_json_atomic({"prior": cfg.prior, "space": space, "config": asdict(cfg)}, run_dir / LATENTS_META)
+
+
+def load_latents(run_dir) -> Tuple[Dict[str, torch.Tensor], torch.Tensor, Dict[str, Any]]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise GenpriorError(f"{run_dir} is not a folder; pass the output directory of a distillation run")
+    for name in (LATENTS_FILE, LATENTS_META):
+        if not (run_dir / name).is_file():
+            raise GenpriorError(f"{run_dir} has no {name}; it is not a finished distillation run "
+                                "(an interrupted one continues with --resume latest)")
+    try:
+        tensors = load_file(str(run_dir / LATENTS_FILE))
+        meta = json.loads((run_dir / LATENTS_META).read_text())
+        missing = [k for k in ("prior", "space", "config") if k not in meta] + (["labels"] if "labels" not in tensors else [])
+    except (OSError, ValueError, TypeError) as e:
+        raise GenpriorError(f"{run_dir / LATENTS_FILE} cannot be read ({e}); re-run the distillation") from None
+    latents = {k[len("latent."):]: v for k, v in tensors.items() if k.startswith("latent.")}
+    if missing or not latents:
+        raise GenpriorError(f"the saved latents of {run_dir} lack {', '.join(missing) or 'any latent'}; "
+                            "they are corrupted: re-run the distillation")
+    return latents, tensors["labels"], meta
 
 
 # ---- the loop ------------------------------------------------------------------------------
 
-class LatentDistiller:
+class LatentDistiller(TrainingRun):
     """Holds a run: prior, matcher, real data, latents, optimiser; ``run()`` drives it."""
+
+    kind = "latent"
+    required_state = ("optimizer",)
 
     def __init__(self, cfg: DistillConfig, run_dir, accelerator=None, progress: bool = True):
         check_config(cfg)
-        memory_setting()  # a bad GENPRIOR_KEEP_MEMORY fails before any work
-        self.cfg = cfg
-        self.run_dir = Path(run_dir)
-        self.progress = progress
-        if accelerator is None:
-            check_device(cfg.mixed_precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-            accelerator = make_accelerator(cfg.mixed_precision)
-        self.acc = accelerator
-        self.device = accelerator.device
-        check_device(cfg.mixed_precision, self.device)
+        super().__init__(cfg, run_dir, accelerator, progress)
+        cfg = self.cfg
 
         self.real = load_dataset(cfg.dataset, "train", root=cfg.data_root, resolution=cfg.resolution)
         self.prior = prior_for(cfg.prior, self.real, **cfg.prior_options)
-        check_fit(self.prior, self.real, cfg)
+        check_fit(self.prior, self.real, cfg.class_map, cfg.resize)
         self.space = self.prior.check_space(cfg.space or self.prior.default_space)
         self.matcher: Matcher = create_matcher(cfg.loss, self.real.channels, self.real.num_classes,
                                                self.real.resolution, self.real.name, ipc=cfg.ipc,
@@ -290,10 +196,6 @@ class LatentDistiller:
         self._check_latent_lrs()
         self.latents: Latents = {}
         self.opt: Optional[torch.optim.Optimizer] = None
-        self.start_it = 0
-        self.best: Dict[str, Any] = {}
-        self.elapsed_before = 0.0  # loop seconds of the parts before a resume
-        self._t0: Optional[float] = None
 
     # -- latents --
     def _check_latent_lrs(self) -> None:
@@ -303,7 +205,7 @@ class LatentDistiller:
             return
         with torch.random.fork_rng(devices=[]):
             names = set(self.prior.init_latents(self.prior_labels[:1], space=self.space, method="random",
-                                                generator=_generator(self.cfg.seed, "latent-names")))
+                                                generator=seeded_generator(self.cfg.seed, "latent-names")))
         unknown = sorted(set(self.cfg.latent_lrs) - names)
         if unknown:
             raise GenpriorError(f"latent_lrs names {', '.join(unknown)}, which space {self.space!r} does not have; "
@@ -311,7 +213,7 @@ class LatentDistiller:
 
     def init_latents(self) -> None:
         cfg = self.cfg
-        gen = _generator(cfg.seed, "init")
+        gen = seeded_generator(cfg.seed, "init")
         images, kwargs = None, {}
         if cfg.init == "invert":
             images = torch.cat([self.real.sample_class(c, cfg.ipc, gen) for c in range(self.real.num_classes)])
@@ -381,13 +283,13 @@ class LatentDistiller:
         the prior in a second pass (GLaD), so memory is bounded by the chunk size."""
         cfg, m = self.cfg, self.matcher
         torch.manual_seed(derive_seed(cfg.seed, it, "global"))
-        m.start_iteration(it, _generator(cfg.seed, it, "matcher"))
+        m.start_iteration(it, seeded_generator(cfg.seed, it, "matcher"))
         total = 0.0
         for u in range(m.updates_per_iteration):
             self.opt.zero_grad(set_to_none=True)
             if m.per_class:
                 for c in self.my_classes:
-                    gen = _generator(cfg.seed, it, u, c)
+                    gen = seeded_generator(cfg.seed, it, u, c)
                     real_c = self.real.sample_class(c, m.batch_real, gen).to(self.device)
                     syn = self.decode_class(c).requires_grad_(True)
                     with self.acc.autocast():
@@ -401,7 +303,7 @@ class LatentDistiller:
                 if self.acc.num_processes > 1:  # the loss of every class, as one process would log it
                     total = float(self.acc.reduce(torch.tensor([total], device=self.device), reduction="sum"))
             else:
-                gen = _generator(cfg.seed, it, u)
+                gen = seeded_generator(cfg.seed, it, u)
                 syn = self.decode_all().requires_grad_(True)
                 with self.acc.autocast():
                     loss = m.set_loss(syn, self.labels.to(self.device), self.real, gen)
@@ -416,7 +318,7 @@ class LatentDistiller:
             self.scaler.step(self.opt)
             self.scaler.update()
             if type(m).after_update is not Matcher.after_update:
-                m.after_update(self.decode_all(), self.labels.to(self.device), _generator(cfg.seed, it, u, "after"))
+                m.after_update(self.decode_all(), self.labels.to(self.device), seeded_generator(cfg.seed, it, u, "after"))
         return total / m.updates_per_iteration
 
     def _sum_gradients(self, extra: bool = True) -> None:
@@ -433,53 +335,25 @@ class LatentDistiller:
                 tensor.grad = self.acc.reduce(tensor.grad, reduction="sum")
 
     def _check_finite(self, loss: torch.Tensor, it: int, where: str) -> None:
-        if not torch.isfinite(loss).all():
-            last = latest_checkpoint(self.run_dir)
-            keep = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-            raise GenpriorError(f"loss became {loss.item()} at iteration {it} ({where}); {keep}; "
-                                "lower --lr or run without mixed precision")
-
-    def elapsed_s(self) -> float:
-        """Seconds spent in the iteration loop so far, summed over resumed parts (the time lost
-        between a run's last checkpoint and its interruption is not counted)."""
-        return self.elapsed_before + (time.time() - self._t0 if self._t0 is not None else 0.0)
+        self.check_finite(loss, it, where, "lower --lr or run without mixed precision")
 
     # -- checkpoints --
-    def save_checkpoint(self, it: int) -> None:
-        """After iteration ``it - 1``: state to start iteration ``it``."""
-        if not self.acc.is_main_process:
-            return
-        tensors = {f"latent.{k}": v.detach().cpu().contiguous() for k, v in self.latents.items()}
-        opt_tensors, opt_rest = _flatten_optimizer(self.opt)
+    def initialize(self) -> None:
+        self.init_latents()
+
+    def checkpoint_tensors(self) -> Dict[str, torch.Tensor]:
+        tensors = {f"latent.{k}": v for k, v in self.latents.items()}
+        opt_tensors, self._opt_rest = flatten_optimizer(self.opt)
         tensors.update(opt_tensors)
-        tensors.update({f"matcher.{k}": v.detach().cpu().contiguous() for k, v in self.matcher.state_dict().items()})
+        tensors.update({f"matcher.{k}": v for k, v in self.matcher.state_dict().items()})
         for i, p in enumerate(self.matcher.extra_parameters()):
-            tensors[f"extra.{i}"] = p.detach().cpu().contiguous()
-        state = {"next_iteration": it, "optimizer": opt_rest, "best": self.best, "config": asdict(self.cfg),
-                 "elapsed_s": self.elapsed_s(), "loss_scaler": self.scaler.state_dict()}
+            tensors[f"extra.{i}"] = p
+        return tensors
 
-        def write(d: Path) -> None:
-            save_file(tensors, str(d / "state.safetensors"))
-            (d / "state.json").write_text(json.dumps(state, indent=2, default=str))
+    def checkpoint_state(self) -> Dict[str, Any]:
+        return {"optimizer": self._opt_rest, "loss_scaler": self.scaler.state_dict()}
 
-        write_dir_atomic(self.run_dir / "checkpoints" / f"step-{it:06d}", write)
-
-    def load_checkpoint(self, path: Path) -> None:
-        corrupted = f"checkpoint {path} cannot be read ({{}}); delete it to resume from the one before"
-        try:
-            state = json.loads((path / "state.json").read_text())
-            tensors = load_file(str(path / "state.safetensors"))
-            missing = [k for k in ("config", "next_iteration", "optimizer") if k not in state]
-        except (OSError, ValueError, TypeError) as e:
-            raise GenpriorError(corrupted.format(e)) from None
-        if missing:
-            raise GenpriorError(corrupted.format(f"state.json lacks {', '.join(missing)}"))
-        saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "eval_every", "log_every", "checkpoint_every")}
-        now = {k: v for k, v in asdict(self.cfg).items() if k in saved}
-        if json.loads(json.dumps(saved, default=str)) != json.loads(json.dumps(now, default=str)):
-            diff = sorted(k for k in saved if json.dumps(saved[k], default=str) != json.dumps(now[k], default=str))
-            raise GenpriorError(f"checkpoint {path} was made with other settings ({', '.join(diff)}); "
-                                "resume with the same options or start a new output directory")
+    def restore(self, tensors: Dict[str, torch.Tensor], state: Dict[str, Any]) -> None:
         self.latents = {k[len("latent."):]: v.to(self.device).requires_grad_(True)
                         for k, v in tensors.items() if k.startswith("latent.")}
         self.matcher.load_state_dict({k[len("matcher."):]: v for k, v in tensors.items() if k.startswith("matcher.")})
@@ -487,10 +361,7 @@ class LatentDistiller:
             with torch.no_grad():
                 p.copy_(tensors[f"extra.{i}"])
         self._build_optimizer()
-        _unflatten_optimizer(self.opt, tensors, state["optimizer"])
-        self.start_it = state["next_iteration"]
-        self.best = state.get("best", {})
-        self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        unflatten_optimizer(self.opt, tensors, state["optimizer"])
         if state.get("loss_scaler"):
             self.scaler.load_state_dict(state["loss_scaler"])
 
@@ -503,29 +374,6 @@ class LatentDistiller:
                             config={"distill": asdict(self.cfg), "space": self.space, "matcher": self.matcher.describe(),
                                     "prior_card": self.prior.describe()})
 
-    def _log(self, record: Dict[str, Any]) -> None:
-        if self.acc.is_main_process:
-            with open(self.run_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def _trim_log(self) -> None:
-        """On resume: drop what the interrupted part logged after its last checkpoint (it is
-        done again) and a line torn by the interruption, so the log reads as one run."""
-        path = self.run_dir / "log.jsonl"
-        if not self.acc.is_main_process or not path.exists():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            it = record.get("iteration")
-            # loss records count iterations from 0; quick evaluations count iterations done
-            if it is None or it < self.start_it or ("quick_eval_acc" in record and it == self.start_it):
-                kept.append(line)
-        write_text_atomic("".join(line + "\n" for line in kept), path)
-
     def _quick_eval(self, it: int) -> None:
         from ..evaluate import evaluate_synset, with_counts
 
@@ -534,49 +382,24 @@ class LatentDistiller:
         proto = with_counts("quick", epochs=self.cfg.eval_epochs, num_models=1)
         acc = evaluate_synset(synset, protocol=proto, test=test, device="cpu" if self.device.type == "cpu" else "auto",
                               progress=False)["results"]["convnet"]["mean"]
-        self._log({"iteration": it, "quick_eval_acc": acc, "protocol": proto.name})
+        self.log({"iteration": it, "quick_eval_acc": acc, "protocol": proto.name})
         if acc > self.best.get("acc", -1.0):
             self.best = {"acc": acc, "iteration": it}
             save_synset(synset, self.run_dir / "best", overwrite=True)
 
     def export(self) -> SyntheticSet:
-        from .export import save_latents
-
         synset = self.current_set()
         if self.acc.is_main_process:
             save_latents(self.run_dir, self.latents, self.labels, self.cfg, self.space)
             save_synset(synset, self.run_dir / "synset", overwrite=True)
         return synset
 
-    def run(self, resume: Optional[str] = None) -> SyntheticSet:
-        cfg = self.cfg
-        ckpt = resolve_resume(self.run_dir, resume)
-        if self.acc.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        if ckpt is not None:
-            self.load_checkpoint(ckpt)
-            self._trim_log()
-        else:
-            self.init_latents()
-            if self.acc.is_main_process:
-                write_json_atomic(asdict(cfg), self.run_dir / "config.json")
-        bar = tqdm(range(self.start_it, cfg.iterations), initial=self.start_it, total=cfg.iterations,
-                   desc=f"distill {cfg.loss} {self.space}", disable=not (self.progress and self.acc.is_main_process))
-        memory = memory_setting()  # logged with every loss line: a resumed part may run under another setting
-        self._t0 = time.time()
-        for it in bar:
-            loss = self.iteration(it)
-            bar.set_postfix(loss=f"{loss:.4g}")
-            if (it + 1) % cfg.log_every == 0 or it == cfg.iterations - 1:
-                self._log({"iteration": it, "loss": loss, "time_s": self.elapsed_s(), "processes": self.acc.num_processes,
-                           "threads": torch.get_num_threads(), "keep_freed_memory": memory["keep_freed_memory"]})
-            if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and self.acc.is_main_process:
-                self._quick_eval(it + 1)
-            if (it + 1) % cfg.checkpoint_every == 0 or it == cfg.iterations - 1:
-                self.save_checkpoint(it + 1)
-        bar.close()
-        self.acc.wait_for_everyone()
-        return self.export()
+    def progress_label(self) -> str:
+        return f"distill {self.cfg.loss} {self.space}"
+
+    def after_iteration(self, it: int) -> None:
+        if self.cfg.eval_every and (it + 1) % self.cfg.eval_every == 0 and self.acc.is_main_process:
+            self._quick_eval(it + 1)
 
 
 def distill(cfg: DistillConfig, run_dir, resume: Optional[str] = None, progress: bool = True) -> SyntheticSet:
