@@ -143,23 +143,10 @@ def make_baseline(name: str, train: RealData, ipc: int, seed: int = 0, **kwargs:
 @torch.no_grad()
 def prior_samples(prior, train: RealData, ipc: int, seed: int = 0, space: str | None = None,
                   chunk_size: int = 100, prior_ref: str | None = None) -> SyntheticSet:
-    """The "prior only" baseline: ``ipc`` random samples per class, no distillation.
+    """The "prior only" baseline: ``ipc`` random samples per class, no distillation, normalised
+    like ``train`` so it is evaluated like any set (``generate.generate_set``: nested in the IPC,
+    decoded in chunks)."""
+    from .generate import generate_set
 
-    Decoded in chunks, normalised like ``train`` so it is evaluated like any set.
-    """
-    if ipc < 1:
-        raise GenpriorError(f"IPC must be at least 1, got {ipc}")
-    if (prior.num_classes, prior.channels, prior.resolution) != (train.num_classes, train.channels, train.resolution):
-        raise GenpriorError(
-            f"the prior makes {prior.num_classes} classes, {prior.channels} channels, {prior.resolution} px but "
-            f"{train.name} has {train.num_classes}, {train.channels}, {train.resolution}; pick a prior made for this dataset"
-        )
-    prior.set_normalization(train.mean, train.std)
-    labels = torch.arange(train.num_classes).repeat_interleave(ipc)
-    gen = torch.Generator().manual_seed(seed)
-    space = space or prior.default_space
-    latents = prior.init_latents(labels, space=space, method="random", generator=gen)
-    images = prior.decode(latents, labels.to(prior.out_mean.device), chunk_size=chunk_size).float().cpu()
-    return SyntheticSet(images=images, labels=labels, mean=train.mean, std=train.std, dataset=train.name,
-                        class_names=train.class_names, method="prior-samples", prior=prior_ref,
-                        config={"ipc": ipc, "seed": seed, "space": space, "prior_card": prior.describe()})
+    return generate_set(prior, train, ipc, seed=seed, space=space, chunk_size=chunk_size, method="prior-samples",
+                        prior_ref=prior_ref)

@@ -138,26 +138,50 @@ def cmd_baseline(args) -> None:
         _run_evaluation(synset, out, args)
 
 
-def cmd_sample(args) -> None:
-    from .baselines import prior_samples
+def _class_map(text: Optional[str]) -> Optional[List[int]]:
+    if not text:
+        return None
+    try:
+        return [int(c) for c in text.split(",")]
+    except ValueError:
+        raise GenpriorError(f"--class-map takes comma-separated integers (one prior class per dataset class), "
+                            f"got {text!r}") from None
+
+
+def cmd_generate(args) -> None:
     from .data import load_dataset
+    from .evaluate import resolve_device
+    from .generate import PRECISIONS, generate_set
     from .priors.load import load_prior
     from .synset import save_synset
 
     _check_ipc(args.ipc)
+    if args.chunk_size < 1:
+        raise GenpriorError(f"--chunk-size must be at least 1, got {args.chunk_size}")
+    if args.mixed_precision not in PRECISIONS:
+        raise GenpriorError(f"unknown --mixed-precision {args.mixed_precision!r}; choose one of {', '.join(PRECISIONS)}")
+    class_map = _class_map(args.class_map)
+    device = resolve_device(args.device)
+    if args.mixed_precision == "fp16" and device.type == "cpu":
+        raise GenpriorError("fp16 needs a GPU; use --mixed-precision bf16 or no on a CPU")
     if args.evaluate:
         _check_eval_args(args)
     out = Path(args.out_dir)
     if out.exists() and not args.overwrite:
         raise GenpriorError(f"{out} already exists; choose another directory or pass --overwrite")
-    prior = load_prior(args.prior, allow_pickle=args.allow_pickle, **_key_values(args.prior_option, "--prior-option"))
+    options = _key_values(args.prior_option, "--prior-option")
+    if args.guidance_scale is not None:
+        options["guidance_scale"] = args.guidance_scale
+    prior = load_prior(args.prior, allow_pickle=args.allow_pickle, **options)
     dataset = args.dataset or prior.card.get("dataset")
     if not dataset:
         raise GenpriorError(f"prior {args.prior!r} does not say which dataset it models; pass --dataset")
     train = load_dataset(dataset, "train", root=args.data_root, resolution=args.resolution)
-    synset = prior_samples(prior, train, args.ipc, seed=args.seed, space=args.space, prior_ref=args.prior)
+    synset = generate_set(prior, train, args.ipc, seed=args.seed, space=args.space, chunk_size=args.chunk_size,
+                          mixed_precision=args.mixed_precision, class_map=class_map, resize=args.resize,
+                          device=str(device), prior_ref=args.prior, progress=True)
     save_synset(synset, out, overwrite=args.overwrite)
-    print(f"wrote {args.ipc} samples per class of {args.prior}: {out} (preview: {out / 'grid.png'})")
+    print(f"wrote {args.ipc} images per class of {args.prior}: {out} (preview: {out / 'grid.png'})")
     if args.evaluate:
         _run_evaluation(synset, out, args)
 
@@ -196,11 +220,7 @@ def distill_config_from_args(args, defaults: Optional[dict] = None):
     if args.data_root:
         values["data_root"] = args.data_root
     if args.class_map:
-        try:
-            values["class_map"] = [int(c) for c in args.class_map.split(",")]
-        except ValueError:
-            raise GenpriorError(f"--class-map takes comma-separated integers (one prior class per dataset class), "
-                                f"got {args.class_map!r}") from None
+        values["class_map"] = _class_map(args.class_map)
     values["loss_options"] = {**values.get("loss_options", {}), **_key_values(args.loss_option, "--loss-option")}
     values["latent_lrs"] = {**values.get("latent_lrs", {}), **_key_values(args.latent_lr, "--latent-lr")}
     values["prior_options"] = {**values.get("prior_options", {}), **_key_values(args.prior_option, "--prior-option")}
@@ -391,20 +411,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_args(p)
     p.set_defaults(fn=cmd_baseline)
 
-    p = sub.add_parser("sample", help="write undistilled samples of a prior as a set (the prior-only baseline)")
-    p.add_argument("prior", help="registered prior name, local folder, hub id, or .pkl (with --allow-pickle)")
+    p = sub.add_parser("generate", aliases=["sample"],
+                       help="write a set of any IPC from a prior or trained generator, no distillation "
+                            "(nested: IPC 10 is the first 10 per class of IPC 50; 'sample' is its older name)")
+    p.add_argument("prior", help="registered prior name, local folder (a trained generator too), hub id, "
+                   "or .pkl (with --allow-pickle)")
     p.add_argument("out_dir")
     p.add_argument("--ipc", type=int, required=True, help="images per class")
     p.add_argument("--dataset", help="dataset whose normalisation and classes the set uses (default: the prior's)")
     p.add_argument("--space", help="latent space to sample in (default: the prior's)")
     p.add_argument("--resolution", type=int)
+    p.add_argument("--chunk-size", type=int, default=100, help="images decoded at a time (memory is flat in the IPC)")
+    p.add_argument("--mixed-precision", default="no", help="no, bf16, or fp16 (GPU only)")
+    p.add_argument("--guidance-scale", type=float,
+                   help="classifier-free guidance scale of a class-conditional diffusion prior (1 = none)")
+    p.add_argument("--class-map", help="comma-separated prior class for each dataset class")
+    p.add_argument("--resize", action="store_true", help="resize generated images to the dataset size")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading a StyleGAN .pkl (runs code from the file)")
     p.add_argument("--prior-option", action="append", metavar="KEY=VALUE",
                    help="a prior option, e.g. num_inference_steps=5 (repeatable)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--evaluate", action="store_true")
     _add_eval_args(p)
-    p.set_defaults(fn=cmd_sample)
+    p.set_defaults(fn=cmd_generate)
 
     p = sub.add_parser("distill", help="optimise latents of a prior against a matching loss (default: GLaD-DM, mnist5k, IPC 10)")
     add_distill_args(p)
@@ -429,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.set_defaults(fn=cmd_experts)
-    for name in ("evaluate", "baseline", "sample", "distill", "experts"):  # also after the command
+    for name in ("evaluate", "baseline", "generate", "distill", "experts"):  # also after the command
         sub.choices[name].add_argument("--data-root", default=argparse.SUPPRESS, help=DATA_ROOT_HELP)
     return parser
 

@@ -1,0 +1,99 @@
+"""genprior generate: any IPC from a prior, seeded, nested, chunked; bad input fails first."""
+import pytest
+import torch
+
+from genprior.cli import main
+from genprior.data import load_dataset
+from genprior.errors import GenpriorError
+from genprior.generate import generate_set
+from genprior.priors.load import load_prior
+from genprior.synset import load_synset
+
+
+@pytest.fixture(scope="module")
+def train():
+    return load_dataset("mnist5k", "train")
+
+
+@pytest.fixture(scope="module")
+def stylegan():
+    return load_prior("mnist5k-stylegan")
+
+
+def _per_class(images, ipc, k):
+    """The first k images of every class of a set with ``ipc`` images per class."""
+    return torch.cat([images[c * ipc:c * ipc + k] for c in range(images.shape[0] // ipc)])
+
+
+def test_sets_are_seeded_and_nested(stylegan, train):
+    small = generate_set(stylegan, train, 2, seed=3)
+    big = generate_set(stylegan, train, 5, seed=3)
+    again = generate_set(stylegan, train, 5, seed=3)
+    other = generate_set(stylegan, train, 2, seed=4)
+    assert torch.equal(big.images, again.images)
+    # IPC 2 is the first two images per class of IPC 5, to float rounding of the batched decode
+    torch.testing.assert_close(small.images, _per_class(big.images, 5, 2), rtol=0, atol=1e-5)
+    assert small.labels.tolist() == [c for c in range(10) for _ in range(2)]
+    assert (small.images - other.images).abs().amax() > 0.1
+    assert small.method == "prior-samples" and small.config["generate"]["seed"] == 3
+
+
+def test_chunking_does_not_change_the_set(stylegan, train):
+    whole = generate_set(stylegan, train, 3, chunk_size=100)
+    chunked = generate_set(stylegan, train, 3, chunk_size=7)
+    torch.testing.assert_close(chunked.images, whole.images, rtol=0, atol=1e-5)
+
+
+def test_bf16_decodes_close_to_fp32(stylegan, train):
+    fp32 = generate_set(load_prior("mnist5k-stylegan"), train, 1)
+    bf16 = generate_set(load_prior("mnist5k-stylegan"), train, 1, mixed_precision="bf16")
+    assert bf16.images.dtype == torch.float32
+    assert (bf16.images - fp32.images).abs().mean() < 0.1 * fp32.images.abs().mean()
+
+
+def test_bad_input_is_refused(stylegan, train):
+    with pytest.raises(GenpriorError, match="IPC must be at least 1"):
+        generate_set(stylegan, train, 0)
+    with pytest.raises(GenpriorError, match="chunk size"):
+        generate_set(stylegan, train, 1, chunk_size=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(GenpriorError, match="fp16"):
+            generate_set(stylegan, train, 1, mixed_precision="fp16")
+    digits = load_dataset("digits", "train")
+    with pytest.raises(GenpriorError, match="resize"):
+        generate_set(stylegan, digits.__class__(**{**digits.__dict__, "images": digits.images[:, :, :8, :8]}), 1)
+
+
+def test_class_map_picks_the_prior_classes(stylegan, train):
+    mapped = generate_set(stylegan, train, 2, class_map=[0] * 10)
+    plain = generate_set(stylegan, train, 2)
+    # every class now draws digit 0; class 0 itself is unchanged
+    torch.testing.assert_close(mapped.images[:2], plain.images[:2], rtol=0, atol=1e-5)
+    assert (mapped.images[2:4] - plain.images[2:4]).abs().amax() > 0.1
+    with pytest.raises(GenpriorError, match="class_map needs 10 entries"):
+        generate_set(stylegan, train, 1, class_map=[0, 1])
+
+
+def test_cli_generate_and_its_old_name(tmp_path, capsys):
+    out = tmp_path / "g"
+    assert main(["generate", "mnist5k-stylegan", str(out), "--ipc", "2", "--chunk-size", "3"]) == 0
+    synset = load_synset(out)
+    assert synset.ipc == 2 and (out / "grid.png").is_file()
+    assert main(["sample", "mnist5k-stylegan", str(tmp_path / "s"), "--ipc", "2"]) == 0
+    torch.testing.assert_close(load_synset(tmp_path / "s").images, synset.images, rtol=0, atol=1e-5)
+    for argv, message in (
+        (["--ipc", "0"], "--ipc 1 or more"),
+        (["--ipc", "1", "--chunk-size", "0"], "--chunk-size"),
+        (["--ipc", "1", "--class-map", "a,b"], "comma-separated integers"),
+        (["--ipc", "1", "--mixed-precision", "fp8"], "unknown --mixed-precision"),
+    ):
+        assert main(["generate", "mnist5k-stylegan", str(tmp_path / "bad"), *argv]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()
+
+
+def test_guidance_scale_reaches_a_diffusion_prior(tmp_path):
+    out = tmp_path / "d"
+    assert main(["generate", "mnist5k-diffusion", str(out), "--ipc", "1", "--guidance-scale", "2",
+                 "--prior-option", "num_inference_steps=2"]) == 0
+    assert load_synset(out).config["prior_card"]["guidance_scale"] == 2.0
