@@ -88,6 +88,7 @@ def cmd_list(args) -> None:
     from .baselines import BASELINES
     from .data import DATASETS
     from .evaluate import PROTOCOLS
+    from .generators import GENERATOR_METHODS
     from .matching import MATCHERS
     from .nets import CROSS_ARCH_POOL, NETS
     from .priors.load import pretrained_dir, registry
@@ -99,6 +100,7 @@ def cmd_list(args) -> None:
         "baselines": [(e.name, e.summary) for e in BASELINES],
         "priors": [(name, f"{e.get('family')}: {e.get('summary', '')}") for name, e in sorted(registry().items())],
         "losses": [(e.name, e.summary) for e in MATCHERS],
+        "generator methods": [(e.name, e.summary) for e in GENERATOR_METHODS],
         "recipes": [(f"recipes/{p.name}", (ast.get_docstring(ast.parse(p.read_text())) or "").split("\n")[0])
                     for p in recipes],
         "protocols": [(p.name, f"{p.epochs} epochs (lr drop at {p.lr_drop_epoch}), {p.num_models} models") for p in PROTOCOLS.values()],
@@ -305,6 +307,119 @@ def cmd_experts(args) -> None:
     print(f"expert trajectories: {out}")
 
 
+GENERATOR_FLAGS = ("dataset", "prior", "method", "iterations", "batch_size", "lr", "ema", "mixed_precision", "seed",
+                   "checkpoint_every", "log_every", "resize", "resolution")
+
+
+def generator_config_from_args(args, defaults: Optional[dict] = None, command: str = ""):
+    """A GeneratorConfig: recipe defaults, then the flags the user gave."""
+    from .generators.train import GeneratorConfig
+
+    values = dict(defaults or {})
+    for name in GENERATOR_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None and value is not False:
+            values[name] = value
+    if args.data_root:
+        values["data_root"] = args.data_root
+    if args.class_map:
+        values["class_map"] = _class_map(args.class_map)
+    values["method_options"] = {**values.get("method_options", {}),
+                                **_key_values(args.method_option, "--method-option")}
+    values["prior_options"] = {**values.get("prior_options", {}), **_key_values(args.prior_option, "--prior-option")}
+    if args.allow_pickle:
+        values["prior_options"]["allow_pickle"] = True
+    values["command"] = command
+    return GeneratorConfig.from_dict(values)
+
+
+def run_train(args, defaults: Optional[dict] = None, command: str = "") -> None:
+    """Train a generator (or resume), then generate a set at --ipc and evaluate it; ``command``
+    (the command line) goes into the generator's card."""
+    from .data import load_dataset
+    from .distill.common import resolve_resume
+    from .generate import generate_set
+    from .generators.train import GeneratorTrainer, check_generator_config
+    from .priors.load import load_prior
+    from .synset import save_synset
+
+    cfg = generator_config_from_args(args, defaults, command)
+    check_generator_config(cfg)
+    _check_ipc(args.ipc)
+    if not args.no_evaluate:
+        _check_eval_args(args)
+    if args.output_dir:
+        out = Path(args.output_dir)
+    elif args.resume and args.resume != "latest":
+        out = Path(args.resume).parent.parent
+    else:
+        base = Path("runs") / f"{cfg.method}-{Path(cfg.prior).name}-{cfg.dataset}"
+        out = base if args.resume or not base.exists() else next(
+            base.with_name(f"{base.name}-{k}") for k in range(2, 10**6) if not base.with_name(f"{base.name}-{k}").exists())
+    resolve_resume(out, args.resume)
+    trainer = GeneratorTrainer(cfg, out)
+    generator_dir = trainer.run(resume=args.resume)
+    if not trainer.acc.is_main_process:
+        return
+    print(f"trained generator: {generator_dir} (samples: {out / 'samples.png'}); "
+          f"draw any IPC with: genprior generate {generator_dir} OUT_DIR --ipc N")
+    if args.no_evaluate:
+        return
+    real = load_dataset(cfg.dataset, "train", root=cfg.data_root, resolution=cfg.resolution)
+    synset = generate_set(load_prior(str(generator_dir)), real, args.ipc, seed=cfg.seed, class_map=cfg.class_map,
+                          resize=cfg.resize, prior_ref=str(generator_dir))
+    set_dir = out / f"synset-ipc{args.ipc}"
+    save_synset(synset, set_dir, overwrite=True)
+    _run_evaluation(synset, set_dir, args)
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """The flags of ``genprior train``; the generator recipes reuse them with their own defaults."""
+    g = p.add_argument_group("generator training")
+    g.add_argument("--dataset")
+    g.add_argument("--prior", help="the GAN or diffusion prior to train: registered name, local folder or hub id")
+    g.add_argument("--method", help="generator method (see `genprior list generator methods`)")
+    g.add_argument("--method-option", action="append", metavar="KEY=VALUE", help="a method option (repeatable)")
+    g.add_argument("--prior-option", action="append", metavar="KEY=VALUE", help="a prior option (repeatable)")
+    g.add_argument("--iterations", type=int)
+    g.add_argument("--batch-size", type=int, help="generated (and real) images per step")
+    g.add_argument("--lr", type=float, help="generator learning rate (default: the method's)")
+    g.add_argument("--ema", type=float, help="EMA decay of the exported weights (0: the trained weights)")
+    g.add_argument("--mixed-precision", help="no, bf16 or fp16 (fp16 needs a GPU)")
+    g.add_argument("--checkpoint-every", type=int)
+    g.add_argument("--log-every", type=int)
+    g.add_argument("--class-map", help="comma-separated prior class for each dataset class")
+    g.add_argument("--resize", action="store_true", default=None, help="resize generated images to the dataset size")
+    g.add_argument("--resolution", type=int, help="image size for datasets that take one")
+    g.add_argument("--allow-pickle", action="store_true", help="allow loading a StyleGAN .pkl prior (runs code from the file)")
+    g.add_argument("--ipc", type=int, default=10, help="IPC of the set generated and evaluated after training")
+    g.add_argument("--output-dir")
+    g.add_argument("--resume", help="'latest' or a checkpoint directory")
+    g.add_argument("--no-evaluate", action="store_true", help="skip generating and evaluating a set after training")
+    _add_eval_args(p)
+
+
+def cmd_train(args) -> None:
+    run_train(args, command=" ".join(["genprior", *args.argv]))
+
+
+def run_generator_recipe(description: str, defaults: dict, argv=None) -> None:
+    """What a generator recipe (recipes/dim.py, ...) runs: its paper's defaults under the flags
+    of ``genprior train`` (flags given on the command line win)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", help=DATA_ROOT_HELP)
+    add_train_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        memory_setting()
+        script = Path(sys.argv[0])
+        shown = script.relative_to(Path.cwd()) if script.is_absolute() and Path.cwd() in script.parents else script
+        run_train(args, defaults, command=" ".join(["python", str(shown), *(sys.argv[1:] if argv is None else argv)]))
+    except GenpriorError as e:
+        print(f"genprior: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 #: ``genprior distill`` with no flags: GLaD-DM on the shipped StyleGAN prior, mnist5k, IPC 10.
 MAIN_JOB = {"dataset": "mnist5k", "prior": "mnist5k-stylegan", "loss": "dm", "ipc": 10, "iterations": 100}
 
@@ -439,6 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_distill_args(p)
     p.set_defaults(fn=cmd_distill)
 
+    p = sub.add_parser("train", help="train a generator into a dataset (DiM, DCGM, Minimax); then "
+                       "`genprior generate RUN/generator OUT --ipc N` draws a set of any IPC")
+    add_train_args(p)
+    p.set_defaults(fn=cmd_train)
+
     p = sub.add_parser("export", help="decode a distillation run's latents into a synthetic-set directory")
     p.add_argument("run_dir")
     p.add_argument("--out", help="set directory (default: RUN_DIR/export)")
@@ -458,13 +578,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.set_defaults(fn=cmd_experts)
-    for name in ("evaluate", "baseline", "generate", "distill", "experts"):  # also after the command
+    for name in ("evaluate", "baseline", "generate", "distill", "train", "experts"):  # also after the command
         sub.choices[name].add_argument("--data-root", default=argparse.SUPPRESS, help=DATA_ROOT_HELP)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         memory_setting()  # a bad GENPRIOR_KEEP_MEMORY fails here, in one line
         args.fn(args)

@@ -36,8 +36,8 @@ from accelerate.utils import set_seed
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from genprior.augment import cutout, translate
 from genprior.data import load_dataset
+from genprior.generators.gan import diff_augment
 from genprior.priors.dcgan import DCGANDiscriminator, DCGANGenerator, DCGANPrior
 from genprior.priors.stylegan import StyleGAN2Discriminator, StyleGAN2Generator, StyleGANPrior
 
@@ -104,17 +104,6 @@ def generate(arch: str, generator, z: torch.Tensor, labels: torch.Tensor, update
     if arch == "stylegan":
         return generator(z, labels, noise_mode="random", update_w_avg=update_w_avg)
     return generator(z, labels)
-
-
-def diff_augment(x: torch.Tensor) -> torch.Tensor:
-    """DiffAugment translation (up to 1/8 of the side) and cutout (half the side),
-    on the [-1, 1] images shifted so that the black background fills the gaps."""
-    n, _, h, w = x.shape
-    shift = max(1, h // 8)
-    x = translate(x + 1, torch.randint(-shift, shift + 1, (n,)), torch.randint(-shift, shift + 1, (n,)))
-    size = h // 2
-    x = cutout(x, torch.randint(0, h + 1 - size % 2, (n,)), torch.randint(0, w + 1 - size % 2, (n,)), size, size)
-    return x - 1
 
 
 def latest_checkpoint(checkpoint_dir: Path):

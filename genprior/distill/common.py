@@ -277,12 +277,12 @@ class TrainingRun(ABC):
             missing = [k for k in ("config", "next_iteration", *self.required_state) if k not in state]
         except (OSError, ValueError, TypeError) as e:
             raise GenpriorError(corrupted.format(e)) from None
-        if missing:
-            raise GenpriorError(corrupted.format(f"state.json lacks {', '.join(missing)}"))
         made_by = state.get("kind", "latent")  # checkpoints from before kinds were recorded are latent runs
         if made_by != self.kind:
             raise GenpriorError(f"checkpoint {path} was made by a {made_by!r} run, not a {self.kind!r} one; "
                                 "resume it with the command that made it, or start a new output directory")
+        if missing:
+            raise GenpriorError(corrupted.format(f"state.json lacks {', '.join(missing)}"))
         # the settings the checkpoint names must be today's (a setting added to genprior since
         # the checkpoint was written keeps its default)
         now = self.config_dict()
