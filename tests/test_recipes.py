@@ -23,9 +23,16 @@ def _load(name):
     return module
 
 
+def _is_generator_recipe(module) -> bool:
+    """Recipes that train the generator itself run ``run_generator_recipe``."""
+    return hasattr(module, "run_generator_recipe")
+
+
 def _cases():
     for path in sorted(RECIPES.glob("*.py")):
         module = _load(path.stem)
+        if _is_generator_recipe(module):
+            continue
         for variant in getattr(module, "VARIANTS", None) or [None]:
             yield path.stem, variant
 
@@ -37,8 +44,28 @@ def buffer(tmp_path_factory):
     return train_experts(train, "convnet", 1, 2, tmp_path_factory.mktemp("experts") / "buffer", progress=False)
 
 
+def _generator_cases():
+    return [p.stem for p in sorted(RECIPES.glob("*.py")) if _is_generator_recipe(_load(p.stem))]
+
+
 def test_every_recipe_is_covered():
     assert {name for name, _ in _cases()} == {"glad", "itgan", "ld3m", "dm", "dc", "mtt"}
+    assert set(_generator_cases()) == {"dim"}
+
+
+@pytest.mark.parametrize("name", _generator_cases())
+def test_generator_recipe_runs_with_its_defaults(tmp_path, name):
+    from genprior.cli import run_generator_recipe
+    from genprior.priors.load import load_prior
+
+    module = _load(name)
+    argv = ["--iterations", "1", "--batch-size", "4", "--method-option", "d_warmup=1", "--method-option", "pool_steps=1",
+            "--no-evaluate", "--output-dir", str(tmp_path / "run")]
+    run_generator_recipe(module.__doc__, module.DEFAULTS, argv=argv)
+    prior = load_prior(str(tmp_path / "run" / "generator"))
+    card = prior.describe()
+    assert card["method"] == module.DEFAULTS["method"] and card["base_prior"] == module.DEFAULTS["prior"]
+    assert card["command"].startswith("python ") and "--iterations 1" in card["command"]
 
 
 @pytest.mark.parametrize("name, variant", list(_cases()))
