@@ -124,3 +124,121 @@ def test_a_latent_runs_checkpoint_is_refused(tmp_path, tiny_prior):
                           loss_options={"net_options": {"width": 8}, "dsa": False}), tmp_path / "run", progress=False)
     with pytest.raises(GenpriorError, match="made by a 'latent' run, not a 'generator' one"):
         train_generator(config(tiny_prior), tmp_path / "run", resume="latest", progress=False)
+
+
+# ---- Minimax Diffusion ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_diffusion(tmp_path_factory):
+    from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel, UNet2DModel
+
+    from genprior.priors.diffusion import DiffusionPrior, LatentDiffusionPrior
+
+    root = tmp_path_factory.mktemp("diffusion")
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=28, in_channels=1, out_channels=1, block_out_channels=(8, 16), norm_num_groups=4,
+                       layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"), num_class_embeds=11)
+    pixel = DiffusionPrior.from_components(unet, DDIMScheduler(clip_sample=False), mean=DIGITS_MEAN, std=DIGITS_STD,
+                                           num_inference_steps=2)
+    pixel.card["dataset"] = "digits"
+    pixel.save_pretrained(root / "pixel")
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                        norm_num_groups=4, sample_size=28, layers_per_block=1)
+    dit = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                num_layers=2, sample_size=14, patch_size=2, num_embeds_ada_norm=10)
+    LatentDiffusionPrior.from_components(dit, vae, DDIMScheduler(clip_sample=False), mean=DIGITS_MEAN, std=DIGITS_STD,
+                                         num_inference_steps=2).save_pretrained(root / "latent")
+    return root
+
+
+def minimax_config(prior_dir, **overrides):
+    options = {"memory_size": 4}
+    options.update(overrides.pop("method_options", {}))
+    base = GeneratorConfig(dataset="digits", prior=str(prior_dir), method="minimax", method_options=options,
+                           iterations=3, batch_size=6, log_every=1, checkpoint_every=2, ema=0.0, lr=0.01)
+    return replace(base, **overrides)
+
+
+@pytest.mark.parametrize("kind", ["pixel", "latent"])
+def test_minimax_trains_only_difffit_parameters_and_folds_its_scales(tmp_path, tiny_diffusion, kind):
+    cfg = minimax_config(tiny_diffusion / kind)
+    trainer = GeneratorTrainer(cfg, tmp_path / "run", progress=False)
+    before = {n: p.detach().clone() for n, p in trainer.prior.named_parameters()}
+    assert trainer.method.scaled and trainer.frozen_names
+    out = trainer.run()
+    after = dict(trainer.prior.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in trainer.frozen_names)  # frozen: bit-identical
+    trained = [n for n in before if n not in trainer.frozen_names]
+    assert any(not torch.equal(before[n], after[n]) for n in trained)
+    assert any("bias" in n for n in trained) and not any(n.startswith("vae.") for n in trained)
+    assert any(not torch.equal(g, torch.ones_like(g)) for g in trainer.method.extra_parameters())
+    # the exported folder (scales folded into the weights, no hooks) decodes as the trained model does
+    exported = load_prior(str(out))
+    labels = torch.arange(3)
+    latents = exported.init_latents(labels, space="x_T", generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.decode(latents, labels), trainer.prior.decode(latents, labels),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_minimax_resume_is_bit_identical(tmp_path, tiny_diffusion):
+    cfg = minimax_config(tiny_diffusion / "pixel", iterations=4)
+    train_generator(cfg, tmp_path / "straight", progress=False)
+    train_generator(replace(cfg, iterations=2), tmp_path / "split", progress=False)
+    train_generator(cfg, tmp_path / "split", resume="latest", progress=False)
+    a = load_file(str(tmp_path / "straight" / "checkpoints" / "step-000004" / "state.safetensors"))
+    b = load_file(str(tmp_path / "split" / "checkpoints" / "step-000004" / "state.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(k.startswith("state.real.") for k in a) and any(k.startswith("state.generated.") for k in a)
+
+
+def test_memories_follow_fifo_and_adaptive_eviction():
+    from genprior.generators.minimax import ClassMemory
+
+    fifo = ClassMemory(1, 3, "fifo")
+    fifo.add(0, torch.eye(4))
+    assert torch.equal(fifo[0], torch.eye(4)[1:])  # the oldest left
+    adaptive = ClassMemory(1, 3, "adaptive")
+    near = torch.tensor([[1.0, 0, 0], [0.9, 0.1, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    adaptive.add(0, near)
+    # the entry most similar, in sum, to the others is the near-duplicate [0.9, 0.1, 0]
+    assert torch.equal(adaptive[0], near[[0, 2, 3]])
+
+
+def test_minimax_terms_pull_to_real_and_push_from_generated(tmp_path, tiny_diffusion):
+    """Against the same run with λ = 0, one training step on a batch (through the method and the
+    trainer's optimiser), measured on that batch against the memories it was computed with:
+    with λ_r the minimum similarity to the real memory rises, with λ_d the maximum similarity
+    to the generated memory falls. (Across batches a few steps show little: x̂₀ at a random
+    timestep is mostly noise for an untrained tiny model.)"""
+    def after_one_step(lambda_r, lambda_d, name):
+        cfg = minimax_config(tiny_diffusion / "pixel", batch_size=20, lr=0.03,
+                             method_options={"lambda_r": lambda_r, "lambda_d": lambda_d, "memory_size": 8})
+        trainer = GeneratorTrainer(cfg, tmp_path / name, progress=False)
+        method = trainer.method
+        method.step(trainer, 0, torch.Generator().manual_seed(0))  # fills both memories (terms wait)
+        saved = {k: v.clone() for k, v in method.state_tensors().items()}
+
+        def measure():
+            gen = torch.Generator().manual_seed(1)
+            labels = method.sample_labels(20, gen)
+            real = method.real_batch(labels, gen)
+            with torch.no_grad():
+                _, x0_hat, _ = trainer.prior.training_loss(real, labels, gen, uncond_prob=0.0)
+                return method.minimax_terms(x0_hat, labels)[1]
+
+        before = measure()
+        method.opts["uncond_prob"] = 0.0
+        method.step(trainer, 1, torch.Generator().manual_seed(1))  # the measured batch, once
+        method.load_state_tensors(saved)  # measure against the memories the step saw
+        return before, measure()
+
+    off_before, off = after_one_step(0.0, 0.0, "off")
+    pull_before, pull = after_one_step(100.0, 0.0, "pull")
+    push_before, push = after_one_step(0.0, 100.0, "push")
+    assert off_before == pull_before == push_before  # one start
+    assert pull["min_real_similarity"] > off["min_real_similarity"] + 0.02
+    assert push["max_generated_similarity"] < off["max_generated_similarity"] - 0.01

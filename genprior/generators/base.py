@@ -59,6 +59,14 @@ class GeneratorMethod(ABC):
         """The prior's parameters this method trains (all by default); the others stay frozen."""
         return list(self.prior.parameters())
 
+    def extra_parameters(self) -> List[nn.Parameter]:
+        """Parameters outside the prior trained with it by the generator optimiser (DiffFit's
+        scale factors); ``before_export`` must fold them into the prior."""
+        return []
+
+    def before_export(self) -> None:
+        """Make the prior alone compute what prior + method computes (e.g. fold scale factors)."""
+
     def modules(self) -> Dict[str, nn.Module]:
         """Modules besides the prior whose weights a checkpoint must hold (a discriminator,
         classifiers)."""

@@ -103,12 +103,14 @@ class GeneratorTrainer(TrainingRun):
             torch.manual_seed(derive_seed(cfg.seed, "method-init"))
             self.method: GeneratorMethod = create_method(cfg.method, self.prior, self.real, self.device,
                                                          **cfg.method_options)
-        trainable = self.method.trainable_parameters()
-        ids = {id(p) for p in trainable}
+        in_prior = self.method.trainable_parameters()
+        ids = {id(p) for p in in_prior}
         self.prior.requires_grad_(False)
-        for p in trainable:
+        for p in in_prior:
             p.requires_grad_(True)
+        trainable = in_prior + self.method.extra_parameters()
         self.trainable = trainable
+        #: the prior's parameters that must stay bit-identical
         self.frozen_names = [n for n, p in self.prior.named_parameters() if id(p) not in ids]
         opt = dict(self.method.generator_optimizer)
         if cfg.lr is not None:
@@ -210,10 +212,12 @@ class GeneratorTrainer(TrainingRun):
 
         out = self.run_dir / "generator"
         if self.acc.is_main_process:
+            kept_prior = {k: v.detach().clone() for k, v in self.prior.state_dict().items()}
+            kept = [p.detach().clone() for p in self.trainable]
             with torch.no_grad():
-                kept = [p.detach().clone() for p in self.trainable]
                 for p, shadow in zip(self.trainable, self.ema):
                     p.copy_(shadow)
+            self.method.before_export()  # e.g. fold scale factors into the prior's weights
             self.prior.card.update({
                 "method": self.cfg.method, "method_options": self.method.describe(),
                 "base_prior": self.cfg.prior, "dataset": self.real.name,
@@ -226,7 +230,8 @@ class GeneratorTrainer(TrainingRun):
             samples = generate_set(self.prior, self.real, 10, seed=self.cfg.seed, class_map=self.cfg.class_map,
                                    resize=self.cfg.resize, device=str(self.device), method=self.cfg.method)
             save_grid(samples.pixels(), samples.labels, samples.num_classes, self.run_dir / "samples.png")
-            with torch.no_grad():  # the run object keeps its trained (not averaged) weights
+            with torch.no_grad():  # the run object keeps its trained (not averaged, not folded) weights
+                self.prior.load_state_dict(kept_prior)
                 for p, k in zip(self.trainable, kept):
                     p.copy_(k)
         self.acc.wait_for_everyone()

@@ -353,6 +353,36 @@ class _DDIMPrior(Prior):
             latents["class_emb"] = self._class_latents(labels.to(device))
         return latents
 
+    # ---- training --------------------------------------------------------------------
+    def training_loss(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+                      uncond_prob: float = 0.1) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The denoising loss on real (normalised) ``images``: a timestep t ~ U{0..T-1} and noise
+        per image, the model's prediction against its target (the scheduler's prediction type),
+        with each label dropped to the null class with ``uncond_prob`` (classifier-free guidance
+        training). Returns (loss, the predicted clean sample x̂_0, the clean sample x_0), in the
+        space the model denoises (pixels, or scaled VAE latents); x̂_0 carries gradients."""
+        if not 0.0 <= uncond_prob < 1.0:
+            raise GenpriorError(f"uncond_prob must lie in [0, 1), got {uncond_prob}")
+        labels = self.check_labels(labels).to(self.out_mean.device)
+        n = labels.shape[0]
+        with torch.no_grad():  # the encoder is not trained: x_0 is data
+            x0 = self._to_x0(self.to_m11(images.to(self.out_mean.device).float())).float()
+        config = self.scheduler.config
+        t = torch.randint(0, config.num_train_timesteps, (n,), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        drop = (torch.rand(n, generator=generator) < uncond_prob) if self.null_class is not None else torch.zeros(n, dtype=torch.bool)
+        alpha = self.scheduler.alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1))).float()
+        x_t = alpha.sqrt() * x0 + (1 - alpha).sqrt() * noise
+        out = self._denoiser(labels, None)(x_t, t.to(x0.device), drop.to(x0.device))
+        if config.prediction_type == "epsilon":
+            target = noise
+        elif config.prediction_type == "v_prediction":
+            target = alpha.sqrt() * noise - (1 - alpha).sqrt() * x0
+        else:
+            target = x0
+        x0_hat, _ = _split_prediction(out, x_t, alpha, config.prediction_type)
+        return F.mse_loss(out, target), x0_hat, x0
+
     # ---- decoding ------------------------------------------------------------------
     def _schedule(self) -> Tuple[List[int], torch.Tensor, float]:
         self.scheduler.set_timesteps(self.num_inference_steps)

@@ -1,0 +1,27 @@
+"""Minimax Diffusion: Efficient Dataset Distillation via Minimax Diffusion (Gu et al., CVPR 2024) — the generator becomes the dataset.
+
+    python recipes/minimax.py                    # fine-tune the shipped diffusion prior on mnist5k, then generate + evaluate IPC 10
+    genprior generate runs/minimax-mnist5k-diffusion-mnist5k/generator OUT --ipc N --guidance-scale 4
+
+DiffFit-style partial fine-tuning (biases, normalisation scales, class embeddings and
+learnable scale factors on the first half of the residual branches; every other weight
+stays bit-identical) of a class-conditional diffusion prior, with the denoising loss plus
+representativeness (λ_r 0.002: 1 − the minimum cosine similarity of the predicted clean
+samples to a memory of 64 real samples per class) and diversity (λ_d 0.008: the maximum
+similarity to a memory of 64 earlier predictions per class). --method-option memory=adaptive
+evicts the most redundant memory entry instead of the oldest (Li et al., ICIP 2025, as the
+issue states the rule). The reference's AdamW lr 1e-3, batch 8 and label dropout 0.1 are
+kept.
+
+Stated cuts for a CPU: the reference fine-tunes DiT-XL/2 for 12,000 steps with EMA 0.9999;
+here 500 iterations with EMA 0.99 (an EMA of 0.9999 over 500 steps would export nearly the
+base prior). Its benchmark waits on a stronger shipped diffusion prior (the issue "Diffusion
+priors done right"): today's draws noisy samples.
+"""
+from genprior.cli import run_generator_recipe
+
+DEFAULTS = {"dataset": "mnist5k", "prior": "mnist5k-diffusion", "method": "minimax", "iterations": 500, "batch_size": 8,
+            "ema": 0.99, "checkpoint_every": 50}
+
+if __name__ == "__main__":
+    run_generator_recipe(__doc__, DEFAULTS)
