@@ -50,7 +50,7 @@ def _generator_cases():
 
 def test_every_recipe_is_covered():
     assert {name for name, _ in _cases()} == {"glad", "itgan", "ld3m", "dm", "dc", "mtt"}
-    assert set(_generator_cases()) == {"dim", "minimax"}
+    assert set(_generator_cases()) == {"dim", "dcgm", "minimax"}
 
 
 @pytest.mark.parametrize("name", _generator_cases())
@@ -59,7 +59,8 @@ def test_generator_recipe_runs_with_its_defaults(tmp_path, name):
     from genprior.priors.load import load_prior
 
     module = _load(name)
-    tiny = {"dim": ["--method-option", "d_warmup=1", "--method-option", "pool_steps=1"],
+    gan = ["--method-option", "d_warmup=1", "--method-option", "pool_steps=1"]
+    tiny = {"dim": gan, "dcgm": gan,
             "minimax": ["--prior-option", "num_inference_steps=2"]}[module.DEFAULTS["method"]]
     argv = ["--iterations", "1", "--batch-size", "4", *tiny, "--no-evaluate", "--output-dir", str(tmp_path / "run")]
     run_generator_recipe(module.__doc__, module.DEFAULTS, argv=argv)
