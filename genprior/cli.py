@@ -100,7 +100,7 @@ def cmd_list(args) -> None:
         "baselines": [(e.name, e.summary) for e in BASELINES],
         "priors": [(name, f"{e.get('family')}: {e.get('summary', '')}") for name, e in sorted(registry().items())],
         "losses": [(e.name, e.summary) for e in MATCHERS],
-        "generator methods": [(e.name, e.summary) for e in GENERATOR_METHODS],
+        "generators": [(e.name, e.summary) for e in GENERATOR_METHODS],
         "recipes": [(f"recipes/{p.name}", (ast.get_docstring(ast.parse(p.read_text())) or "").split("\n")[0])
                     for p in recipes],
         "protocols": [(p.name, f"{p.epochs} epochs (lr drop at {p.lr_drop_epoch}), {p.num_models} models") for p in PROTOCOLS.values()],
@@ -505,8 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", help=DATA_ROOT_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="list datasets, networks, baselines, priors, losses, recipes and protocols")
-    p.add_argument("what", nargs="?", choices=["datasets", "networks", "baselines", "priors", "losses", "recipes", "protocols"])
+    p = sub.add_parser("list", help="list datasets, networks, baselines, priors, losses, generator methods, recipes "
+                       "and protocols")
+    p.add_argument("what", nargs="?", choices=["datasets", "networks", "baselines", "priors", "losses", "generators",
+                                               "recipes", "protocols"])
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("evaluate", help="train fresh networks on a synthetic set and test them")
