@@ -283,3 +283,25 @@ def test_dcgm_diversity_term_lowers_intra_class_similarity(tmp_path, tiny_prior)
     net = on.method.pool_net  # the same untrained network in both runs (same seed, never trained)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), off.method.pool_net.state_dict().values()))
     assert intra_on_fixed_batch(on, net) < intra_on_fixed_batch(off, net) - 0.01
+
+
+def test_two_processes_train_one_generator(tmp_path, tiny_prior):
+    """Under ``accelerate launch`` each process draws its own batches and the gradients are summed;
+    the pool network is the same in both (same architecture and initial weights), so the run
+    finishes with one generator."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["train", "--dataset", "digits", "--prior", str(tiny_prior), "--method", "dim", "--iterations", "2",
+            "--batch-size", "4", "--method-option", "pool=convnet", "--method-option", 'pool_net_options={"width": 8}',
+            "--method-option", "pool_steps=1", "--method-option", "d_warmup=1", "--log-every", "1", "--no-evaluate"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genprior"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd + args + ["--output-dir", str(tmp_path / "two")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    logs = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    assert [r["processes"] for r in logs] == [2, 2]
+    assert load_prior(str(tmp_path / "two" / "generator")).describe()["command"].startswith("genprior train")

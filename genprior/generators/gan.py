@@ -233,9 +233,15 @@ class GANMethod(GeneratorMethod):
         """The method's terms (weighted, summed) and each term for the log, through ``self.pool_net``."""
 
     def step(self, trainer: Any, it: int, generator: torch.Generator) -> Dict[str, float]:
+        from ..distill.common import derive_seed, seeded_generator
+
         batch = trainer.cfg.batch_size
         if self.pool_arch < 0 or it % self.reset_every(batch) == 0:
-            self.new_pool_net(int(torch.randint(len(self.opts["pool"]), (1,), generator=generator)))
+            # the same architecture and initial weights in every process (batches differ per process)
+            arch = int(torch.randint(len(self.opts["pool"]), (1,), generator=seeded_generator(trainer.cfg.seed, it, "pool")))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(trainer.cfg.seed, it, "pool-init"))
+                self.new_pool_net(arch)
         self.train_pool(trainer, it, batch, generator)
 
         labels = self.sample_labels(batch, generator)

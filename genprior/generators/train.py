@@ -19,7 +19,7 @@ summed over processes before each optimiser step, so all processes hold the same
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -236,9 +236,6 @@ class GeneratorTrainer(TrainingRun):
                     p.copy_(k)
         self.acc.wait_for_everyone()
         return out
-
-    def config_dict(self) -> Dict[str, Any]:
-        return asdict(self.cfg)
 
 
 def train_generator(cfg: GeneratorConfig, run_dir, resume: Optional[str] = None, progress: bool = True) -> Path:
