@@ -5,6 +5,7 @@
     python benchmarks/faithfulness.py                  # runs or resumes every unit, then writes the table
     python benchmarks/faithfulness.py --only 'dsa|1'   # only the units of one row
     python benchmarks/faithfulness.py --table          # only rewrites the table from saved results
+    python benchmarks/faithfulness.py check            # exact checks: the same draws through both codes
     python benchmarks/faithfulness.py & python benchmarks/faithfulness.py   # two 1-thread lanes
 
 Each row distils the same set twice, with genprior's recipe and with the paper's own
@@ -258,6 +259,136 @@ def reference_child(repo: str, script: str, seed: int, row: str, out_dir: str, a
     (out / "timing.json").write_text(json.dumps({"loop_time_s": loop_time}))
 
 
+# -- exact checks: the same draws through both codes ---------------------------------------
+
+def _reference_modules(repo: Path):
+    """The reference's utils and networks, with the ConvNet flatten shim (see reference_child)."""
+    sys.path.insert(0, str(repo))
+    utils = importlib.import_module("utils")
+    networks = importlib.import_module("networks")
+    networks.ConvNet.forward = lambda self, x: self.classifier(self.features(x).reshape(x.shape[0], -1))
+    return utils, networks
+
+
+def check_dsa_ops(repo: Path) -> Dict[str, float]:
+    """Each DSA op of genprior against the reference's ``DiffAugment`` in siamese mode: the
+    reference's draws for a seed are re-drawn as it draws them and given to genprior's op;
+    the largest absolute difference of the outputs over several seeds (0 = the same op)."""
+    from genprior import augment as A
+
+    utils, _ = _reference_modules(repo)
+    x = load_dataset(DATASET, "train").images[:4]
+    n, param, worst = x.shape[0], utils.ParamDiffAug(), {}
+
+    def first(seed, draw):
+        torch.manual_seed(seed)
+        return draw()[0]
+
+    for seed in (11, 777, 12345, 54321):
+        ref = {op: utils.DiffAugment(x, op, seed=seed, param=param) for op in ("color", "crop", "cutout", "scale", "rotate")}
+        ours = {
+            "color": A.adjust_color(x, (first(seed + 1, lambda: torch.rand(n)) - 0.5).expand(n),
+                                    (first(seed + 2, lambda: torch.rand(n)) * param.saturation).expand(n),
+                                    (first(seed + 3, lambda: torch.rand(n)) + param.contrast).expand(n)),
+            # the reference's x shift moves rows (its grid_x indexes height), its y shift columns
+            "crop": A.translate(x, -first(seed + 1, lambda: torch.randint(-4, 5, (n,))).expand(n),
+                                -first(seed + 2, lambda: torch.randint(-4, 5, (n,))).expand(n)),
+            "cutout": A.cutout(x, first(seed + 1, lambda: torch.randint(0, 29, (n,))).expand(n),
+                               first(seed + 2, lambda: torch.randint(0, 29, (n,))).expand(n), 14, 14),
+            "scale": A.scale(x, (first(seed + 2, lambda: torch.rand(n)) * (1.2 - 1 / 1.2) + 1 / 1.2).expand(n),
+                             (first(seed + 1, lambda: torch.rand(n)) * (1.2 - 1 / 1.2) + 1 / 1.2).expand(n)),
+            # genprior rotates the other way for the same angle: the reference's angle, negated
+            "rotate": A.rotate(x, -((first(seed + 1, lambda: torch.rand(n)) - 0.5) * 2 * param.ratio_rotate).expand(n)),
+        }
+        for op in ours:
+            worst[op] = max(worst.get(op, 0.0), float((ours[op] - ref[op]).abs().max()))
+    return worst
+
+
+def check_dc_step(repo: Path, dsa: bool, seed: int = 0) -> float:
+    """One iteration of genprior's DC loop (pixel prior, IPC 1) against the reference's update
+    (``match_loss``, the per-class sum, SGD with momentum on the images) on the same draws:
+    the same network weights, real batches and augmentation. Returns the largest absolute
+    difference of the updated images (0.0: bit-identical)."""
+    import types
+
+    from genprior.augment import DSA, strategy_for
+    from genprior.distill import DistillConfig, LatentDistiller
+
+    utils, networks = _reference_modules(repo)
+    cfg = DistillConfig(dataset=DATASET, prior="pixel", loss="dc", ipc=1, iterations=1,
+                        init="invert" if dsa else "random", optimizer="sgd", momentum=0.5, lr=0.1,
+                        loss_options={"dsa": dsa}, seed=seed)
+    import tempfile
+
+    d = LatentDistiller(cfg, Path(tempfile.mkdtemp()) / "run", progress=False)
+    d.init_latents()
+    x0 = d.latents["x"].detach().clone()
+    record: Dict[str, list] = {"real": [], "gen": []}
+    sample, siamese = d.real.sample_class, DSA.siamese
+
+    def recorded_sample(c, n, generator=None):
+        out = sample(c, n, generator)
+        record["real"].append(out.clone())
+        return out
+
+    def recorded_siamese(self, *batches, generator=None):
+        record["gen"].append(generator.get_state())
+        return siamese(self, *batches, generator=generator)
+
+    m = d.matcher
+    start = m.start_iteration
+
+    def recorded_start(it, gen):
+        start(it, gen)
+        record["net"] = [{k: v.clone() for k, v in m.net.state_dict().items()}]
+
+    d.real.sample_class, m.start_iteration = recorded_sample, recorded_start
+    DSA.siamese = recorded_siamese
+    try:
+        d.iteration(0)
+    finally:
+        DSA.siamese = siamese
+    ours = d.latents["x"].detach()
+
+    net = networks.ConvNet(channel=1, num_classes=10, net_width=128, net_depth=3, net_act="relu",
+                           net_norm="instancenorm", net_pooling="avgpooling", im_size=(28, 28))
+    weights = record["net"][0]
+    names = {}
+    for i in range(3):
+        for k in ("weight", "bias"):
+            names[f"features.{4 * i}.{k}"] = f"blocks.{i}.conv.{k}"
+            names[f"features.{4 * i + 1}.{k}"] = f"blocks.{i}.norm.{k}"
+    names.update({"classifier.weight": "classifier.weight", "classifier.bias": "classifier.bias"})
+    net.load_state_dict({k: weights[v] for k, v in names.items()})
+    net.train()
+    image_syn = x0.clone().requires_grad_(True)
+    optimizer = torch.optim.SGD([image_syn], lr=0.1, momentum=0.5)
+    params, args = list(net.parameters()), types.SimpleNamespace(dis_metric="ours", device="cpu")
+    criterion, augment = torch.nn.CrossEntropyLoss(), DSA(strategy_for(DATASET))
+    loss = torch.tensor(0.0)
+    for c in range(10):
+        img_real, img_syn = record["real"][c], image_syn[c:c + 1]
+        if dsa:
+            g = torch.Generator()
+            g.set_state(record["gen"][c])
+            img_real, img_syn = siamese(augment, img_real, img_syn, generator=g)
+        gw_real = [t.detach().clone() for t in torch.autograd.grad(criterion(net(img_real), torch.full((256,), c)), params)]
+        gw_syn = torch.autograd.grad(criterion(net(img_syn), torch.full((1,), c)), params, create_graph=True)
+        loss = loss + utils.match_loss(gw_syn, gw_real, args)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return float((ours - image_syn.detach()).abs().max())
+
+
+def run_checks() -> dict:
+    repo = reference_repo("dsa")
+    return {"dsa_ops_max_abs_diff": check_dsa_ops(repo),
+            "dc_step_max_abs_diff": check_dc_step(repo, dsa=False),
+            "dsa_step_max_abs_diff": check_dc_step(repo, dsa=True)}
+
+
 # -- lanes --------------------------------------------------------------------------------
 
 def work(key: str, threads: int, test_cache: dict) -> dict:
@@ -336,6 +467,14 @@ def write_table(results: dict) -> None:
         speed = [f"{s['s_per_it']:.2f}" if s else "–" for s in (g, r)]
         lines.append(f"| {row} | {ipc} | {spec['iterations'][ipc]} | {fmt(g)} | {fmt(r)} | {diff_s} | {verdict} | "
                      f"{speed[0]} | {speed[1]} | {seeds} |")
+    checks = results.get("checks")
+    if checks:
+        ops = ", ".join(f"{op} {v:.1e}" for op, v in checks["dsa_ops_max_abs_diff"].items())
+        lines += ["", "Exact checks (`python benchmarks/faithfulness.py check`: the same draws through both codes, "
+                  "largest absolute difference of the outputs, 0 = bit-identical):",
+                  f"- each DSA op given the reference's draws for a seed: {ops};",
+                  f"- one DC iteration (network weights, real batches shared): {checks['dc_step_max_abs_diff']:.1e}; "
+                  f"one DSA iteration (augmentation draws shared too): {checks['dsa_step_max_abs_diff']:.1e}."]
     lines += ["", "Not run:", *[f"- {text}" for text in NOT_RUN.values()]]
     cmds = sorted({f"- {k.split('|')[1]} IPC {k.split('|')[2]} {k.split('|')[3]}: `{u['command']}`"
                    for k, u in units.items() if k.startswith("build|") and "command" in u
@@ -356,6 +495,16 @@ def main() -> None:
     if sys.argv[1:2] == ["reference-child"]:
         repo, script, seed, row, out_dir, *args = sys.argv[2:]
         return reference_child(repo, script, int(seed), row, out_dir, args)
+    if sys.argv[1:2] == ["check"]:  # the exact checks; their result goes into the results file and the table
+        from lanes import locked
+
+        torch.set_num_threads(1)
+        checks = run_checks()
+        print(json.dumps(checks, indent=2))
+        with locked(RESULTS, initial) as results:
+            results["checks"] = checks
+            write_table(results)
+        return None
 
     def make_work(threads: int):
         cache: dict = {}
