@@ -205,8 +205,8 @@ def _key_values(pairs: List[str], flag: str) -> dict:
     return out
 
 
-DISTILL_FLAGS = ("dataset", "prior", "space", "loss", "ipc", "iterations", "init", "invert_steps", "lr", "optimizer",
-                 "batch_real", "chunk_size", "mixed_precision", "seed", "checkpoint_every", "log_every", "eval_every", "eval_epochs",
+DISTILL_FLAGS = ("dataset", "prior", "space", "loss", "ipc", "iterations", "init", "init_from", "invert_steps", "lr",
+                 "optimizer", "batch_real", "chunk_size", "mixed_precision", "seed", "checkpoint_every", "log_every", "eval_every", "eval_epochs",
                  "resize", "resolution", "method")
 
 
@@ -436,6 +436,8 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ipc", type=int, help="images per class")
     g.add_argument("--iterations", type=int)
     g.add_argument("--init", help="random, mean (class means) or invert (real images)")
+    g.add_argument("--init-from", metavar="SET_DIR",
+                   help="with --init invert: start from this set's images (a baseline such as herding, or another run's start)")
     g.add_argument("--invert-steps", type=int)
     g.add_argument("--lr", type=float, help="latent learning rate")
     g.add_argument("--latent-lr", action="append", metavar="KEY=LR", help="learning rate for one latent, e.g. F=10 (repeatable)")

@@ -235,3 +235,22 @@ def test_fp16_loss_scaling_reaches_the_latents_and_is_undone_exactly(tmp_path):
     overflow.iteration(0)
     assert all(torch.equal(before[k], overflow.latents[k]) for k in before)  # the inf step was skipped
     assert overflow.scaler.get_scale() < 2.0 ** 127
+
+
+def test_init_from_a_set_starts_from_its_images(tmp_path):
+    from genprior.baselines import make_baseline
+    from genprior.data import load_dataset
+    from genprior.synset import save_synset
+
+    train = load_dataset("digits", "train")
+    start = make_baseline("random", train, 2, seed=3)
+    save_synset(start, tmp_path / "start")
+    cfg = replace(TINY, init="invert", init_from=str(tmp_path / "start"), iterations=1)
+    d = LatentDistiller(cfg, tmp_path / "run", progress=False)
+    d.init_latents()
+    assert torch.equal(d.latents["x"].detach(), start.images)  # the pixel prior inverts exactly
+    with pytest.raises(GenpriorError, match="pass --init invert"):
+        LatentDistiller(replace(cfg, init="random"), tmp_path / "r2", progress=False)
+    wrong = LatentDistiller(replace(cfg, ipc=1), tmp_path / "r3", progress=False)
+    with pytest.raises(GenpriorError, match="holds 2 images for each of 10 classes, this run needs 1"):
+        wrong.init_latents()

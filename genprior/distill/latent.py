@@ -61,6 +61,9 @@ class DistillConfig:
     # "mean" gives every image of a class the same latent; siamese losses then move them
     # identically, so it only suits IPC 1 (GLaD's README warns the same).
     init: str = "random"
+    #: a synthetic-set directory whose images the latents start from (by inversion; with ``init="invert"``):
+    #: e.g. a herding or k-center baseline, or the exact start of another code's run
+    init_from: Optional[str] = None
     invert_steps: int = 100
     lr: float = 0.01
     latent_lrs: Dict[str, float] = field(default_factory=dict)
@@ -112,6 +115,9 @@ def check_config(cfg: DistillConfig) -> None:
     for name in ("iterations", "chunk_size", "batch_real", "checkpoint_every", "log_every", "eval_epochs", "invert_steps"):
         if getattr(cfg, name) < 1:
             raise GenpriorError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.init_from is not None and cfg.init != "invert":
+        raise GenpriorError(f"--init-from starts the latents from a set's images by inversion; pass --init invert "
+                            f"(got --init {cfg.init})")
     if cfg.eval_every < 0:
         raise GenpriorError(f"eval_every must be 0 (no quick evaluation) or positive, got {cfg.eval_every}")
     check_resolution(cfg.resolution)
@@ -215,8 +221,11 @@ class LatentDistiller(TrainingRun):
         cfg = self.cfg
         gen = seeded_generator(cfg.seed, "init")
         images, kwargs = None, {}
-        if cfg.init == "invert":
+        if cfg.init_from is not None:
+            images = self._init_images()
+        elif cfg.init == "invert":
             images = torch.cat([self.real.sample_class(c, cfg.ipc, gen) for c in range(self.real.num_classes)])
+        if images is not None:
             images = self._to_prior_size(images).to(self.device)
             kwargs = {"batch_size": cfg.chunk_size, "progress": self.progress and self.acc.is_main_process}
             if self.prior.inverts_by_optimisation:
@@ -227,6 +236,31 @@ class LatentDistiller(TrainingRun):
                                               generator=gen, **kwargs)
         self.latents = {k: v.detach().float().to(self.device).requires_grad_(True) for k, v in latents.items()}
         self._build_optimizer()
+
+    def _init_images(self) -> torch.Tensor:
+        """The images of the ``init_from`` set, checked against this run: dataset, normalisation,
+        classes in order, IPC and size."""
+        from ..synset import load_synset
+
+        cfg, real = self.cfg, self.real
+        start = load_synset(cfg.init_from)
+        problems = []
+        if start.dataset != real.name:
+            problems.append(f"it was made for {start.dataset}, this run distils {real.name}")
+        if start.ipc != cfg.ipc or start.num_classes != real.num_classes:
+            problems.append(f"it holds {start.ipc} images for each of {start.num_classes} classes, this run needs "
+                            f"{cfg.ipc} for each of {real.num_classes}")
+        elif not torch.equal(start.labels, self.labels):
+            problems.append("its images are not ordered by class")
+        if tuple(start.images.shape[1:]) != tuple(real.images.shape[1:]):
+            problems.append(f"its images are {tuple(start.images.shape[1:])}, the data's {tuple(real.images.shape[1:])}")
+        if problems:
+            raise GenpriorError(f"--init-from {cfg.init_from} cannot start this run: {'; '.join(problems)}")
+        images = start.images.float()
+        # a set normalised otherwise is brought to this data's normalisation
+        if tuple(start.mean) != tuple(real.mean) or tuple(start.std) != tuple(real.std):
+            images = real.normalize(start.pixels())
+        return images
 
     def _build_optimizer(self) -> None:
         cfg = self.cfg
