@@ -305,3 +305,14 @@ def test_two_processes_train_one_generator(tmp_path, tiny_prior):
     logs = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
     assert [r["processes"] for r in logs] == [2, 2]
     assert load_prior(str(tmp_path / "two" / "generator")).describe()["command"].startswith("genprior train")
+
+
+def test_corrupted_checkpoint_and_another_methods_run_are_refused(tmp_path, tiny_prior):
+    cfg = config(tiny_prior, iterations=2)
+    train_generator(cfg, tmp_path / "run", progress=False)
+    with pytest.raises(GenpriorError, match="other settings .*method"):
+        train_generator(replace(cfg, method="dcgm", method_options={}, iterations=3), tmp_path / "run", resume="latest",
+                        progress=False)
+    (tmp_path / "run" / "checkpoints" / "step-000002" / "state.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(GenpriorError, match="cannot be read"):
+        train_generator(replace(cfg, iterations=3), tmp_path / "run", resume="latest", progress=False)

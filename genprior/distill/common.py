@@ -268,6 +268,7 @@ class TrainingRun(ABC):
         write_dir_atomic(self.run_dir / "checkpoints" / f"step-{it:06d}", write)
 
     def load_checkpoint(self, path: Path) -> None:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         corrupted = f"checkpoint {path} cannot be read ({{}}); delete it to resume from the one before"
@@ -275,7 +276,7 @@ class TrainingRun(ABC):
             state = json.loads((path / "state.json").read_text())
             tensors = load_file(str(path / "state.safetensors"))
             missing = [k for k in ("config", "next_iteration", *self.required_state) if k not in state]
-        except (OSError, ValueError, TypeError) as e:
+        except (OSError, ValueError, TypeError, SafetensorError) as e:
             raise GenpriorError(corrupted.format(e)) from None
         made_by = state.get("kind", "latent")  # checkpoints from before kinds were recorded are latent runs
         if made_by != self.kind:

@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..data import check_resolution, load_dataset
@@ -155,7 +156,7 @@ def load_latents(run_dir) -> Tuple[Dict[str, torch.Tensor], torch.Tensor, Dict[s
         tensors = load_file(str(run_dir / LATENTS_FILE))
         meta = json.loads((run_dir / LATENTS_META).read_text())
         missing = [k for k in ("prior", "space", "config") if k not in meta] + (["labels"] if "labels" not in tensors else [])
-    except (OSError, ValueError, TypeError) as e:
+    except (OSError, ValueError, TypeError, SafetensorError) as e:
         raise GenpriorError(f"{run_dir / LATENTS_FILE} cannot be read ({e}); re-run the distillation") from None
     latents = {k[len("latent."):]: v for k, v in tensors.items() if k.startswith("latent.")}
     if missing or not latents:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
 from ..augment import DSA, strategy_for
@@ -171,8 +171,12 @@ class ExpertBuffer:
         """The flat parameter vector of ``expert`` after ``epoch`` epochs (0: initialisation)."""
         if not 0 <= epoch <= self.epochs:
             raise GenpriorError(f"expert buffer {self.root} has epochs 0..{self.epochs}, not {epoch}")
-        with safe_open(str(self.files[expert]), framework="pt") as f:
-            return f.get_tensor(f"epoch_{epoch}")
+        try:
+            with safe_open(str(self.files[expert]), framework="pt") as f:
+                return f.get_tensor(f"epoch_{epoch}")
+        except (SafetensorError, OSError) as e:
+            raise GenpriorError(f"expert file {self.files[expert]} cannot be read ({e}); train it again with "
+                                "`genprior experts` (finished experts are kept)") from None
 
 
 def load_experts(root: Union[str, os.PathLike], dataset: str, net: str, channels: int, num_classes: int,
