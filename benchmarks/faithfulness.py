@@ -61,7 +61,8 @@ SEEDS = (0, 1, 2)
 #: genprior's DSA strategy for digits (no flip: a mirrored digit is another digit), given to both sides
 DIGITS_DSA = "color_crop_cutout_scale_rotate"
 
-#: row -> what each side runs. ``iterations`` are image updates per run, the same on both sides.
+#: row -> what each side runs. ``iterations`` per run, the same on both sides (an iteration is one image
+#: update, except DC/DSA at IPC 10: 10 updates with 50 network epochs between them, on both sides).
 ROWS: Dict[str, dict] = {
     "dsa": {
         "paper": "DSA (Zhao & Bilen, ICML 2021)",
@@ -527,7 +528,7 @@ def write_table(results: dict) -> None:
         "Written by `python benchmarks/faithfulness.py` (reference code from the environment variables named "
         "in its docstring).",
         "",
-        "| row | IPC | updates | genprior % | reference % | difference | within the bar | "
+        "| row | IPC | iterations | genprior % | reference % | difference | within the bar | "
         "genprior s/it | reference s/it | per seed: genprior / reference |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]

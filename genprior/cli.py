@@ -153,19 +153,14 @@ def _class_map(text: Optional[str]) -> Optional[List[int]]:
 def cmd_generate(args) -> None:
     from .data import load_dataset
     from .evaluate import resolve_device
-    from .generate import PRECISIONS, generate_set
+    from .generate import check_generate_options, generate_set
     from .priors.load import load_prior
     from .synset import save_synset
 
     _check_ipc(args.ipc)
-    if args.chunk_size < 1:
-        raise GenpriorError(f"--chunk-size must be at least 1, got {args.chunk_size}")
-    if args.mixed_precision not in PRECISIONS:
-        raise GenpriorError(f"unknown --mixed-precision {args.mixed_precision!r}; choose one of {', '.join(PRECISIONS)}")
     class_map = _class_map(args.class_map)
     device = resolve_device(args.device)
-    if args.mixed_precision == "fp16" and device.type == "cpu":
-        raise GenpriorError("fp16 needs a GPU; use --mixed-precision bf16 or no on a CPU")
+    check_generate_options(args.ipc, args.chunk_size, args.mixed_precision, device)
     if args.evaluate:
         _check_eval_args(args)
     out = Path(args.out_dir)

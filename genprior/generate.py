@@ -21,12 +21,22 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import RealData
-from .distill.common import check_device, check_fit, compute_dtype, derive_seed
+from .distill.common import MIXED_PRECISION, check_device, check_fit, compute_dtype, derive_seed
 from .errors import GenpriorError
 from .priors.base import Latents, Prior
 from .synset import SyntheticSet
 
-PRECISIONS = ("no", "bf16", "fp16")
+
+
+def check_generate_options(ipc: int, chunk_size: int, mixed_precision: str, device: torch.device) -> None:
+    """The options of a generation, checked before any prior is loaded."""
+    if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
+        raise GenpriorError(f"IPC must be at least 1, got {ipc}; pass --ipc 1 or more")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise GenpriorError(f"chunk size must be at least 1, got {chunk_size}; pass --chunk-size 1 or more")
+    if mixed_precision not in MIXED_PRECISION:
+        raise GenpriorError(f"unknown mixed precision {mixed_precision!r}; choose one of {', '.join(MIXED_PRECISION)}")
+    check_device(mixed_precision, device)
 
 
 def image_latents(prior: Prior, prior_labels: torch.Tensor, classes: Sequence[int], indices: Sequence[int],
@@ -49,14 +59,8 @@ def generate_set(prior: Prior, real: RealData, ipc: int, seed: int = 0, space: O
     ``class_map`` gives the prior class for each dataset class (a prior with other classes);
     ``resize`` resizes decoded images to the dataset's size; ``mixed_precision`` ``bf16``
     decodes in bfloat16 (``fp16`` needs a GPU)."""
-    if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
-        raise GenpriorError(f"IPC must be at least 1, got {ipc}; pass --ipc 1 or more")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise GenpriorError(f"chunk size must be at least 1, got {chunk_size}")
-    if mixed_precision not in PRECISIONS:
-        raise GenpriorError(f"unknown mixed precision {mixed_precision!r}; choose one of {', '.join(PRECISIONS)}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    check_device(mixed_precision, dev)
+    check_generate_options(ipc, chunk_size, mixed_precision, dev)
     check_fit(prior, real, class_map, resize)
     space = prior.check_space(space or prior.default_space)
     dtype = compute_dtype(mixed_precision)

@@ -85,7 +85,7 @@ def test_cli_generate_and_its_old_name(tmp_path, capsys):
         (["--ipc", "0"], "--ipc 1 or more"),
         (["--ipc", "1", "--chunk-size", "0"], "--chunk-size"),
         (["--ipc", "1", "--class-map", "a,b"], "comma-separated integers"),
-        (["--ipc", "1", "--mixed-precision", "fp8"], "unknown --mixed-precision"),
+        (["--ipc", "1", "--mixed-precision", "fp8"], "unknown mixed precision"),
     ):
         assert main(["generate", "mnist5k-stylegan", str(tmp_path / "bad"), *argv]) == 2
         assert message in capsys.readouterr().err

@@ -316,3 +316,25 @@ def test_corrupted_checkpoint_and_another_methods_run_are_refused(tmp_path, tiny
     (tmp_path / "run" / "checkpoints" / "step-000002" / "state.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(GenpriorError, match="cannot be read"):
         train_generator(replace(cfg, iterations=3), tmp_path / "run", resume="latest", progress=False)
+
+
+def test_cli_train_resumes_with_resume_latest(tmp_path, tiny_prior):
+    """The recorded command line differs on resume (it adds --resume): it is not a setting."""
+    from genprior.cli import main
+
+    args = ["train", "--dataset", "digits", "--prior", str(tiny_prior), "--method", "dim", "--batch-size", "4",
+            "--method-option", "pool=convnet", "--method-option", 'pool_net_options={"width": 8}',
+            "--method-option", "pool_steps=1", "--method-option", "d_warmup=1", "--checkpoint-every", "1",
+            "--no-evaluate", "--output-dir", str(tmp_path / "run")]
+    assert main(args + ["--iterations", "1"]) == 0
+    assert main(args + ["--iterations", "2", "--resume", "latest"]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "step-000002").is_dir()
+    assert main(args + ["--iterations", "3", "--resume", "latest", "--method-option", "pool_steps=2"]) == 2
+
+
+def test_minimax_options_are_checked(tmp_path, tiny_diffusion):
+    for options, message in (({"scale_factors": "no"}, "scale_factors must be true or false"),
+                             ({"uncond_prob": "high"}, "uncond_prob must be a number"),
+                             ({"memory": "lru"}, "memory must be one of fifo, adaptive")):
+        with pytest.raises(GenpriorError, match=message):
+            GeneratorTrainer(minimax_config(tiny_diffusion / "pixel", method_options=options), tmp_path / "x")

@@ -153,8 +153,9 @@ def resolve_resume(run_dir: Path, resume: Optional[str]) -> Optional[Path]:
 
 # ---- the run every loop shares ------------------------------------------------------------
 
-#: settings a resumed run may change: how long it runs and how often it logs, evaluates, saves
-RESUMABLE_CHANGES = ("iterations", "eval_every", "log_every", "checkpoint_every")
+#: settings a resumed run may change: how long it runs, how often it logs, evaluates and saves, and the
+#: command line it was started with (a resumed one adds --resume)
+RESUMABLE_CHANGES = ("iterations", "eval_every", "log_every", "checkpoint_every", "command")
 
 
 class TrainingRun(ABC):
@@ -213,6 +214,7 @@ class TrainingRun(ABC):
         """See the class docstring."""
 
     def checkpoint_state(self) -> Dict[str, Any]:
+        """JSON state; called right after ``checkpoint_tensors`` for the same checkpoint."""
         return {}
 
     @abstractmethod

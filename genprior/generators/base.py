@@ -5,7 +5,7 @@ A method receives the prior to train (a GAN or diffusion prior, whose ``decode``
 differentiable in its parameters), the real training split and the trainer; it says
 which of the prior's parameters train, builds whatever else it needs (a discriminator,
 a pool of classifiers, memories), and makes one training step per iteration through
-``trainer.update(name, loss)``, which backpropagates with loss scaling, sums gradients
+``trainer.update(name, loss, it)``, which backpropagates with loss scaling, averages gradients
 over processes and steps the optimiser registered under ``name``. All randomness comes
 from the ``generator`` the trainer passes (seeded from ``(seed, it)``) and from the
 global RNG the trainer seeds before each iteration, so a resumed run is bit-identical.

@@ -87,7 +87,7 @@ class Adversary:
         real = real_m11.detach().requires_grad_(regularise)
         real_logits = self.judge(real, real_labels, generator)
         loss = F.softplus(self.judge(fake_m11.detach(), fake_labels, generator)).mean() + F.softplus(-real_logits).mean()
-        if regularise:
+        if regularise:  # (under fp16 a large scale would guard this gradient; bf16 or fp32 need none)
             (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
             loss = loss + grad.square().sum(dim=(1, 2, 3)).mean() * (self.r1_gamma / 2) * self.r1_interval
         return loss
@@ -200,7 +200,7 @@ class GANMethod(GeneratorMethod):
 
         for k in range(self.opts["d_warmup"]):
             self.discriminator_step(trainer, -1 - k, trainer.cfg.batch_size,
-                                    seeded_generator(trainer.cfg.seed, f"{self.name}-warmup", k))
+                                    seeded_generator(trainer.cfg.seed, f"{self.name}-warmup", k, trainer.acc.process_index))
 
     def discriminator_step(self, trainer: Any, it: int, batch: int, generator: torch.Generator) -> float:
         labels = self.sample_labels(batch, generator)

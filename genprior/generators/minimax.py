@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ..errors import GenpriorError
 from ..matching.base import check_positive_int
 from .base import GENERATOR_METHODS, GeneratorMethod
+from .gan import _number
 
 PAPER = "Gu et al., Efficient Dataset Distillation via Minimax Diffusion, CVPR 2024"
 MEMORIES = ("fifo", "adaptive")
@@ -111,15 +112,16 @@ class Minimax(GeneratorMethod):
 
     def resolve_options(self, opts: Dict[str, Any]) -> Dict[str, Any]:
         for key in ("lambda_r", "lambda_d"):
-            if isinstance(opts[key], bool) or not isinstance(opts[key], (int, float)) or opts[key] < 0:
-                raise GenpriorError(f"minimax: {key} must be a number >= 0, got {opts[key]!r}")
+            _number(self.name, key, opts[key])
         check_positive_int(self.name, "memory_size", opts["memory_size"])
         if opts["memory"] not in MEMORIES:
             raise GenpriorError(f"minimax: memory must be one of {', '.join(MEMORIES)}, got {opts['memory']!r}")
-        if not 0.0 <= float(opts["uncond_prob"]) < 1.0:
+        if not _number(self.name, "uncond_prob", opts["uncond_prob"]) < 1.0:
             raise GenpriorError(f"minimax: uncond_prob must lie in [0, 1), got {opts['uncond_prob']!r}")
-        if not 0.0 < float(opts["scale_fraction"]) <= 1.0:
+        if not 0.0 < _number(self.name, "scale_fraction", opts["scale_fraction"]) <= 1.0:
             raise GenpriorError(f"minimax: scale_fraction must lie in (0, 1], got {opts['scale_fraction']!r}")
+        if not isinstance(opts["scale_factors"], bool):
+            raise GenpriorError(f"minimax: scale_factors must be true or false, got {opts['scale_factors']!r}")
         return opts
 
     def __init__(self, prior, real, device, **options: Any):
@@ -216,10 +218,14 @@ class Minimax(GeneratorMethod):
             terms, logs = self.minimax_terms(x0_hat, labels)
             loss = diffusion + terms
         trainer.update("generator", loss, it)
+        # every process adds every process's batch, in process order: the memories are the same
+        # everywhere (process 0's checkpoint holds them) and equal one process's with the whole batch
+        x0, x0_hat, labels = (trainer.acc.gather(t.detach().to(self.device)) if trainer.acc.num_processes > 1
+                              else t.detach() for t in (x0, x0_hat, labels.to(self.device)))
         for c in labels.unique().tolist():
             where = labels == c
-            self.real_memory.add(c, x0[where.to(x0.device)])
-            self.gen_memory.add(c, x0_hat[where.to(x0_hat.device)])
+            self.real_memory.add(c, x0[where])
+            self.gen_memory.add(c, x0_hat[where])
         return {"loss": loss.item(), "diffusion": diffusion.item(), **logs}
 
     def before_export(self) -> None:

@@ -15,7 +15,9 @@ bar, accelerate) around another state. Run directory::
 
 Iteration ``it`` draws all its randomness from ``(seed, it)``; under ``accelerate launch``
 every process draws its own batch (the seed also names the process) and gradients are
-summed over processes before each optimiser step, so all processes hold the same weights.
+averaged over processes before each optimiser step (as DDP does), so all processes hold the
+same weights and N processes train like one with N times the batch. ``time_s`` in the log
+counts the iterations; set-up (a discriminator warm-up) is not counted.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ class GeneratorConfig:
     iterations: int = 1000
     batch_size: int = 64
     lr: Optional[float] = None  # None: the method's (paper's) generator learning rate
-    ema: float = 0.999  # decay of the exported EMA weights; 0 exports the trained weights
+    ema: float = 0.99  # decay of the exported EMA weights; 0 exports the trained weights
     mixed_precision: str = "no"
     seed: int = 0
     checkpoint_every: int = 100
@@ -133,9 +135,18 @@ class GeneratorTrainer(TrainingRun):
         return self.acc.autocast()
 
     def update(self, name: str, loss: torch.Tensor, it: int) -> None:
-        """Backpropagate ``loss`` into the parameters of optimiser ``name`` and step it: gradients
-        scaled under fp16, summed over processes; a non-finite loss stops the run."""
-        self.check_finite(loss, it, name, "lower --lr or run without mixed precision")
+        """Backpropagate ``loss`` into the parameters of optimiser ``name`` and step it: the loss
+        scaled under fp16 (the scale updated after every step, since a method steps several
+        optimisers, some several times, per iteration); under several processes the gradients
+        averaged over them, as DDP does, so N processes train like one with N times the batch.
+        A non-finite loss in any process stops every process."""
+        finite = torch.isfinite(loss.detach()).all().float().reshape(1)
+        if self.acc.num_processes > 1:
+            finite = self.acc.reduce(finite.to(self.device), reduction="sum") / self.acc.num_processes
+        if float(finite) < 1.0:
+            self.check_finite(loss if not torch.isfinite(loss).all() else loss.new_tensor(float("nan")), it,
+                              f"{name}, in one of the processes" if self.acc.num_processes > 1 else name,
+                              "lower --lr or run without mixed precision")
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -144,8 +155,9 @@ class GeneratorTrainer(TrainingRun):
                 for p in group["params"]:
                     if p.grad is None:
                         p.grad = torch.zeros_like(p)
-                    p.grad = self.acc.reduce(p.grad, reduction="sum")
+                    p.grad = self.acc.reduce(p.grad, reduction="mean")
         self.scaler.step(opt)
+        self.scaler.update()
 
     # -- the run --
     def initialize(self) -> None:
@@ -157,7 +169,6 @@ class GeneratorTrainer(TrainingRun):
         rank = self.acc.process_index
         torch.manual_seed(derive_seed(cfg.seed, it, rank, "global"))
         logs = self.method.step(self, it, seeded_generator(cfg.seed, it, rank))
-        self.scaler.update()
         if self.ema:
             with torch.no_grad():
                 for shadow, p in zip(self.ema, self.trainable):
@@ -230,7 +241,7 @@ class GeneratorTrainer(TrainingRun):
             samples = generate_set(self.prior, self.real, 10, seed=self.cfg.seed, class_map=self.cfg.class_map,
                                    resize=self.cfg.resize, device=str(self.device), method=self.cfg.method)
             save_grid(samples.pixels(), samples.labels, samples.num_classes, self.run_dir / "samples.png")
-            with torch.no_grad():  # the run object keeps its trained (not averaged, not folded) weights
+            with torch.no_grad():  # the run keeps its trained weights (not averaged, not folded; frozen, in eval mode)
                 self.prior.load_state_dict(kept_prior)
                 for p, k in zip(self.trainable, kept):
                     p.copy_(k)
