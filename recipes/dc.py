@@ -12,6 +12,13 @@ outer/inner loops of the paper). DC starts from Gaussian noise and matches witho
 augmentation (the reference code's defaults); DSA starts from real images and applies
 the same differentiable augmentation to both batches. The papers run 1,000 iterations;
 the default here is cut for a CPU.
+
+Faithfulness (benchmarks/faithfulness.py): on the same draws one DC and one DSA iteration
+give the reference code's (VICO-UoE/DatasetCondensation ``main.py``) updated images bit for
+bit, and every DSA op matches the reference's; genprior departs from it nowhere in the
+update. At IPC 1 the ten starting images alone move ConvNet accuracy by about 3 points (85.2
+against 88.4 % for two starts of the same seed-0 DSA run), so compare runs from one start:
+``--init invert --init-from SET_DIR`` starts from a given set's images.
 """
 from genprior.cli import run_recipe
 
