@@ -91,8 +91,14 @@ ROWS: Dict[str, dict] = {
 CELLS = [("dsa", 1), ("dc", 1), ("dm", 1), ("dm", 10), ("dsa", 10), ("dc", 10)]
 #: rows of the issue that are not run (yet), with the reason the table prints
 NOT_RUN = {
-    "mtt": "MTT against GeorgeCazenavette/mtt-distillation: not run yet (needs its buffer script's experts).",
-    "glad-dm": "GLaD-DM against GeorgeCazenavette/glad: not run yet.",
+    "mtt": "MTT against GeorgeCazenavette/mtt-distillation: not run yet. Its code runs on a CPU with shims beside this "
+           "file's (a stub for its mandatory wandb, an identity Tensor.cuda for a hard-coded .cuda(), its 12-value "
+           "get_dataset, its final set read through utils.evaluate_synset since it saves only on improvement) and "
+           "experts trained by its buffer.py the same way.",
+    "glad-dm": "GLaD-DM against GeorgeCazenavette/glad: not run yet. It loads StyleGAN-XL pickles on CUDA only and "
+               "drives StyleGAN3 internals; it can run on a CPU with an adapter around genprior's StyleGAN "
+               "(mapping, to_f/from_f/wp modes) in place of its loader, a 1-channel normalisation and two missing "
+               "parser arguments it needs for its final save.",
 }
 
 
