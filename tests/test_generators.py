@@ -338,3 +338,18 @@ def test_minimax_options_are_checked(tmp_path, tiny_diffusion):
                              ({"memory": "lru"}, "memory must be one of fifo, adaptive")):
         with pytest.raises(GenpriorError, match=message):
             GeneratorTrainer(minimax_config(tiny_diffusion / "pixel", method_options=options), tmp_path / "x")
+
+
+def test_a_latent_method_runs_on_a_trained_generator(tmp_path, tiny_prior):
+    """GLaD-DM (latents of the trained generator, w+ space) on a DiM generator: the generator
+    folder is a prior like any other."""
+    from genprior.distill import DistillConfig, distill
+
+    generator = train_generator(config(tiny_prior, iterations=1), tmp_path / "dim", progress=False)
+    cfg = DistillConfig(dataset="digits", prior=str(generator), space="w+", loss="dm", ipc=1, iterations=3,
+                        init="random", optimizer="adam", lr=0.1, batch_real=8, log_every=1,
+                        loss_options={"net_options": {"width": 8}, "dsa": False})
+    synset = distill(cfg, tmp_path / "glad", progress=False)
+    losses = [json.loads(l)["loss"] for l in (tmp_path / "glad" / "log.jsonl").read_text().splitlines()]
+    assert synset.ipc == 1 and synset.prior == str(generator) and len(losses) == 3
+    assert torch.isfinite(synset.images).all()
