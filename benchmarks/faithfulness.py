@@ -82,7 +82,7 @@ ROWS: Dict[str, dict] = {
         "paper": "DM (Zhao & Bilen, WACV 2023)",
         "genprior": ["recipes/dm.py"],
         "reference": ("GENPRIOR_REFERENCE_DC", "main_DM.py",
-                      ["--method", "DM", "--init", "real", "--dsa_strategy", DIGITS_DSA]),
+                      ["--init", "real", "--dsa_strategy", DIGITS_DSA]),  # main_DM.py takes no --method
         "iterations": {1: 200, 10: 200},
     },
 }
