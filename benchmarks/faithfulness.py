@@ -142,7 +142,8 @@ def reference_start_images(row: str, ipc: int, seed: int) -> torch.Tensor:
     import numpy as np
 
     train = load_dataset(DATASET, "train")
-    if "--init" in ROWS[row]["reference"][2] and ROWS[row]["reference"][2][ROWS[row]["reference"][2].index("--init") + 1] == "noise":
+    args = ROWS[row]["reference"][2]
+    if args[args.index("--init") + 1] == "noise":
         torch.manual_seed(seed)
         return torch.randn(train.num_classes * ipc, *train.images.shape[1:])
     indices = [[] for _ in range(train.num_classes)]

@@ -205,12 +205,11 @@ DISTILL_FLAGS = ("dataset", "prior", "space", "loss", "ipc", "iterations", "init
                  "resize", "resolution", "method")
 
 
-def distill_config_from_args(args, defaults: Optional[dict] = None):
-    """A DistillConfig: recipe defaults, then the flags the user gave."""
-    from .distill import DistillConfig
-
+def _config_values(args, defaults: Optional[dict], flags: tuple) -> dict:
+    """Recipe defaults, then the flags the user gave, plus what the distillation and generator
+    commands share: data root, class map, prior options."""
     values = dict(defaults or {})
-    for name in DISTILL_FLAGS:
+    for name in flags:
         value = getattr(args, name, None)
         if value is not None and value is not False:
             values[name] = value
@@ -218,11 +217,19 @@ def distill_config_from_args(args, defaults: Optional[dict] = None):
         values["data_root"] = args.data_root
     if args.class_map:
         values["class_map"] = _class_map(args.class_map)
-    values["loss_options"] = {**values.get("loss_options", {}), **_key_values(args.loss_option, "--loss-option")}
-    values["latent_lrs"] = {**values.get("latent_lrs", {}), **_key_values(args.latent_lr, "--latent-lr")}
     values["prior_options"] = {**values.get("prior_options", {}), **_key_values(args.prior_option, "--prior-option")}
     if args.allow_pickle:
         values["prior_options"]["allow_pickle"] = True
+    return values
+
+
+def distill_config_from_args(args, defaults: Optional[dict] = None):
+    """A DistillConfig: recipe defaults, then the flags the user gave."""
+    from .distill import DistillConfig
+
+    values = _config_values(args, defaults, DISTILL_FLAGS)
+    values["loss_options"] = {**values.get("loss_options", {}), **_key_values(args.loss_option, "--loss-option")}
+    values["latent_lrs"] = {**values.get("latent_lrs", {}), **_key_values(args.latent_lr, "--latent-lr")}
     return DistillConfig.from_dict(values)
 
 
@@ -310,20 +317,9 @@ def generator_config_from_args(args, defaults: Optional[dict] = None, command: s
     """A GeneratorConfig: recipe defaults, then the flags the user gave."""
     from .generators.train import GeneratorConfig
 
-    values = dict(defaults or {})
-    for name in GENERATOR_FLAGS:
-        value = getattr(args, name, None)
-        if value is not None and value is not False:
-            values[name] = value
-    if args.data_root:
-        values["data_root"] = args.data_root
-    if args.class_map:
-        values["class_map"] = _class_map(args.class_map)
+    values = _config_values(args, defaults, GENERATOR_FLAGS)
     values["method_options"] = {**values.get("method_options", {}),
                                 **_key_values(args.method_option, "--method-option")}
-    values["prior_options"] = {**values.get("prior_options", {}), **_key_values(args.prior_option, "--prior-option")}
-    if args.allow_pickle:
-        values["prior_options"]["allow_pickle"] = True
     values["command"] = command
     return GeneratorConfig.from_dict(values)
 

@@ -25,6 +25,19 @@ from ..synset import write_dir_atomic, write_json_atomic, write_text_atomic
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
+# ---- configs -------------------------------------------------------------------------------
+
+def config_from_dict(cls: Any, values: Dict[str, Any], what: str) -> Any:
+    """A run config dataclass from a dict; an unknown key fails naming the known ones."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise GenpriorError(f"unknown {what} option {', '.join(unknown)}; options: {', '.join(sorted(known))}")
+    return cls(**values)
+
+
 # ---- seeds ---------------------------------------------------------------------------------
 
 def derive_seed(*parts: Any) -> int:

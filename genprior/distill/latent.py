@@ -27,7 +27,7 @@ own classes' image gradients through the prior before the sum.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -41,8 +41,8 @@ from ..errors import GenpriorError
 from ..matching import MATCHERS, Matcher, create_matcher
 from ..priors.base import Latents
 from ..synset import SyntheticSet, save_synset, save_tensors_atomic, write_json_atomic
-from .common import (MIXED_PRECISION, PIXEL_PRIOR, TrainingRun, check_fit, compute_dtype, derive_seed, flatten_optimizer,
-                     prior_for, seeded_generator, unflatten_optimizer)
+from .common import (MIXED_PRECISION, PIXEL_PRIOR, TrainingRun, check_fit, compute_dtype, config_from_dict,
+                     derive_seed, flatten_optimizer, prior_for, seeded_generator, unflatten_optimizer)
 
 OPTIMIZERS = ("adam", "sgd")
 INITS = ("random", "mean", "invert")
@@ -87,11 +87,7 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "DistillConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise GenpriorError(f"unknown distillation option {', '.join(unknown)}; options: {', '.join(sorted(known))}")
-        return cls(**values)
+        return config_from_dict(cls, values, "distillation")
 
 
 def method_name(cfg: DistillConfig) -> str:

@@ -27,7 +27,8 @@ from torch import Tensor
 
 from .base import GENERATOR_METHODS
 from .dim import class_mean_distance
-from .gan import GANMethod, _number
+from ..matching.base import check_number
+from .gan import GANMethod
 
 PAPER = "Zhang et al., Dataset Condensation via Generative Model, arXiv 2309.07698, 2023"
 
@@ -66,7 +67,7 @@ class DCGM(GANMethod):
 
     def resolve_matching_options(self, opts: Dict[str, Any]) -> Dict[str, Any]:
         for key in ("feature_weight", "intra_weight", "inter_weight"):
-            _number(self.name, key, opts[key])
+            check_number(self.name, key, opts[key])
         return opts
 
     def matching(self, real: Tensor, fake: Tensor, labels: Tensor,

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import GenpriorError
+from ..matching.base import check_number
 from .base import GENERATOR_METHODS
-from .gan import GANMethod, _number
+from .gan import GANMethod
 
 PAPER = "Wang et al., DiM: Distilling Dataset into Generative Model, 2023"
 #: the reference's pool (convnet, resnet10, resnet18, resnet10_ap, resnet18_ap) as far as genprior has it
@@ -55,7 +56,7 @@ class DiM(GANMethod):
     def resolve_matching_options(self, opts: Dict[str, Any]) -> Dict[str, Any]:
         if opts["match"] not in MATCHES:
             raise GenpriorError(f"dim: match must be one of {', '.join(MATCHES)}, got {opts['match']!r}")
-        if _number(self.name, "match_weight", opts["match_weight"]) == 0:
+        if check_number(self.name, "match_weight", opts["match_weight"]) == 0:
             raise GenpriorError("dim: match_weight must be positive (it is the method)")
         return opts
 

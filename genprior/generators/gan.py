@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..augment import cutout, translate
 from ..errors import GenpriorError
+from ..matching.base import check_count, check_number
 from ..priors.base import Prior
 from .base import GeneratorMethod
 
@@ -93,18 +94,6 @@ class Adversary:
         return loss
 
 
-def _number(owner: str, key: str, value: Any, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise GenpriorError(f"{owner}: {key} must be a number >= {minimum:g}, got {value!r}")
-    return float(value)
-
-
-def _count(owner: str, key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise GenpriorError(f"{owner}: {key} must be an integer >= 0, got {value!r}")
-    return value
-
-
 class GANMethod(GeneratorMethod):
     """A class-conditional GAN fine-tuned with its adversarial loss plus a method's matching
     terms computed through a network of a pool that learns from real data as the run goes
@@ -130,13 +119,13 @@ class GANMethod(GeneratorMethod):
         for arch in pool:
             NETS.entry(arch)  # unknown network: the error lists the known ones
         opts["pool"] = pool
-        if _number(self.name, "pool_lr", opts["pool_lr"]) == 0:
+        if check_number(self.name, "pool_lr", opts["pool_lr"]) == 0:
             raise GenpriorError(f"{self.name}: pool_lr must be positive")
         for key in ("adversarial_weight", "pool_momentum", "pool_weight_decay", "d_lr"):
-            _number(self.name, key, opts[key])
+            check_number(self.name, key, opts[key])
         for key in ("pool_steps", "d_warmup"):
-            _count(self.name, key, opts[key])
-        if opts["pool_reset_every"] is not None and _count(self.name, "pool_reset_every", opts["pool_reset_every"]) < 1:
+            check_count(self.name, key, opts[key])
+        if opts["pool_reset_every"] is not None and check_count(self.name, "pool_reset_every", opts["pool_reset_every"]) < 1:
             raise GenpriorError(f"{self.name}: pool_reset_every must be at least 1 (or unset: one epoch)")
         if not isinstance(opts["dsa"], bool):
             raise GenpriorError(f"{self.name}: dsa must be true or false, got {opts['dsa']!r}")

@@ -36,9 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import GenpriorError
-from ..matching.base import check_positive_int
+from ..matching.base import check_number, check_positive_int
 from .base import GENERATOR_METHODS, GeneratorMethod
-from .gan import _number
 
 PAPER = "Gu et al., Efficient Dataset Distillation via Minimax Diffusion, CVPR 2024"
 MEMORIES = ("fifo", "adaptive")
@@ -63,18 +62,20 @@ class ClassMemory:
 
     def add(self, c: int, entries: Tensor) -> None:
         entries = entries.detach().float().flatten(1).cpu()
-        for row in entries:
-            bank = torch.cat([self.items[c].view(-1, row.numel()), row[None]]) if self.items[c].numel() else row[None]
-            if bank.shape[0] > self.size:
-                if self.rule == "fifo":
-                    bank = bank[1:]
-                else:  # evict the entry most similar, in sum, to all the others
-                    sim = cosine_matrix(bank, bank)
-                    summed = sim.sum(dim=1) - sim.diagonal()
-                    keep = torch.ones(bank.shape[0], dtype=torch.bool)
-                    keep[int(summed.argmax())] = False
-                    bank = bank[keep]
-            self.items[c] = bank
+        old = self.items[c].view(-1, entries.shape[1]) if self.items[c].numel() else entries[:0]
+        if self.rule == "fifo":  # the newest ``size`` entries
+            self.items[c] = torch.cat([old, entries])[-self.size:]
+            return
+        bank = old
+        for row in entries:  # one at a time: each eviction depends on what is in the memory then
+            bank = torch.cat([bank, row[None]])
+            if bank.shape[0] > self.size:  # evict the entry most similar, in sum, to all the others
+                sim = cosine_matrix(bank, bank)
+                summed = sim.sum(dim=1) - sim.diagonal()
+                keep = torch.ones(bank.shape[0], dtype=torch.bool)
+                keep[int(summed.argmax())] = False
+                bank = bank[keep]
+        self.items[c] = bank
 
     def state(self, prefix: str) -> Dict[str, Tensor]:
         return {f"{prefix}.{c}": t for c, t in enumerate(self.items) if t.numel()}
@@ -112,13 +113,13 @@ class Minimax(GeneratorMethod):
 
     def resolve_options(self, opts: Dict[str, Any]) -> Dict[str, Any]:
         for key in ("lambda_r", "lambda_d"):
-            _number(self.name, key, opts[key])
+            check_number(self.name, key, opts[key])
         check_positive_int(self.name, "memory_size", opts["memory_size"])
         if opts["memory"] not in MEMORIES:
             raise GenpriorError(f"minimax: memory must be one of {', '.join(MEMORIES)}, got {opts['memory']!r}")
-        if not _number(self.name, "uncond_prob", opts["uncond_prob"]) < 1.0:
+        if not check_number(self.name, "uncond_prob", opts["uncond_prob"]) < 1.0:
             raise GenpriorError(f"minimax: uncond_prob must lie in [0, 1), got {opts['uncond_prob']!r}")
-        if not 0.0 < _number(self.name, "scale_fraction", opts["scale_fraction"]) <= 1.0:
+        if not 0.0 < check_number(self.name, "scale_fraction", opts["scale_fraction"]) <= 1.0:
             raise GenpriorError(f"minimax: scale_fraction must lie in (0, 1], got {opts['scale_fraction']!r}")
         if not isinstance(opts["scale_factors"], bool):
             raise GenpriorError(f"minimax: scale_factors must be true or false, got {opts['scale_factors']!r}")

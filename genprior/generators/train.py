@@ -21,15 +21,15 @@ counts the iterations; set-up (a discriminator warm-up) is not counted.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
 
 from ..data import check_resolution, load_dataset
-from ..distill.common import (MIXED_PRECISION, PIXEL_PRIOR, TrainingRun, check_fit, derive_seed, flatten_optimizer,
-                              prior_for, seeded_generator, unflatten_optimizer)
+from ..distill.common import (MIXED_PRECISION, PIXEL_PRIOR, TrainingRun, check_fit, config_from_dict, derive_seed,
+                              flatten_optimizer, prior_for, seeded_generator, unflatten_optimizer)
 from ..errors import GenpriorError
 from ..synset import save_grid, write_dir_atomic
 from .base import GENERATOR_METHODS, GeneratorMethod, create_method
@@ -60,11 +60,7 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "GeneratorConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise GenpriorError(f"unknown generator-training option {', '.join(unknown)}; options: {', '.join(sorted(known))}")
-        return cls(**values)
+        return config_from_dict(cls, values, "generator-training")
 
 
 def check_generator_config(cfg: GeneratorConfig) -> None:

@@ -57,6 +57,20 @@ def check_positive_float(owner: str, option: str, value: Any) -> float:
     return float(value)
 
 
+def check_number(owner: str, option: str, value: Any, minimum: float = 0.0) -> float:
+    """A number of at least ``minimum`` (a weight, a probability, a momentum)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise GenpriorError(f"{owner}: {option} must be a number >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def check_count(owner: str, option: str, value: Any) -> int:
+    """An integer of at least 0 (a number of steps that may be none)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise GenpriorError(f"{owner}: {option} must be an integer >= 0, got {value!r}")
+    return value
+
+
 class Matcher(ABC):
     """One objective; subclasses set ``name``, ``OPTIONS`` (option -> default) and
     implement ``class_loss`` (``per_class = True``) or ``set_loss``."""
