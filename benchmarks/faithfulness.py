@@ -2,6 +2,8 @@
 
     git clone https://github.com/VICO-UoE/DatasetCondensation /somewhere/DatasetCondensation
     export GENPRIOR_REFERENCE_DC=/somewhere/DatasetCondensation
+    git clone https://github.com/GeorgeCazenavette/mtt-distillation /somewhere/mtt-distillation
+    export GENPRIOR_REFERENCE_MTT=/somewhere/mtt-distillation
     python benchmarks/faithfulness.py                  # runs or resumes every unit, then writes the table
     python benchmarks/faithfulness.py --only 'dsa|1'   # only the units of one row
     python benchmarks/faithfulness.py --table          # only rewrites the table from saved results
@@ -27,7 +29,9 @@ applies the shims it needs on today's torch (each one is commented in
 ``reference_child``). Units are resumable and shared between lanes
 (``benchmarks/lanes.py``): ``build|<row>|<ipc>|<side>|<seed>`` distils one set
 (genprior's run resumes from its checkpoints; a reference run has none and restarts),
-``eval|<row>|<ipc>|<side>|<seed>|<i>`` trains ConvNet model i on it. Sets, logs and
+``eval|<row>|<ipc>|<side>|<seed>|<i>`` trains ConvNet model i on it, and ``experts|mtt``
+trains the expert trajectories both sides of the MTT row match (one buffer: genprior reads
+it as it is, the reference reads it converted to its ``replay_buffer_0.pt`` layout). Sets, logs and
 runs are written under ``runs/faithfulness/``; results to
 ``benchmarks/results/faithfulness_mnist5k.*``.
 """
@@ -85,16 +89,29 @@ ROWS: Dict[str, dict] = {
                       ["--init", "real", "--dsa_strategy", DIGITS_DSA]),  # main_DM.py takes no --method
         "iterations": {1: 200, 10: 200},
     },
+    # MTT with the paper's IPC 1 schedule (its CIFAR-10 row: 50 student steps, 2 expert epochs, start
+    # epochs 0-1, image lr 1000, lr lr 1e-7, syn_lr from 0.01), the same on both sides, against the
+    # same experts (``experts|mtt``: 5 experts x 3 epochs, what the schedule reaches, cut from the
+    # paper's 100 x 50 for a CPU).
+    "mtt": {
+        "paper": "MTT (Cazenavette et al., CVPR 2022)",
+        "genprior": ["recipes/mtt.py", "--loss-option", "buffer=runs/faithfulness/experts-mtt",
+                     "--loss-option", "syn_steps=50", "--loss-option", "expert_epochs=2",
+                     "--loss-option", "max_start_epoch=2", "--loss-option", "lr_lr=1e-7", "--lr", "1000"],
+        "reference": ("GENPRIOR_REFERENCE_MTT", "distill.py",
+                      ["--pix_init", "real", "--dsa", "True", "--dsa_strategy", DIGITS_DSA, "--syn_steps", "50",
+                       "--expert_epochs", "2", "--max_start_epoch", "2", "--lr_img", "1000", "--lr_lr", "1e-07",
+                       "--lr_teacher", "0.01"]),
+        "iterations": {1: 200},
+    },
 }
+#: the expert buffer of the MTT row, and how it is trained (``genprior experts``)
+MTT_EXPERTS = {"dir": "runs/faithfulness/experts-mtt", "num_experts": 5, "epochs": 3}
 #: (row, IPC) in the order they run: the IPC 1 rows, then DM at IPC 10 (cheap), then DC's
 #: two variants at IPC 10 (about 2 min per iteration on 1 thread with the paper's 10 x 50 loops)
-CELLS = [("dsa", 1), ("dc", 1), ("dm", 1), ("dm", 10), ("dsa", 10), ("dc", 10)]
+CELLS = [("dsa", 1), ("dc", 1), ("dm", 1), ("dm", 10), ("mtt", 1), ("dsa", 10), ("dc", 10)]
 #: rows of the issue that are not run (yet), with the reason the table prints
 NOT_RUN = {
-    "mtt": "MTT against GeorgeCazenavette/mtt-distillation: not run yet. Its code runs on a CPU with shims beside this "
-           "file's (a stub for its mandatory wandb, an identity Tensor.cuda for a hard-coded .cuda(), its 12-value "
-           "get_dataset, its final set read through utils.evaluate_synset since it saves only on improvement) and "
-           "experts trained by its buffer.py the same way.",
     "glad-dm": "GLaD-DM against GeorgeCazenavette/glad: not run yet. It loads StyleGAN-XL pickles on CUDA only and "
                "drives StyleGAN3 internals; it can run on a CPU with an adapter around genprior's StyleGAN "
                "(mapping, to_f/from_f/wp modes) in place of its loader, a 1-channel normalisation and two missing "
@@ -114,6 +131,8 @@ def order() -> List[str]:
     """Cell by cell (``CELLS``): both sides of seed 0 with their models, then seed 1, then seed 2."""
     keys = []
     for row, ipc in CELLS:
+        if row == "mtt":
+            keys.append("experts|mtt")
         for seed in SEEDS:
             for side in SIDES:
                 keys.append(f"build|{row}|{ipc}|{side}|{seed}")
@@ -125,8 +144,12 @@ def deps(key: str) -> List[str]:
     """An evaluation waits on its set; genprior's build waits on the reference's of the same seed,
     whose start it starts from."""
     parts = key.split("|")
+    if parts[0] == "experts":
+        return []
     if parts[0] == "eval":
         return [f"build|{'|'.join(parts[1:5])}"]
+    if parts[3] == "reference" and parts[1] == "mtt":
+        return ["experts|mtt"]
     if parts[3] == "genprior":
         return [f"build|{parts[1]}|{parts[2]}|reference|{parts[4]}"]
     return []
@@ -143,7 +166,8 @@ def reference_start_images(row: str, ipc: int, seed: int) -> torch.Tensor:
 
     train = load_dataset(DATASET, "train")
     args = ROWS[row]["reference"][2]
-    if args[args.index("--init") + 1] == "noise":
+    flag = "--pix_init" if "--pix_init" in args else "--init"  # MTT's name for it
+    if args[args.index(flag) + 1] == "noise":
         torch.manual_seed(seed)
         return torch.randn(train.num_classes * ipc, *train.images.shape[1:])
     indices = [[] for _ in range(train.num_classes)]
@@ -199,10 +223,51 @@ def reference_args(row: str, ipc: int, out: Path) -> List[str]:
     """The paper script's command line: one experiment, no evaluation of its own (genprior's
     ``quick`` evaluates both sides), as many image updates as genprior makes."""
     spec = ROWS[row]
+    its = spec["iterations"][ipc]
+    if row == "mtt":
+        # distill.py evaluates at the top of iterations 0, eval_it, ... (before that iteration's
+        # update), so its evaluation at ``--Iteration`` its sees the set after ``its`` updates: the
+        # child reads the set there and stops (``reference_child``)
+        return ["--dataset", "MNIST", "--model", "ConvNet", "--ipc", str(ipc), "--num_eval", "1",
+                "--eval_it", str(its), "--Iteration", str(its), "--data_path", str(out / "data"),
+                "--buffer_path", str(out / "buffers"), *spec["reference"][2]]
     # the reference's loop runs ``Iteration + 1`` updates (range(Iteration + 1))
     return ["--dataset", "MNIST", "--model", "ConvNet", "--ipc", str(ipc), "--num_exp", "1", "--num_eval", "0",
-            "--Iteration", str(spec["iterations"][ipc] - 1), "--data_path", str(out / "data"),
+            "--Iteration", str(its - 1), "--data_path", str(out / "data"),
             "--save_path", str(out / "result"), *spec["reference"][2]]
+
+
+def train_mtt_experts(threads: int) -> dict:
+    """The experts both sides of the MTT row match, trained by genprior (``genprior experts``:
+    plain SGD lr 0.01, batch 256, per-image DSA, as the reference's ``buffer.py``)."""
+    out = ROOT / MTT_EXPERTS["dir"]
+    cmd = [sys.executable, "-m", "genprior", "experts", "--dataset", DATASET, "--net", "convnet",
+           "--num-experts", str(MTT_EXPERTS["num_experts"]), "--epochs", str(MTT_EXPERTS["epochs"]),
+           "--out-dir", str(out)]
+    result = run_process(cmd, threads, log=out.parent / "experts-mtt.log")
+    result["command"] = " ".join(["genprior", *cmd[3:]]).replace(str(ROOT) + os.sep, "")
+    return result
+
+
+def write_reference_buffer(out: Path) -> None:
+    """genprior's expert buffer in the layout the reference's ``distill.py`` reads:
+    ``<buffer_path>/MNIST/ConvNet/replay_buffer_0.pt``, a list of experts, each a list of epochs,
+    each the list of ``net.parameters()`` tensors. genprior's ConvNet holds the same parameters in
+    the same order (conv, norm per block, then the classifier), so the flat vectors split back
+    exactly."""
+    from genprior.matching.experts import load_experts
+    from genprior.nets import create_net
+
+    train = load_dataset(DATASET, "train")
+    experts = load_experts(ROOT / MTT_EXPERTS["dir"], DATASET, "convnet", train.channels, train.num_classes,
+                           train.resolution)
+    shapes = [q.shape for q in create_net("convnet", train.channels, train.num_classes, train.resolution).parameters()]
+    sizes = [torch.Size(x).numel() for x in shapes]
+    buffer = [[[piece.reshape(shape).clone() for piece, shape in zip(experts.params(e, k).split(sizes), shapes)]
+               for k in range(experts.epochs + 1)] for e in range(experts.num_experts)]
+    target = out / "buffers" / "MNIST" / "ConvNet"
+    target.mkdir(parents=True, exist_ok=True)
+    torch.save(buffer, target / "replay_buffer_0.pt")
 
 
 def build_reference(row: str, ipc: int, seed: int, threads: int) -> dict:
@@ -210,6 +275,8 @@ def build_reference(row: str, ipc: int, seed: int, threads: int) -> dict:
     out = unit_dir(row, ipc, "reference", seed)
     (out / "result").mkdir(parents=True, exist_ok=True)
     (out / "data").mkdir(parents=True, exist_ok=True)
+    if row == "mtt":
+        write_reference_buffer(out)
     script = ROWS[row]["reference"][1]
     args = reference_args(row, ipc, out)
     cmd = [sys.executable, str(Path(__file__).resolve()), "reference-child", str(repo), script, str(seed), row,
@@ -231,20 +298,49 @@ def reference_child(repo: str, script: str, seed: int, row: str, out_dir: str, a
 
     from genprior.synset import SyntheticSet, save_synset
 
+    mtt = row == "mtt"
+    if mtt:
+        # Shim 0 (MTT): distill.py logs to Weights & Biases, which it imports and initialises
+        # unconditionally, and reads its arguments back from wandb.config. A stand-in that
+        # keeps the config and drops the logs.
+        import types
+
+        wandb = types.ModuleType("wandb")
+
+        def wandb_init(config=None, **_):
+            wandb.config = types.SimpleNamespace(_items=dict(vars(config)))
+            wandb.run = types.SimpleNamespace(name="faithfulness")
+
+        wandb.init = wandb_init
+        wandb.log = wandb.finish = lambda *a, **k: None
+        wandb.Histogram = wandb.Image = lambda *a, **k: None
+        sys.modules["wandb"] = wandb
+        # Shim 0b (MTT): its utils import kornia for ZCA whitening, which the MNIST row does not
+        # use (no --zca); an empty module in its place.
+        sys.modules.setdefault("kornia", types.ModuleType("kornia"))
+        # Shim 0c (MTT): it moves the images it saves at iteration 0 with a hard-coded
+        # ``.cuda()``; on a CPU the images stay where they are.
+        torch.Tensor.cuda = lambda self, *a, **k: self
+
     sys.path.insert(0, repo)
     utils = importlib.import_module("utils")
     networks = importlib.import_module("networks")
 
     # Shim 1, data: genprior's mnist5k split (4,000 train / 1,000 test, normalised with
     # MNIST's mean and std, as the reference normalises MNIST) in place of torchvision's
-    # download; the reference's get_dataset returns this tuple.
-    def get_dataset(dataset, data_path):
+    # download; the reference's get_dataset returns this tuple (MTT's adds a per-class
+    # loader it does not use for MNIST and the identity class maps).
+    def get_dataset(dataset, data_path, *_, **__):
         train, test = load_dataset(DATASET, "train"), load_dataset(DATASET, "test")
         dst_train = torch.utils.data.TensorDataset(train.images, train.labels)
         dst_test = torch.utils.data.TensorDataset(test.images, test.labels)
         testloader = torch.utils.data.DataLoader(dst_test, batch_size=256, shuffle=False, num_workers=0)
-        return (train.channels, (train.resolution, train.resolution), train.num_classes, list(train.class_names),
-                list(train.mean), list(train.std), dst_train, dst_test, testloader)
+        out = (train.channels, (train.resolution, train.resolution), train.num_classes, list(train.class_names),
+               list(train.mean), list(train.std), dst_train, dst_test, testloader)
+        if mtt:
+            identity = {c: c for c in range(train.num_classes)}
+            out = (*out, None, identity, dict(identity))
+        return out
 
     # Shim 2, today's torch: ConvNet (the network every row distils with) flattens its
     # features with ``.view``, which refuses the non-contiguous maps left by DSA's crop;
@@ -291,10 +387,10 @@ def reference_child(repo: str, script: str, seed: int, row: str, out_dir: str, a
         def __getattr__(self, name):
             return getattr(real_time, name)
 
-    module = importlib.import_module(Path(script).stem)
     clock = SeededClock(seed)
-    utils.get_dataset = module.get_dataset = get_dataset
-    utils.time = module.time = clock
+    utils.get_dataset = get_dataset
+    utils.time = clock
+    random.seed(seed)  # MTT shuffles its expert files and experts with ``random``
     np.random.seed(seed)
     torch.manual_seed(seed)
 
@@ -313,19 +409,52 @@ def reference_child(repo: str, script: str, seed: int, row: str, out_dir: str, a
             save_file({"images": params[0].detach().clone().contiguous()}, str(start))
         return sgd(params, *a, **kw)
 
-    module.torch.optim.SGD = recording_sgd
+    torch.optim.SGD = recording_sgd
     sys.argv = [script, *args]
+    final: Dict[str, torch.Tensor] = {}
     t0 = real_time.perf_counter()
     try:
-        module.main()
+        if mtt:
+            # MTT saves its images only when its own evaluation improves; its evaluation at
+            # ``--Iteration`` (the second call with ``--eval_it`` = ``--Iteration``) sees the set
+            # after that many updates: read it there and stop, training no network.
+            import runpy
+
+            class Finished(Exception):
+                pass
+
+            calls = []
+
+            def read_set(it_eval, net, images, labels, *_, **__):
+                calls.append(it_eval)
+                if len(calls) == 2:
+                    final["images"], final["labels"] = images.detach().clone(), labels.detach().clone()
+                    raise Finished
+                return net, 0.0, 0.0
+
+            utils.evaluate_synset = read_set
+            os.chdir(out)  # it writes ./logged_files
+            try:
+                runpy.run_path(str(Path(repo) / script), run_name="__main__")
+            except Finished:
+                pass
+            if not final:
+                raise SystemExit(f"{script} ended before its evaluation at --Iteration")
+        else:
+            module = importlib.import_module(Path(script).stem)
+            module.get_dataset, module.time = get_dataset, clock
+            module.main()
     finally:
-        module.torch.optim.SGD = sgd
+        torch.optim.SGD = sgd
     loop_time = real_time.perf_counter() - t0
 
-    saved = sorted((out / "result").glob("res_*.pt"))
-    if len(saved) != 1:
-        raise SystemExit(f"expected one res_*.pt in {out / 'result'}, found {len(saved)}")
-    images, labels = torch.load(saved[0], map_location="cpu", weights_only=True)["data"][-1]
+    if mtt:
+        images, labels = final["images"], final["labels"]
+    else:
+        saved = sorted((out / "result").glob("res_*.pt"))
+        if len(saved) != 1:
+            raise SystemExit(f"expected one res_*.pt in {out / 'result'}, found {len(saved)}")
+        images, labels = torch.load(saved[0], map_location="cpu", weights_only=True)["data"][-1]
     train = load_dataset(DATASET, "train")
     synset = SyntheticSet(images=images.float(), labels=labels.long(), mean=train.mean, std=train.std,
                           dataset=DATASET, class_names=list(train.class_names), method=f"reference-{row}",
@@ -457,6 +586,82 @@ def check_dc_step(repo: Path, dsa: bool, seed: int = 0) -> float:
     return float((ours - image_syn.detach()).abs().max())
 
 
+def check_mtt_step(repo: Path, buffer: Path, seed: int = 0) -> Dict[str, float]:
+    """One iteration of genprior's MTT loop (pixel prior, IPC 1, the row's schedule) against the
+    reference's (``distill.py``: its ``ReparamModule`` student on its ConvNet, the unrolled
+    steps, the normalised parameter distance, SGD with momentum on the images and on
+    ``syn_lr``) on the same draws: the same expert and start epoch, the same mini-batch
+    orders and augmentation draws. Returns the largest absolute difference of the updated
+    images and of the updated ``syn_lr``, and how far the step moved each."""
+    import tempfile
+
+    from genprior.distill import DistillConfig, LatentDistiller
+
+    import importlib.util
+
+    import numpy as np
+
+    def by_path(name: str):  # by file: the DC reference's modules of the same names may be loaded already
+        spec = importlib.util.spec_from_file_location(f"mtt_reference_{name}", repo / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    networks, ReparamModule = by_path("networks"), by_path("reparam_module").ReparamModule
+    opts = {"buffer": str(buffer), "syn_steps": 50, "expert_epochs": 2, "max_start_epoch": 2, "lr_lr": 1e-7}
+    cfg = DistillConfig(dataset=DATASET, prior="pixel", loss="mtt", ipc=1, iterations=1, init="invert",
+                        optimizer="sgd", momentum=0.5, lr=1000.0, loss_options=opts, seed=seed)
+    d = LatentDistiller(cfg, Path(tempfile.mkdtemp()) / "run", progress=False)
+    d.init_latents()
+    m = d.matcher
+    x0, lr0 = d.latents["x"].detach().clone(), m.syn_lr.detach().clone()
+    record = {}
+    set_loss = m.set_loss
+
+    def recorded_set_loss(syn, labels, real, generator):
+        record.update(state=generator.get_state(), expert=m.expert, start=m.start_epoch, labels=labels.clone())
+        return set_loss(syn, labels, real, generator)
+
+    m.set_loss = recorded_set_loss
+    d.iteration(0)
+    ours, our_lr = d.latents["x"].detach(), m.syn_lr.detach()
+
+    net = networks.ConvNet(channel=1, num_classes=10, net_width=128, net_depth=3, net_act="relu",
+                           net_norm="instancenorm", net_pooling="avgpooling", im_size=(28, 28))
+    net.forward = lambda x: net.classifier(net.features(x).reshape(x.shape[0], -1))  # the reshape shim
+    student = ReparamModule(net)
+    student.train()
+    num_params = sum(int(np.prod(q.size())) for q in student.parameters())
+    starting = m.buffer.params(record["expert"], record["start"])
+    target = m.buffer.params(record["expert"], record["start"] + opts["expert_epochs"])
+    image_syn = x0.clone().requires_grad_(True)
+    syn_lr = lr0.clone().requires_grad_(True)
+    optimizer_img = torch.optim.SGD([image_syn], lr=1000.0, momentum=0.5)
+    optimizer_lr = torch.optim.SGD([syn_lr], lr=opts["lr_lr"], momentum=0.5)
+    g = torch.Generator()
+    g.set_state(record["state"])
+    student_params, chunks = [starting.clone().requires_grad_(True)], []
+    for _ in range(opts["syn_steps"]):
+        if not chunks:
+            chunks = list(torch.split(torch.randperm(len(image_syn), generator=g), len(image_syn)))
+        idx = chunks.pop()
+        x = m.dsa(image_syn[idx], generator=g)
+        ce = torch.nn.functional.cross_entropy(student(x, flat_param=student_params[-1]), record["labels"][idx])
+        grad = torch.autograd.grad(ce, student_params[-1], create_graph=True)[0]
+        student_params.append(student_params[-1] - syn_lr * grad)
+    param_loss = torch.nn.functional.mse_loss(student_params[-1], target, reduction="sum") / num_params
+    param_dist = torch.nn.functional.mse_loss(starting, target, reduction="sum") / num_params
+    loss = param_loss / param_dist
+    optimizer_img.zero_grad()
+    optimizer_lr.zero_grad()
+    loss.backward()
+    optimizer_img.step()
+    optimizer_lr.step()
+    return {"images": float((ours - image_syn.detach()).abs().max()), "syn_lr": float((our_lr - syn_lr.detach()).abs()),
+            # how far the step moved them, so that 0 above is a match, not a step that did nothing
+            "images_moved": float((ours - x0).abs().max()), "syn_lr_moved": float((our_lr - lr0).abs())}
+
+
 def check_starts() -> Dict[str, float]:
     """For every reference run that recorded its start: the largest difference from the start
     re-made by ``reference_start_images`` (0 = the re-made starts of older runs are exact)."""
@@ -474,16 +679,21 @@ def check_starts() -> Dict[str, float]:
 
 def run_checks() -> dict:
     repo = reference_repo("dsa")
-    return {"dsa_ops_max_abs_diff": check_dsa_ops(repo),
-            "dc_step_max_abs_diff": check_dc_step(repo, dsa=False),
-            "dsa_step_max_abs_diff": check_dc_step(repo, dsa=True),
-            "start_max_abs_diff": check_starts()}
+    checks = {"dsa_ops_max_abs_diff": check_dsa_ops(repo),
+              "dc_step_max_abs_diff": check_dc_step(repo, dsa=False),
+              "dsa_step_max_abs_diff": check_dc_step(repo, dsa=True),
+              "start_max_abs_diff": check_starts()}
+    if (ROOT / MTT_EXPERTS["dir"] / "buffer.json").is_file():  # after the experts|mtt unit
+        checks["mtt_step_max_abs_diff"] = check_mtt_step(reference_repo("mtt"), ROOT / MTT_EXPERTS["dir"])
+    return checks
 
 
 # -- lanes --------------------------------------------------------------------------------
 
 def work(key: str, threads: int, test_cache: dict) -> dict:
     parts = key.split("|")
+    if parts[0] == "experts":
+        return train_mtt_experts(threads)
     row, ipc, side, seed = parts[1], int(parts[2]), parts[3], int(parts[4])
     if parts[0] == "build":
         builder = build_genprior if side == "genprior" else build_reference
@@ -567,6 +777,12 @@ def write_table(results: dict) -> None:
                   f"- each DSA op given the reference's draws for a seed: {ops};",
                   f"- one DC iteration (network weights, real batches shared): {checks['dc_step_max_abs_diff']:.1e}; "
                   f"one DSA iteration (augmentation draws shared too): {checks['dsa_step_max_abs_diff']:.1e};",
+                  *([f"- one MTT iteration (expert, start epoch, mini-batch orders and augmentation draws shared; "
+                     f"the reference's ReparamModule student): images {checks['mtt_step_max_abs_diff']['images']:.1e} "
+                     f"(the step moved them by up to {checks['mtt_step_max_abs_diff']['images_moved']:.2f}), "
+                     f"syn_lr {checks['mtt_step_max_abs_diff']['syn_lr']:.1e} (moved "
+                     f"{checks['mtt_step_max_abs_diff']['syn_lr_moved']:.1e});"]
+                    if "mtt_step_max_abs_diff" in checks else []),
                   "- the start genprior is given, re-made from the reference's draws, against the start its runs "
                   "recorded: " + (", ".join(f"{k} {v:.1e}" for k, v in checks.get("start_max_abs_diff", {}).items())
                                   or "no recorded start yet") + "."]
@@ -581,6 +797,8 @@ def write_table(results: dict) -> None:
 
 def artifacts(key: str) -> list:
     parts = key.split("|")
+    if parts[0] == "experts":
+        return [ROOT / MTT_EXPERTS["dir"]]
     if parts[0] == "build":
         return [unit_dir(parts[1], int(parts[2]), parts[3], int(parts[4]))]
     return [RUNS / "state" / key.replace("|", "-")]

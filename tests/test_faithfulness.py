@@ -131,3 +131,111 @@ def test_the_table_judges_the_difference_against_the_larger_std(tmp_path, monkey
     faithfulness.write_table({"units": units, "machine": "test"})
     row = next(line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| dsa | 1 |"))
     assert "| -3.00 | no (bar 1.63) |" in row
+
+
+MTT_UTILS = '''
+import time
+import kornia  # only for ZCA in the real code
+import numpy as np
+import torch
+
+def get_dataset(dataset, data_path, batch_size=1, subset=None, args=None):
+    raise RuntimeError("would download " + dataset)
+
+def get_network(model="ConvNet"):
+    torch.random.manual_seed(int(time.time() * 1000) % 100000)
+    return torch.nn.Linear(1, 1)
+
+def evaluate_synset(it_eval, net, images_train, labels_train, testloader, args, texture=False):
+    raise RuntimeError("would train a network")
+'''
+
+MTT_DISTILL = '''
+import argparse
+import numpy as np
+import torch
+from utils import get_dataset, get_network, evaluate_synset
+import wandb
+
+def main(args):
+    args.device = "cpu"
+    (channel, im_size, num_classes, names, mean, std, dst_train, dst_test, testloader, loader_train_dict,
+     class_map, class_map_inv) = get_dataset(args.dataset, args.data_path, 256, None, args=args)
+    wandb.init(sync_tensorboard=False, project="p", config=args)
+    args = type("", (), {})()
+    for key in wandb.config._items:
+        setattr(args, key, wandb.config._items[key])
+    labels = torch.tensor([class_map[int(dst_train[i][1])] for i in range(len(dst_train))])
+    indices = [torch.nonzero(labels == c).flatten().tolist() for c in range(num_classes)]
+    image_syn = torch.randn(num_classes * args.ipc, channel, *im_size)
+    for c in range(num_classes):
+        image_syn.data[c * args.ipc:(c + 1) * args.ipc] = torch.stack(
+            [dst_train[int(i)][0] for i in np.random.permutation(indices[c])[:args.ipc]])
+    image_syn = image_syn.detach().requires_grad_(True)
+    label_syn = torch.arange(num_classes).repeat_interleave(args.ipc)
+    optimizer_img = torch.optim.SGD([image_syn], lr=1.0, momentum=0.0)
+    for it in range(args.Iteration + 1):
+        if it % args.eval_it == 0:
+            evaluate_synset(0, get_network(), image_syn.detach().clone(), label_syn, testloader, args)
+            if it == 0:
+                image_syn.cuda()
+        get_network()  # reseeds torch from the clock, as the real one does
+        optimizer_img.zero_grad()
+        image_syn.sum().backward()  # every update takes exactly 1 from every pixel
+        optimizer_img.step()
+    wandb.finish()
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    for name in ("--dataset", "--data_path"):
+        p.add_argument(name)
+    for name in ("--ipc", "--Iteration", "--eval_it"):
+        p.add_argument(name, type=int)
+    main(p.parse_args())
+'''
+
+
+def test_the_mtt_child_reads_the_set_after_exactly_the_asked_updates(tmp_path):
+    from genprior.synset import load_synset
+    from safetensors.torch import load_file
+
+    repo = tmp_path / "mtt"
+    repo.mkdir()
+    (repo / "utils.py").write_text(MTT_UTILS)
+    (repo / "networks.py").write_text(NETWORKS)
+    (repo / "distill.py").write_text(MTT_DISTILL)
+    out = tmp_path / "run"
+    out.mkdir()
+    cmd = [sys.executable, str(BENCH / "faithfulness.py"), "reference-child", str(repo), "distill.py", "0", "mtt",
+           str(out), "--dataset", "MNIST", "--data_path", "data", "--ipc", "2", "--Iteration", "3", "--eval_it", "3"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    start = load_file(str(out / "start.safetensors"))["images"]
+    # the recorded start is the reference's draw of real images, which genprior re-makes exactly
+    assert torch.equal(start, faithfulness.reference_start_images("mtt", 2, 0))
+    synset = load_synset(out / "synset")
+    # three updates of -1 each: the set read at the evaluation of --Iteration 3, not after the fourth
+    assert torch.equal(synset.images, start - 1 - 1 - 1) and synset.labels.tolist() == [c for c in range(10) for _ in (0, 1)]
+
+
+def test_the_reference_buffer_holds_genprior_experts_tensor_for_tensor(tmp_path, monkeypatch):
+    from genprior.matching.experts import BUFFER_FILE, BUFFER_FORMAT, expert_file
+    from genprior.nets import create_net
+    from genprior.synset import save_tensors_atomic, write_json_atomic
+
+    shapes = [p.shape for p in create_net("convnet", 1, 10, 28).parameters()]
+    n = sum(torch.Size(s).numel() for s in shapes)
+    buffer = tmp_path / "experts"
+    buffer.mkdir()
+    flats = {f"epoch_{k}": torch.randn(n) for k in range(3)}
+    save_tensors_atomic(flats, buffer / expert_file(0))
+    write_json_atomic({"format": BUFFER_FORMAT, "dataset": "mnist5k", "net": "convnet", "net_options": {},
+                       "channels": 1, "num_classes": 10, "resolution": 28, "epochs": 2, "num_params": n,
+                       "experts": [expert_file(0)]}, buffer / BUFFER_FILE)
+    monkeypatch.setitem(faithfulness.MTT_EXPERTS, "dir", str(buffer))
+    faithfulness.write_reference_buffer(tmp_path / "ref")
+    ref = torch.load(tmp_path / "ref" / "buffers" / "MNIST" / "ConvNet" / "replay_buffer_0.pt", weights_only=True)
+    assert len(ref) == 1 and len(ref[0]) == 3
+    for k in range(3):
+        assert [t.shape for t in ref[0][k]] == shapes
+        assert torch.equal(torch.cat([t.reshape(-1) for t in ref[0][k]]), flats[f"epoch_{k}"])
