@@ -105,17 +105,30 @@ ROWS: Dict[str, dict] = {
         "iterations": {1: 200},
     },
 }
+# GLaD-DM in w+ (GLaD's code with --layer -1) on genprior's shipped StyleGAN, w+ lr 0.01, momentum
+# 0.5, 10 images decoded at a time, 100 iterations (the recipe's CPU default). Here the pairing runs
+# the other way: the reference starts from the latents genprior's run of the seed starts from (the
+# StyleGAN's own samples), as GLaD's code draws its own start from the StyleGAN-XL it would load.
+ROWS["glad-dm"] = {
+    "paper": "GLaD-DM (Cazenavette et al., CVPR 2023)",
+    "genprior": ["recipes/glad.py", "--variant", "dm"],
+    "reference": ("GENPRIOR_REFERENCE_GLAD", "distill_dm.py",
+                  ["--dataset", "CIFAR10", "--model", "ConvNet", "--depth", "3", "--width", "128", "--space", "wp",
+                   "--layer", "-1", "--lr_img", "0.01", "--mom_img", "0.5", "--sg_batch", "10", "--batch_real", "256",
+                   "--dsa_strategy", DIGITS_DSA, "--num_eval", "0", "--method", "DM", "--subset", "none"]),
+    "prior": "mnist5k-stylegan",
+    "start": "genprior",
+    "iterations": {1: 100, 10: 100},
+}
 #: the expert buffer of the MTT row, and how it is trained (``genprior experts``)
 MTT_EXPERTS = {"dir": "runs/faithfulness/experts-mtt", "num_experts": 5, "epochs": 3}
-#: (row, IPC) in the order they run: the IPC 1 rows, then DM at IPC 10 (cheap), then DC's
-#: two variants at IPC 10 (about 2 min per iteration on 1 thread with the paper's 10 x 50 loops)
-CELLS = [("dsa", 1), ("dc", 1), ("dm", 1), ("dm", 10), ("mtt", 1), ("dsa", 10), ("dc", 10)]
+#: (row, IPC) in the order they run: the IPC 1 rows, then DM at IPC 10, MTT and GLaD-DM (cheap), then
+#: DC's two variants at IPC 10 (about 2 min per iteration on 1 thread with the paper's 10 x 50 loops),
+#: then GLaD-DM at IPC 10
+CELLS = [("dsa", 1), ("dc", 1), ("dm", 1), ("dm", 10), ("mtt", 1), ("glad-dm", 1), ("dsa", 10), ("dc", 10),
+         ("glad-dm", 10)]
 #: rows of the issue that are not run (yet), with the reason the table prints
 NOT_RUN = {
-    "glad-dm": "GLaD-DM against GeorgeCazenavette/glad: not run yet. It loads StyleGAN-XL pickles on CUDA only and "
-               "drives StyleGAN3 internals; it can run on a CPU with an adapter around genprior's StyleGAN "
-               "(mapping, to_f/from_f/wp modes) in place of its loader, a 1-channel normalisation and two missing "
-               "parser arguments it needs for its final save.",
 }
 
 
@@ -142,7 +155,7 @@ def order() -> List[str]:
 
 def deps(key: str) -> List[str]:
     """An evaluation waits on its set; genprior's build waits on the reference's of the same seed,
-    whose start it starts from."""
+    whose start it starts from (except where the reference starts from genprior's: GLaD)."""
     parts = key.split("|")
     if parts[0] == "experts":
         return []
@@ -150,7 +163,7 @@ def deps(key: str) -> List[str]:
         return [f"build|{'|'.join(parts[1:5])}"]
     if parts[3] == "reference" and parts[1] == "mtt":
         return ["experts|mtt"]
-    if parts[3] == "genprior":
+    if parts[3] == "genprior" and ROWS[parts[1]].get("start") != "genprior":
         return [f"build|{parts[1]}|{parts[2]}|reference|{parts[4]}"]
     return []
 
@@ -195,15 +208,50 @@ def start_set(row: str, ipc: int, seed: int) -> Path:
     return out
 
 
-def build_genprior(row: str, ipc: int, seed: int, threads: int) -> dict:
+def genprior_args(row: str, ipc: int, seed: int) -> List[str]:
+    """genprior's recipe and its flags for one run (without where it writes); rows paired on the
+    reference's start add that start (``--init invert --init-from``)."""
     spec = ROWS[row]
+    args = [*spec["genprior"], "--ipc", str(ipc), "--iterations", str(spec["iterations"][ipc]), "--seed", str(seed)]
+    if spec.get("start") != "genprior":
+        args += ["--init", "invert", "--init-from", str(start_set(row, ipc, seed).relative_to(ROOT))]
+    return args
+
+
+def genprior_distiller(row: str, ipc: int, seed: int, run_dir: Path):
+    """genprior's run of ``genprior_args`` as its recipe resolves it, its latents initialised as
+    the run initialises them (``LatentDistiller.init_latents``), not yet stepped."""
+    import importlib.util
+
+    from genprior.cli import distill_config_from_args, recipe_defaults, recipe_parser
+    from genprior.distill import LatentDistiller
+
+    script, *flags = genprior_args(row, ipc, seed)
+    spec = importlib.util.spec_from_file_location("genprior_recipe", ROOT / script)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    variants = getattr(recipe, "VARIANTS", None)
+    args = recipe_parser(recipe.__doc__, variants).parse_args(flags)
+    run = LatentDistiller(distill_config_from_args(args, recipe_defaults(recipe.DEFAULTS, variants, args)), run_dir,
+                          progress=False)
+    run.init_latents()
+    return run
+
+
+def genprior_start(row: str, ipc: int, seed: int) -> Dict[str, torch.Tensor]:
+    """The latents genprior's run of ``genprior_args`` starts from."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = genprior_distiller(row, ipc, seed, Path(tmp) / "run")
+        return {k: v.detach().clone() for k, v in run.latents.items()}
+
+
+def build_genprior(row: str, ipc: int, seed: int, threads: int) -> dict:
     out = unit_dir(row, ipc, "genprior", seed)
-    start = start_set(row, ipc, seed)
-    cmd = [*spec["genprior"], "--ipc", str(ipc), "--iterations", str(spec["iterations"][ipc]), "--seed", str(seed),
-           "--init", "invert", "--init-from", str(start.relative_to(ROOT)),
-           "--no-evaluate", "--output-dir", str(out.relative_to(ROOT))]
+    cmd = [*genprior_args(row, ipc, seed), "--no-evaluate", "--output-dir", str(out.relative_to(ROOT))]
     result = run_recipe_unit(cmd, out, threads)
-    result["s_per_iteration"] = result["loop_time_s"] / spec["iterations"][ipc]
+    result["s_per_iteration"] = result["loop_time_s"] / ROWS[row]["iterations"][ipc]
     return result
 
 
@@ -231,6 +279,13 @@ def reference_args(row: str, ipc: int, out: Path) -> List[str]:
         return ["--dataset", "MNIST", "--model", "ConvNet", "--ipc", str(ipc), "--num_eval", "1",
                 "--eval_it", str(its), "--Iteration", str(its), "--data_path", str(out / "data"),
                 "--buffer_path", str(out / "buffers"), *spec["reference"][2]]
+    if row == "glad-dm":
+        # distill_dm.py saves at its last iteration (``--Iteration``) the images it decoded before that
+        # iteration's update, that is after ``its`` updates; its own evaluation is off (``eval_loop``
+        # stubbed in the child, only iteration 0 in its pool)
+        return ["--ipc", str(ipc), "--Iteration", str(its), "--eval_it", str(its + 1), "--data_path",
+                str(out / "data"), "--save_path", str(out / "result"), "--logdir", str(out / "logged_files"),
+                *spec["reference"][2]]
     # the reference's loop runs ``Iteration + 1`` updates (range(Iteration + 1))
     return ["--dataset", "MNIST", "--model", "ConvNet", "--ipc", str(ipc), "--num_exp", "1", "--num_eval", "0",
             "--Iteration", str(its - 1), "--data_path", str(out / "data"),
@@ -289,6 +344,52 @@ def build_reference(row: str, ipc: int, seed: int, threads: int) -> dict:
     return result
 
 
+def stand_in_modules(*names: str) -> None:
+    """Empty modules in place of packages a reference imports but never calls on the path a row
+    runs (MTT's and GLaD's kornia for ZCA whitening, GLaD's ema_pytorch and its ViT's einops);
+    calling anything from one says which package it stands in for."""
+    import importlib.util
+    import types
+
+    for name in names:
+        try:
+            if importlib.util.find_spec(name) is not None:
+                continue
+        except ModuleNotFoundError:  # the parent package is absent (and stood in for already, or next)
+            pass
+        module = types.ModuleType(name)
+
+        def missing(attr, _name=name):
+            if attr.startswith("__"):  # what the import system asks of a module (e.g. __path__)
+                raise AttributeError(attr)
+
+            def call(*a, **k):
+                raise RuntimeError(f"{_name}.{attr} was called, but {_name} is not installed (a stand-in)")
+            return call
+
+        module.__getattr__ = missing
+        sys.modules[name] = module
+
+
+def stand_in_wandb() -> None:
+    """MTT's and GLaD's scripts log to Weights & Biases, which they import and initialise
+    unconditionally (MTT reads its arguments back from ``wandb.config``): a stand-in that keeps
+    the config and the run's name and drops the logs."""
+    import types
+
+    wandb = types.ModuleType("wandb")
+
+    def init(config=None, **_):
+        wandb.config = types.SimpleNamespace(_items=dict(vars(config)))
+        wandb.run = types.SimpleNamespace(name="faithfulness")
+        return wandb.run
+
+    wandb.init = init
+    wandb.log = wandb.finish = lambda *a, **k: None
+    wandb.Histogram = wandb.Image = lambda *a, **k: None
+    sys.modules["wandb"] = wandb
+
+
 def reference_child(repo: str, script: str, seed: int, row: str, out_dir: str, args: List[str]) -> None:
     """Run the paper's script in this process, on genprior's data, with the shims it needs."""
     import random
@@ -298,46 +399,37 @@ def reference_child(repo: str, script: str, seed: int, row: str, out_dir: str, a
 
     from genprior.synset import SyntheticSet, save_synset
 
-    mtt = row == "mtt"
-    if mtt:
-        # Shim 0 (MTT): distill.py logs to Weights & Biases, which it imports and initialises
-        # unconditionally, and reads its arguments back from wandb.config. A stand-in that
-        # keeps the config and drops the logs.
-        import types
+    style = {"mtt": "mtt", "glad-dm": "glad"}.get(row, "dc")
+    if style != "dc":
+        # genprior's own modules first: accelerate and diffusers look for optional packages
+        # (wandb among them) when imported, and must see this environment, not the stand-ins
+        for name in ("genprior.distill", "genprior.priors.stylegan"):
+            importlib.import_module(name)
 
-        wandb = types.ModuleType("wandb")
-
-        def wandb_init(config=None, **_):
-            wandb.config = types.SimpleNamespace(_items=dict(vars(config)))
-            wandb.run = types.SimpleNamespace(name="faithfulness")
-
-        wandb.init = wandb_init
-        wandb.log = wandb.finish = lambda *a, **k: None
-        wandb.Histogram = wandb.Image = lambda *a, **k: None
-        sys.modules["wandb"] = wandb
-        # Shim 0b (MTT): its utils import kornia for ZCA whitening, which the MNIST row does not
-        # use (no --zca); an empty module in its place.
-        sys.modules.setdefault("kornia", types.ModuleType("kornia"))
-        # Shim 0c (MTT): it moves the images it saves at iteration 0 with a hard-coded
-        # ``.cuda()``; on a CPU the images stay where they are.
+        # Shim 0: Weights & Biases, and packages imported for paths the row does not take
+        stand_in_wandb()
+        stand_in_modules("kornia", "ema_pytorch", "einops", "einops.layers", "einops.layers.torch")
+        # Shim 0b: hard-coded ``.cuda()`` calls (MTT's image saving at iteration 0; GLaD's
+        # normalisation constants at import and its F latents): on a CPU tensors stay where they are.
         torch.Tensor.cuda = lambda self, *a, **k: self
 
     sys.path.insert(0, repo)
     utils = importlib.import_module("utils")
     networks = importlib.import_module("networks")
+    train = load_dataset(DATASET, "train")
 
     # Shim 1, data: genprior's mnist5k split (4,000 train / 1,000 test, normalised with
     # MNIST's mean and std, as the reference normalises MNIST) in place of torchvision's
-    # download; the reference's get_dataset returns this tuple (MTT's adds a per-class
-    # loader it does not use for MNIST and the identity class maps).
-    def get_dataset(dataset, data_path, *_, **__):
-        train, test = load_dataset(DATASET, "train"), load_dataset(DATASET, "test")
+    # download; the reference's get_dataset returns this tuple (MTT's and GLaD's add a
+    # per-class loader they do not use for this data and the identity class maps).
+    def get_dataset(*_, **__):
+        test = load_dataset(DATASET, "test")
         dst_train = torch.utils.data.TensorDataset(train.images, train.labels)
         dst_test = torch.utils.data.TensorDataset(test.images, test.labels)
         testloader = torch.utils.data.DataLoader(dst_test, batch_size=256, shuffle=False, num_workers=0)
         out = (train.channels, (train.resolution, train.resolution), train.num_classes, list(train.class_names),
                list(train.mean), list(train.std), dst_train, dst_test, testloader)
-        if mtt:
+        if style != "dc":
             identity = {c: c for c in range(train.num_classes)}
             out = (*out, None, identity, dict(identity))
         return out
@@ -354,10 +446,11 @@ def reference_child(repo: str, script: str, seed: int, row: str, out_dir: str, a
     networks.ConvNet.forward = flat_forward
     networks.ConvNet.embed = flat_embed
 
-    # Shim 3, today's torch: a siamese op ties its draws with ``values[:] = values[0]``,
-    # which today's torch refuses when the batch holds one image (source and target
-    # overlap). For one image the tie copies nothing, and every op draws its numbers
-    # before the tie, so running the op untied at batch size 1 gives the same output.
+    # Shim 3, today's torch: a siamese op of DatasetCondensation ties its draws with
+    # ``values[:] = values[0]``, which today's torch refuses when the batch holds one image
+    # (source and target overlap). For one image the tie copies nothing, and every op draws
+    # its numbers before the tie, so running the op untied at batch size 1 gives the same
+    # output. (GLaD's ops tie with a clone and need no shim; MTT's augmentation is not siamese.)
     def untied_at_one(op):
         def run(x, param):
             if x.shape[0] != 1 or not getattr(param, "Siamese", False):
@@ -396,14 +489,14 @@ def reference_child(repo: str, script: str, seed: int, row: str, out_dir: str, a
 
     # Recording (no change to the run): the images the script's first optimiser starts from
     # (``optimizer_img``, built once the synthetic set is initialised), so that genprior can
-    # start from exactly the same images.
+    # start from exactly the same images. GLaD's start is genprior's (below): nothing to record.
     out = Path(out_dir)
     sgd = torch.optim.SGD
 
     def recording_sgd(params, *a, **kw):
         params = list(params)
         start = out / "start.safetensors"
-        if not start.exists():
+        if style != "glad" and not start.exists():
             from safetensors.torch import save_file
 
             save_file({"images": params[0].detach().clone().contiguous()}, str(start))
@@ -414,32 +507,10 @@ def reference_child(repo: str, script: str, seed: int, row: str, out_dir: str, a
     final: Dict[str, torch.Tensor] = {}
     t0 = real_time.perf_counter()
     try:
-        if mtt:
-            # MTT saves its images only when its own evaluation improves; its evaluation at
-            # ``--Iteration`` (the second call with ``--eval_it`` = ``--Iteration``) sees the set
-            # after that many updates: read it there and stop, training no network.
-            import runpy
-
-            class Finished(Exception):
-                pass
-
-            calls = []
-
-            def read_set(it_eval, net, images, labels, *_, **__):
-                calls.append(it_eval)
-                if len(calls) == 2:
-                    final["images"], final["labels"] = images.detach().clone(), labels.detach().clone()
-                    raise Finished
-                return net, 0.0, 0.0
-
-            utils.evaluate_synset = read_set
-            os.chdir(out)  # it writes ./logged_files
-            try:
-                runpy.run_path(str(Path(repo) / script), run_name="__main__")
-            except Finished:
-                pass
-            if not final:
-                raise SystemExit(f"{script} ended before its evaluation at --Iteration")
+        if style == "mtt":
+            run_mtt(Path(repo), script, utils, out, final)
+        elif style == "glad":
+            run_glad(script, row, seed, utils, clock)
         else:
             module = importlib.import_module(Path(script).stem)
             module.get_dataset, module.time = get_dataset, clock
@@ -448,19 +519,127 @@ def reference_child(repo: str, script: str, seed: int, row: str, out_dir: str, a
         torch.optim.SGD = sgd
     loop_time = real_time.perf_counter() - t0
 
-    if mtt:
+    if style == "mtt":
         images, labels = final["images"], final["labels"]
     else:
-        saved = sorted((out / "result").glob("res_*.pt"))
+        saved = sorted((out / "result").rglob("res_*.pt"))  # GLaD's sit in a folder per run
         if len(saved) != 1:
-            raise SystemExit(f"expected one res_*.pt in {out / 'result'}, found {len(saved)}")
+            raise SystemExit(f"expected one res_*.pt under {out / 'result'}, found {len(saved)}")
         images, labels = torch.load(saved[0], map_location="cpu", weights_only=True)["data"][-1]
-    train = load_dataset(DATASET, "train")
     synset = SyntheticSet(images=images.float(), labels=labels.long(), mean=train.mean, std=train.std,
                           dataset=DATASET, class_names=list(train.class_names), method=f"reference-{row}",
                           config={"reference": script, "args": args, "seed": seed})
     save_synset(synset, out / "synset", overwrite=True)
     (out / "timing.json").write_text(json.dumps({"loop_time_s": loop_time}))
+
+
+def run_mtt(repo: Path, script: str, utils, out: Path, final: Dict[str, torch.Tensor]) -> None:
+    """MTT's ``distill.py`` as its ``__main__``. It saves its images only when its own evaluation
+    improves; its evaluation at ``--Iteration`` (the second call with ``--eval_it`` =
+    ``--Iteration``) sees the set after that many updates: the set is read there and the run
+    stops, training no network."""
+    import runpy
+
+    class Finished(Exception):
+        pass
+
+    calls = []
+
+    def read_set(it_eval, net, images, labels, *_, **__):
+        calls.append(it_eval)
+        if len(calls) == 2:
+            final["images"], final["labels"] = images.detach().clone(), labels.detach().clone()
+            raise Finished
+        return net, 0.0, 0.0
+
+    utils.evaluate_synset = read_set
+    os.chdir(out)  # it writes ./logged_files
+    try:
+        runpy.run_path(str(repo / script), run_name="__main__")
+    except Finished:
+        pass
+    if not final:
+        raise SystemExit(f"{script} ended before its evaluation at --Iteration")
+
+
+class GenpriorStyleGAN(torch.nn.Module):
+    """GLaD's generator interface (``G(ws, mode="wp")``: images in [-1, 1] from w+) around the
+    synthesis network of a genprior StyleGAN prior, in place of the StyleGAN-XL pickles its
+    ``load_sgxl`` downloads to CUDA. Only w+ (``--layer -1``) is served."""
+
+    def __init__(self, prior):
+        super().__init__()
+        self.synthesis, self.noise_mode = prior.generator.synthesis, prior.noise_mode
+
+    def forward(self, ws, f_latents=None, layer=None, mode="wp"):
+        if mode != "wp":
+            raise RuntimeError(f"the genprior StyleGAN stand-in serves GLaD's w+ space only, not mode {mode!r}")
+        return self.synthesis(ws, noise_mode=self.noise_mode)
+
+
+def run_glad(script: str, row: str, seed: int, utils, clock) -> None:
+    """GLaD's ``distill_dm.py``, its ``main`` called with the parser its ``__main__`` builds."""
+    import random
+
+    import numpy as np
+
+    from genprior.priors.load import load_prior
+
+    glad_utils = importlib.import_module("glad_utils")
+    shared_args = importlib.import_module("shared_args")
+    module = importlib.import_module(Path(script).stem)
+    prior = load_prior(ROWS[row]["prior"])
+    g = prior.generator
+    train = load_dataset(DATASET, "train")
+    ipc = int(sys.argv[sys.argv.index("--ipc") + 1])
+    start = genprior_start(row, ipc, seed)["w+"]  # before any of the shims below: genprior's own draw
+
+    # Shim 5 (GLaD), the generator: genprior's StyleGAN behind GLaD's interface (above), in
+    # place of ``load_sgxl``, and its normalisation of decoded images ((im + 1) / 2, then the
+    # data's mean and std) with MNIST's one-channel constants instead of CIFAR-10's.
+    def load_sgxl(res, args=None):
+        return GenpriorStyleGAN(prior), g.z_dim, g.w_dim, g.num_ws
+
+    module.load_sgxl = glad_utils.load_sgxl = load_sgxl
+    utils.config.mean = torch.tensor(train.mean).reshape(1, -1, 1, 1)
+    utils.config.std = torch.tensor(train.std).reshape(1, -1, 1, 1)
+
+    # Shim 6 (GLaD), the start: the w+ latents genprior's run of this seed starts from (the
+    # StyleGAN's samples, drawn as genprior draws them) in place of its own draw from the
+    # StyleGAN-XL mapping, so that both runs start from the same latents. F latents are a
+    # placeholder: with --layer -1 GLaD decodes and steps w+ alone.
+    def prepare_latents(channel=3, num_classes=10, im_size=(32, 32), zdim=512, G=None, class_map_inv=None,
+                        get_images=None, args=None):
+        latents = start.clone().requires_grad_(True)
+        label_syn = torch.arange(num_classes).repeat_interleave(args.ipc)
+        return latents, torch.zeros(len(latents), 1, 1, 1), label_syn
+
+    module.prepare_latents = glad_utils.prepare_latents = prepare_latents
+    # Shim 7 (GLaD): its own evaluation (``eval_loop``, at iteration 0 here) is genprior's job
+    module.eval_loop = glad_utils.eval_loop = lambda **kw: False
+
+    # Shim 8 (GLaD), arguments: ``main`` parses the global parser its ``__main__`` block builds:
+    # the shared arguments plus its three learning rates (their defaults here), and the two
+    # its final save names (``args.method``, ``args.subset``) that no parser defines.
+    parser = shared_args.add_shared_args()
+    parser.add_argument("--lr_img", type=float, default=10)
+    parser.add_argument("--lr_w", type=float, default=0.01)
+    parser.add_argument("--lr_g", type=float, default=0.0001)
+    parser.add_argument("--method", default="DM")
+    parser.add_argument("--subset", default="none")
+    module.parser = parser
+    module.time = clock
+
+    # Shim 9 (GLaD), seeds: its main seeds torch, numpy and random with 0 whatever the run;
+    # each seed it sets is offset by this run's seed, so that seeds 0-2 are three runs.
+    originals = (torch.random.manual_seed, np.random.seed, random.seed)
+    torch.random.manual_seed = lambda s: originals[0](s + seed)
+    np.random.seed = lambda s=None: originals[1](None if s is None else s + seed)
+    random.seed = lambda s=None, *a: originals[2](None if s is None else s + seed, *a)
+    try:
+        module.main(None)
+    finally:
+        torch.random.manual_seed, np.random.seed, random.seed = originals
 
 
 # -- exact checks: the same draws through both codes ---------------------------------------

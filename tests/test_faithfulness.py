@@ -239,3 +239,131 @@ def test_the_reference_buffer_holds_genprior_experts_tensor_for_tensor(tmp_path,
     for k in range(3):
         assert [t.shape for t in ref[0][k]] == shapes
         assert torch.equal(torch.cat([t.reshape(-1) for t in ref[0][k]]), flats[f"epoch_{k}"])
+
+
+GLAD_UTILS = '''
+import time
+import torch
+import kornia  # only for ZCA in the real code
+from ema_pytorch import EMA  # only for its EMA evaluation
+from networks import *
+
+class Config:
+    mean = torch.tensor([0.4377, 0.4438, 0.4728]).reshape(1, 3, 1, 1).cuda()
+    std = torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1).cuda()
+
+config = Config()
+
+def get_dataset(dataset, data_path, batch_size=1, res=128, args=None):
+    raise RuntimeError("would download " + dataset)
+
+def get_network(*a, **k):
+    torch.random.manual_seed(int(time.time() * 1000) % 100000)
+    return ConvNet(1, 10, 28)
+
+def evaluate_synset(*a, **k):
+    raise RuntimeError("would train a network")
+'''
+
+GLAD_GLAD_UTILS = '''
+import torch
+from utils import get_network, config, evaluate_synset
+
+def load_sgxl(res, args=None):
+    raise RuntimeError("would download StyleGAN-XL to CUDA")
+
+def prepare_latents(**kw):
+    raise RuntimeError("would draw from StyleGAN-XL")
+
+def eval_loop(**kw):
+    raise RuntimeError("would train networks")
+
+def latent_to_im(G, latents, args=None):
+    im = G(latents[0], mode="wp")
+    im = (im + 1) / 2
+    return (im - config.mean) / config.std
+'''
+
+GLAD_SHARED_ARGS = '''
+import argparse
+
+def add_shared_args():
+    p = argparse.ArgumentParser()
+    for name in ("--dataset", "--save_path"):
+        p.add_argument(name)
+    for name in ("--ipc", "--Iteration"):
+        p.add_argument(name, type=int)
+    return p
+'''
+
+GLAD_DISTILL = '''
+import os, random, time
+import numpy as np
+import torch
+from utils import get_dataset, get_network
+import wandb
+from glad_utils import *
+
+def main(args):
+    args = parser.parse_args()
+    torch.random.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    run = wandb.init(project="GLaD", job_type="DM", config=args)
+    args.save_path = os.path.join(args.save_path, "dm", "{}-{}".format(time.strftime("%Y%m%d"), run.name))
+    os.makedirs(args.save_path, exist_ok=True)
+    channel, im_size, num_classes, *_ = get_dataset(args.dataset, "data", 256, 128, args=args)
+    G, zdim, w_dim, num_ws = load_sgxl(128, args)
+    latents, f_latents, label_syn = prepare_latents(channel=channel, num_classes=num_classes, im_size=im_size,
+                                                    zdim=zdim, G=G, class_map_inv={}, get_images=None, args=args)
+    start = latents.detach().clone()
+    optimizer_img = torch.optim.SGD([latents], lr=args.lr_img, momentum=0.5)
+    for it in range(args.Iteration + 1):
+        if it == 0:
+            eval_loop(latents=latents, it=it, args=args)
+        get_network()
+        image_syn = latent_to_im(G, (latents, f_latents), args)
+        if it == args.Iteration:
+            torch.save({"data": [[image_syn.detach().cpu(), label_syn.cpu()]], "start": start,
+                        "draw": torch.tensor(np.random.randint(1 << 30))},
+                       os.path.join(args.save_path, "res_%s_%s_%s.pt" % (args.method, args.dataset, args.subset)))
+        optimizer_img.zero_grad()
+        image_syn.sum().backward()
+        optimizer_img.step()
+'''
+
+
+def test_the_glad_child_starts_from_genprior_latents_and_decodes_as_genprior(tmp_path):
+    from genprior.synset import load_synset
+
+    repo = tmp_path / "glad"
+    (repo / "networks").mkdir(parents=True)
+    (repo / "networks" / "__init__.py").write_text("from .conv import ConvNet\n")
+    (repo / "networks" / "conv.py").write_text(NETWORKS)
+    (repo / "utils.py").write_text(GLAD_UTILS)
+    (repo / "glad_utils.py").write_text(GLAD_GLAD_UTILS)
+    (repo / "shared_args.py").write_text(GLAD_SHARED_ARGS)
+    (repo / "distill_dm.py").write_text(GLAD_DISTILL)
+
+    def run(seed: int) -> dict:
+        out = tmp_path / f"run{seed}"
+        (out / "result").mkdir(parents=True)
+        cmd = [sys.executable, str(BENCH / "faithfulness.py"), "reference-child", str(repo), "distill_dm.py", str(seed),
+               "glad-dm", str(out), "--dataset", "CIFAR10", "--ipc", "1", "--Iteration", "0",
+               "--save_path", str(out / "result"), "--lr_img", "0.01"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        saved = torch.load(next((out / "result").rglob("res_DM_CIFAR10_none.pt")), weights_only=True)
+        return {"saved": saved, "synset": load_synset(out / "synset")}
+
+    a, b = run(0), run(1)
+    # the reference starts from the latents genprior's run of the same seed starts from
+    for seed, r in ((0, a), (1, b)):
+        assert torch.equal(r["saved"]["start"], faithfulness.genprior_start("glad-dm", 1, seed)["w+"])
+    # the seed shim: the script's fixed seed 0 becomes the run's seed
+    assert int(a["saved"]["draw"]) != int(b["saved"]["draw"])
+    # GLaD's decoding of that start (its normalisation, MNIST's constants) gives genprior's images
+    ours = faithfulness.genprior_distiller("glad-dm", 1, 0, tmp_path / "g").decode_all()
+    assert a["synset"].images.shape == ours.shape
+    assert torch.allclose(a["synset"].images, ours, atol=1e-5)
+    assert not torch.allclose(b["synset"].images, ours, atol=1e-2)
