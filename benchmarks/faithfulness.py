@@ -737,13 +737,7 @@ def check_dc_step(repo: Path, dsa: bool, seed: int = 0) -> float:
     net = networks.ConvNet(channel=1, num_classes=10, net_width=128, net_depth=3, net_act="relu",
                            net_norm="instancenorm", net_pooling="avgpooling", im_size=(28, 28))
     weights = record["net"][0]
-    names = {}
-    for i in range(3):
-        for k in ("weight", "bias"):
-            names[f"features.{4 * i}.{k}"] = f"blocks.{i}.conv.{k}"
-            names[f"features.{4 * i + 1}.{k}"] = f"blocks.{i}.norm.{k}"
-    names.update({"classifier.weight": "classifier.weight", "classifier.bias": "classifier.bias"})
-    net.load_state_dict({k: weights[v] for k, v in names.items()})
+    net.load_state_dict({k: weights[v] for k, v in CONVNET_NAMES.items()})
     net.train()
     image_syn = x0.clone().requires_grad_(True)
     optimizer = torch.optim.SGD([image_syn], lr=0.1, momentum=0.5)
@@ -841,6 +835,102 @@ def check_mtt_step(repo: Path, buffer: Path, seed: int = 0) -> Dict[str, float]:
             "images_moved": float((ours - x0).abs().max()), "syn_lr_moved": float((our_lr - lr0).abs())}
 
 
+CONVNET_NAMES = {**{f"features.{4 * i + j}.{k}": f"blocks.{i}.{part}.{k}" for i in range(3)
+                    for j, part in ((0, "conv"), (1, "norm")) for k in ("weight", "bias")},
+                 "classifier.weight": "classifier.weight", "classifier.bias": "classifier.bias"}
+
+
+def check_glad_step(repo: Path, seed: int = 0) -> Dict[str, float]:
+    """One iteration of genprior's GLaD-DM (the row's settings, IPC 1) against the reference's
+    loop body (``distill_dm.py``: decode every latent without a graph, the per-class DM loss on
+    its ConvNet's ``embed``, one backward, its ``gan_backward`` through the generator in
+    chunks of ``sg_batch``, SGD with momentum on w+) on the same draws: the same start,
+    network weights, real batches and augmentation. Returns the largest absolute difference of
+    the updated w+, and how far the step moved it. Run last: it loads GLaD's ``utils`` and
+    ``networks`` in place of DatasetCondensation's, and its stand-ins."""
+    import tempfile
+    import types
+
+    from genprior.augment import DSA
+
+    for name in ("genprior.distill", "genprior.priors.stylegan"):  # before the stand-ins (see reference_child)
+        importlib.import_module(name)
+    stand_in_wandb()
+    stand_in_modules("kornia", "ema_pytorch", "einops", "einops.layers", "einops.layers.torch")
+    cuda = torch.Tensor.cuda
+    torch.Tensor.cuda = lambda self, *a, **k: self  # its constants at import
+    for name in [k for k in sys.modules if k in ("utils", "glad_utils", "networks") or k.startswith("networks.")]:
+        del sys.modules[name]  # DatasetCondensation's modules of the same names
+    sys.path.insert(0, str(repo))
+    try:
+        glad_utils = importlib.import_module("glad_utils")
+        networks = importlib.import_module("networks")
+    finally:
+        sys.path.remove(str(repo))
+        torch.Tensor.cuda = cuda
+
+    d = genprior_distiller("glad-dm", 1, seed, Path(tempfile.mkdtemp()) / "run")
+    m = d.matcher
+    w0 = d.latents["w+"].detach().clone()
+    record: Dict[str, list] = {"real": [], "gen": []}
+    sample, siamese, start = d.real.sample_class, DSA.siamese, m.start_iteration
+
+    def recorded_sample(c, n, generator=None):
+        out = sample(c, n, generator)
+        record["real"].append(out.clone())
+        return out
+
+    def recorded_siamese(self, *batches, generator=None):
+        record["gen"].append(generator.get_state())
+        return siamese(self, *batches, generator=generator)
+
+    def recorded_start(it, gen):
+        start(it, gen)
+        record["net"] = {k: v.clone() for k, v in m.net.state_dict().items()}
+
+    d.real.sample_class, m.start_iteration = recorded_sample, recorded_start
+    DSA.siamese = recorded_siamese
+    try:
+        d.iteration(0)
+    finally:
+        DSA.siamese = siamese
+    ours = d.latents["w+"].detach()
+
+    train = load_dataset(DATASET, "train")
+    glad_utils.config.mean = torch.tensor(train.mean).reshape(1, -1, 1, 1)
+    glad_utils.config.std = torch.tensor(train.std).reshape(1, -1, 1, 1)
+    G = GenpriorStyleGAN(d.prior)
+    args = types.SimpleNamespace(space="wp", dataset="CIFAR10", layer=-1, sg_batch=10, distributed=False)
+    net = networks.ConvNet(1, 10, net_width=128, net_depth=3, net_act="relu", net_norm="instancenorm",
+                           im_size=(28, 28))
+    net.load_state_dict({k: record["net"][v] for k, v in CONVNET_NAMES.items()})
+    net.train()
+    for q in net.parameters():
+        q.requires_grad = False
+
+    def embed(x):  # the reshape shim of ``reference_child``
+        return net.features(x).reshape(x.shape[0], -1)
+
+    latents, f_latents = w0.clone().requires_grad_(True), torch.zeros(len(w0), 1, 1, 1)
+    optimizer_img = torch.optim.SGD([latents], lr=0.01, momentum=0.5)
+    with torch.no_grad():
+        image_syn = torch.cat([glad_utils.latent_to_im(G, (w, f), args) for w, f in
+                               zip(torch.split(latents, args.sg_batch), torch.split(f_latents, args.sg_batch))])
+    image_syn = image_syn.detach().requires_grad_(True)
+    augment = m.dsa
+    loss = torch.tensor(0.0)
+    for c in range(10):
+        g = torch.Generator()
+        g.set_state(record["gen"][c])
+        img_real, img_syn = siamese(augment, record["real"][c], image_syn[c:c + 1], generator=g)
+        loss = loss + torch.sum((torch.mean(embed(img_real).detach(), dim=0) - torch.mean(embed(img_syn), dim=0)) ** 2)
+    optimizer_img.zero_grad()
+    loss.backward()
+    glad_utils.gan_backward(latents=latents, f_latents=f_latents, image_syn=image_syn, G=G, args=args)
+    optimizer_img.step()
+    return {"w+": float((ours - latents.detach()).abs().max()), "w+_moved": float((ours - w0).abs().max())}
+
+
 def check_starts() -> Dict[str, float]:
     """For every reference run that recorded its start: the largest difference from the start
     re-made by ``reference_start_images`` (0 = the re-made starts of older runs are exact)."""
@@ -864,6 +954,7 @@ def run_checks() -> dict:
               "start_max_abs_diff": check_starts()}
     if (ROOT / MTT_EXPERTS["dir"] / "buffer.json").is_file():  # after the experts|mtt unit
         checks["mtt_step_max_abs_diff"] = check_mtt_step(reference_repo("mtt"), ROOT / MTT_EXPERTS["dir"])
+    checks["glad_step_max_abs_diff"] = check_glad_step(reference_repo("glad-dm"))  # last: it swaps modules
     return checks
 
 
