@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -46,6 +47,25 @@ def _check_folder_arg(path, flag: str) -> None:
 def _check_ipc(ipc: int) -> None:
     if ipc < 1:
         raise GenpriorError(f"IPC must be at least 1, got {ipc}; pass --ipc 1 or more")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A parser whose mistakes are one line, like every other genprior error: the message
+    and where the usage is, instead of the whole usage before it."""
+
+    def error(self, message: str):
+        raise GenpriorError(f"{message} (see `{self.prog} --help`)")
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``nan`` and ``inf`` are refused before any work starts)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def _check_eval_args(args) -> None:
@@ -374,8 +394,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prior-option", action="append", metavar="KEY=VALUE", help="a prior option (repeatable)")
     g.add_argument("--iterations", type=int)
     g.add_argument("--batch-size", type=int, help="generated (and real) images per step")
-    g.add_argument("--lr", type=float, help="generator learning rate (default: the method's)")
-    g.add_argument("--ema", type=float, help="EMA decay of the exported weights (0: the trained weights)")
+    g.add_argument("--lr", type=finite_float, help="generator learning rate (default: the method's)")
+    g.add_argument("--ema", type=finite_float, help="EMA decay of the exported weights (0: the trained weights)")
     g.add_argument("--mixed-precision", help="no, bf16 or fp16 (fp16 needs a GPU)")
     g.add_argument("--checkpoint-every", type=int)
     g.add_argument("--log-every", type=int)
@@ -397,7 +417,7 @@ def cmd_train(args) -> None:
 def run_generator_recipe(description: str, defaults: dict, argv=None) -> None:
     """What a generator recipe (recipes/dim.py, ...) runs: its paper's defaults under the flags
     of ``genprior train`` (flags given on the command line win)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", help=DATA_ROOT_HELP)
     add_train_args(parser)
     args = parser.parse_args(argv)
@@ -430,7 +450,7 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init-from", metavar="SET_DIR",
                    help="with --init invert: start from this set's images (a baseline such as herding, or another run's start)")
     g.add_argument("--invert-steps", type=int)
-    g.add_argument("--lr", type=float, help="latent learning rate")
+    g.add_argument("--lr", type=finite_float, help="latent learning rate")
     g.add_argument("--latent-lr", action="append", metavar="KEY=LR", help="learning rate for one latent, e.g. F=10 (repeatable)")
     g.add_argument("--optimizer", help="adam or sgd")
     g.add_argument("--batch-real", type=int, help="real images per class per step")
@@ -469,7 +489,7 @@ def recipe_defaults(defaults: dict, variants: Optional[dict], args) -> dict:
 
 def recipe_parser(description: str, variants: Optional[dict] = None) -> argparse.ArgumentParser:
     # the recipe's docstring keeps its paragraphs and line breaks in --help
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", help=DATA_ROOT_HELP)
     if variants:
         parser.add_argument("--variant", default=next(iter(variants)), choices=list(variants))
@@ -481,8 +501,8 @@ def run_recipe(description: str, defaults: dict, variants: Optional[dict] = None
     """What every script in recipes/ runs: its paper's defaults under the flags of
     ``genprior distill`` (flags given on the command line win). ``variants`` maps a
     ``--variant`` name to extra defaults (e.g. GLaD's DM / DC / MTT settings)."""
-    args = recipe_parser(description, variants).parse_args(argv)
     try:
+        args = recipe_parser(description, variants).parse_args(argv)
         memory_setting()
         run_distill(args, recipe_defaults(defaults, variants, args))
     except GenpriorError as e:
@@ -494,7 +514,7 @@ DATA_ROOT_HELP = "root of local datasets (default: $GENPRIOR_DATA)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genprior", description="Dataset condensation with generative priors.")
+    parser = OneLineParser(prog="genprior", description="Dataset condensation with generative priors.")
     parser.add_argument("--data-root", help=DATA_ROOT_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -533,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int)
     p.add_argument("--chunk-size", type=int, default=100, help="images decoded at a time (memory is flat in the IPC)")
     p.add_argument("--mixed-precision", default="no", help="no, bf16, or fp16 (GPU only)")
-    p.add_argument("--guidance-scale", type=float,
+    p.add_argument("--guidance-scale", type=finite_float,
                    help="classifier-free guidance scale of a class-conditional diffusion prior (1 = none)")
     p.add_argument("--class-map", help="comma-separated prior class for each dataset class")
     p.add_argument("--resize", action="store_true", help="resize generated images to the dataset size")
@@ -568,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--net", default="convnet")
     p.add_argument("--num-experts", type=int, default=10)
     p.add_argument("--epochs", type=int, default=50, help="epochs per expert (MTT: 50)")
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--lr", type=finite_float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -579,9 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         memory_setting()  # a bad GENPRIOR_KEEP_MEMORY fails here, in one line
         args.fn(args)
     except GenpriorError as e:

@@ -150,6 +150,9 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path):
     (dict(latent_lrs={"w+": 1.0}), GenpriorError, "does not have"),
     (dict(class_map=[0, 1]), GenpriorError, "class_map needs 10"),
     (dict(loss="mtt", ipc=1, loss_options={"buffer": "/nonexistent"}), GenpriorError, "genprior experts"),
+    (dict(lr=float("nan")), GenpriorError, "must be finite numbers, got lr=nan"),
+    (dict(momentum=float("inf")), GenpriorError, "got momentum=inf"),
+    (dict(loss_options={"weights": [1.0, float("-inf")]}), GenpriorError, r"loss_options\.weights\[1\]=-inf"),
 ])
 def test_bad_inputs_fail_before_work(tmp_path, change, error, message):
     with pytest.raises(error, match=message) as err:

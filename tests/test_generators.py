@@ -113,7 +113,11 @@ def test_bad_input_fails_first(tmp_path, tiny_prior):
     if not torch.cuda.is_available():
         with pytest.raises(GenpriorError, match="fp16"):
             GeneratorTrainer(config(tiny_prior, mixed_precision="fp16"), tmp_path / "g")
-    for path in "abcdefg":
+    with pytest.raises(GenpriorError, match="finite numbers, got lr=inf"):
+        GeneratorTrainer(config(tiny_prior, lr=float("inf")), tmp_path / "h")
+    with pytest.raises(GenpriorError, match=r"method_options\.match_weight=nan"):
+        GeneratorTrainer(config(tiny_prior, method_options={"match_weight": float("nan")}), tmp_path / "i")
+    for path in "abcdefghi":
         assert not (tmp_path / path).exists()
 
 

@@ -41,8 +41,9 @@ from ..errors import GenpriorError
 from ..matching import MATCHERS, Matcher, create_matcher
 from ..priors.base import Latents
 from ..synset import SyntheticSet, save_synset, save_tensors_atomic, write_json_atomic
-from .common import (MIXED_PRECISION, PIXEL_PRIOR, TrainingRun, check_fit, compute_dtype, config_from_dict,
-                     derive_seed, flatten_optimizer, prior_for, seeded_generator, unflatten_optimizer)
+from .common import (MIXED_PRECISION, PIXEL_PRIOR, TrainingRun, check_finite_config, check_fit, compute_dtype,
+                     config_from_dict, derive_seed, flatten_optimizer, prior_for, seeded_generator,
+                     unflatten_optimizer)
 
 OPTIMIZERS = ("adam", "sgd")
 INITS = ("random", "mean", "invert")
@@ -101,6 +102,7 @@ def check_config(cfg: DistillConfig) -> None:
     """The checks that need no files: every one fails before any work starts."""
     if not isinstance(cfg.ipc, int) or cfg.ipc < 1:
         raise GenpriorError(f"IPC must be at least 1, got {cfg.ipc}")
+    check_finite_config(cfg)
     MATCHERS.entry(cfg.loss)  # unknown loss: the error lists the known ones
     for key, flag in (("ipc", "--ipc"), ("batch_real", "--batch-real")):
         if key in cfg.loss_options:

@@ -28,7 +28,8 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..data import check_resolution, load_dataset
-from ..distill.common import (MIXED_PRECISION, PIXEL_PRIOR, TrainingRun, check_fit, config_from_dict, derive_seed,
+from ..distill.common import (MIXED_PRECISION, PIXEL_PRIOR, TrainingRun, check_finite_config, check_fit,
+                              config_from_dict, derive_seed,
                               flatten_optimizer, prior_for, seeded_generator, unflatten_optimizer)
 from ..errors import GenpriorError
 from ..synset import save_grid, write_dir_atomic
@@ -66,6 +67,7 @@ class GeneratorConfig:
 def check_generator_config(cfg: GeneratorConfig) -> None:
     """The checks that need no files: each fails before any work starts."""
     GENERATOR_METHODS.entry(cfg.method)  # unknown method: the error lists the known ones
+    check_finite_config(cfg)
     if cfg.prior == PIXEL_PRIOR:
         raise GenpriorError("the pixel prior has no weights to train; pick a GAN or diffusion prior "
                             "(e.g. mnist5k-stylegan), or distil pixels with `genprior distill`")
@@ -75,7 +77,7 @@ def check_generator_config(cfg: GeneratorConfig) -> None:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise GenpriorError(f"{name} must be an integer of at least 1, got {value!r}")
-    if cfg.lr is not None and not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0 and cfg.lr != float("inf")):
+    if cfg.lr is not None and not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0):
         raise GenpriorError(f"lr must be a positive number, got {cfg.lr!r}")
     if not (isinstance(cfg.ema, (int, float)) and 0 <= cfg.ema < 1):
         raise GenpriorError(f"ema must be a decay in [0, 1) (0: export the trained weights), got {cfg.ema!r}")

@@ -26,6 +26,7 @@ belong to the loop rather than to the loss.
 """
 from __future__ import annotations
 
+import math
 from abc import ABC
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -52,15 +53,15 @@ def check_positive_int(owner: str, option: str, value: Any) -> int:
 
 
 def check_positive_float(owner: str, option: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise GenpriorError(f"{owner}: {option} must be a positive number, got {value!r}")
     return float(value)
 
 
 def check_number(owner: str, option: str, value: Any, minimum: float = 0.0) -> float:
     """A number of at least ``minimum`` (a weight, a probability, a momentum)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise GenpriorError(f"{owner}: {option} must be a number >= {minimum:g}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value < math.inf:
+        raise GenpriorError(f"{owner}: {option} must be a finite number >= {minimum:g}, got {value!r}")
     return float(value)
 
 
