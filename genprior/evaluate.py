@@ -16,12 +16,12 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .augment import DSA, strategy_for
 from .data import RealData, load_dataset
 from .errors import GenpriorError, UnknownNameError
 from .nets import create_net
+from .progress import progress_bar
 from .runtime import memory_setting
 from .synset import SyntheticSet, library_versions, save_tensors_atomic, write_json_atomic
 
@@ -267,7 +267,7 @@ def evaluate_synset(
     images = synset.images.float().to(dev)
     targets = (synset.soft_labels if soft_labels else synset.labels).to(dev)
     results: Dict[str, Any] = {}
-    bar = tqdm(total=len(archs) * proto.num_models * proto.epochs, desc="evaluate", unit="ep", disable=not progress)
+    bar = progress_bar(total=len(archs) * proto.num_models * proto.epochs, desc="evaluate", unit="ep", disable=not progress)
     t_all = time.time()
     for arch in archs:
         accs: List[float] = []

@@ -18,12 +18,12 @@ from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .data import RealData
 from .distill.common import MIXED_PRECISION, check_device, check_fit, compute_dtype, derive_seed
 from .errors import GenpriorError
 from .priors.base import Latents, Prior
+from .progress import progress_bar
 from .synset import SyntheticSet
 
 
@@ -74,7 +74,7 @@ def generate_set(prior: Prior, real: RealData, ipc: int, seed: int = 0, space: O
     prior.requires_grad_(False).eval().to(dev, dtype=dtype)
 
     images = torch.empty(len(labels), real.channels, real.resolution, real.resolution)
-    bar = tqdm(total=len(labels), desc=f"generate ipc {ipc}", unit="img", disable=not progress)
+    bar = progress_bar(total=len(labels), desc=f"generate ipc {ipc}", unit="img", disable=not progress)
     with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
         for lo in range(0, len(labels), chunk_size):
             hi = min(lo + chunk_size, len(labels))

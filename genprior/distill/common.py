@@ -369,7 +369,7 @@ class TrainingRun(ABC):
         write_text_atomic("".join(line + "\n" for line in kept), path)
 
     def run(self, resume: Optional[str] = None) -> Any:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
         from ..runtime import memory_setting
 
@@ -384,7 +384,7 @@ class TrainingRun(ABC):
             self.initialize()
             if self.acc.is_main_process:
                 write_json_atomic(self.config_dict(), self.run_dir / "config.json")
-        bar = tqdm(range(self.start_it, cfg.iterations), initial=self.start_it, total=cfg.iterations,
+        bar = progress_bar(range(self.start_it, cfg.iterations), initial=self.start_it, total=cfg.iterations,
                    desc=self.progress_label(), disable=not (self.progress and self.acc.is_main_process))
         memory = memory_setting()  # logged with every loss line: a resumed part may run under another setting
         self._t0 = time.time()

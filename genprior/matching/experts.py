@@ -26,12 +26,12 @@ from typing import Any, Dict, List, Optional, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
-from tqdm.auto import tqdm
 
 from ..augment import DSA, strategy_for
 from ..data import RealData, load_dataset
 from ..errors import GenpriorError
 from ..nets import create_net
+from ..progress import progress_bar
 from ..synset import save_tensors_atomic, write_json_atomic
 from .dc import train_epochs
 
@@ -128,7 +128,7 @@ def train_experts(dataset: Union[str, RealData], net: str, num_experts: int, epo
     dev = torch.device(device)
     augment = DSA(strategy_for(data.name)) if dsa else None
     images, labels = data.images.to(dev), data.labels.to(dev)
-    bar = tqdm(total=num_experts * epochs, initial=(num_experts - len(todo)) * epochs, desc="experts",
+    bar = progress_bar(total=num_experts * epochs, initial=(num_experts - len(todo)) * epochs, desc="experts",
                unit="ep", disable=not progress)
     for i in todo:
         expert_seed = seed * 100_000 + i

@@ -19,9 +19,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from tqdm.auto import tqdm
 
 from ..errors import GenpriorError
+from ..progress import progress_bar
 
 Latents = Dict[str, torch.Tensor]
 
@@ -187,7 +187,7 @@ class Prior(nn.Module, metaclass=ABCMeta):
         n = labels.shape[0]
         batch_size = n if batch_size is None else max(1, int(batch_size))
         parts = []
-        bar = tqdm(total=steps * -(-n // batch_size), desc=f"invert {space}", disable=not progress)
+        bar = progress_bar(total=steps * -(-n // batch_size), desc=f"invert {space}", disable=not progress)
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
             latents = {k: v[lo:hi].detach().clone().requires_grad_(True) for k, v in init.items()}

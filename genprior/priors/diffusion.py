@@ -30,9 +30,9 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel, UNet2
 from diffusers.models.embeddings import LabelEmbedding
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from tqdm.auto import tqdm
 
 from ..errors import GenpriorError
+from ..progress import progress_bar
 from .base import Latents, Prior, keep_card_extras, load_model, read_card, read_json
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -343,7 +343,7 @@ class _DDIMPrior(Prior):
         timesteps, alphas, final = self._schedule()
         outs = []
         with torch.no_grad():
-            for start in tqdm(range(0, labels.shape[0], batch_size), desc="DDIM inversion", disable=not progress):
+            for start in progress_bar(range(0, labels.shape[0], batch_size), desc="DDIM inversion", disable=not progress):
                 lab = labels[start:start + batch_size].to(device)
                 x0 = self._to_x0(self.to_m11(images[start:start + batch_size].to(device).float()))
                 outs.append(ddim_invert(self._denoiser(lab, None), x0, timesteps, alphas,
@@ -711,7 +711,7 @@ class VAEPrior(Prior):
         device = self.out_mean.device
         outs = []
         with torch.no_grad():
-            for start in tqdm(range(0, images.shape[0], batch_size), desc="VAE encode", disable=not progress):
+            for start in progress_bar(range(0, images.shape[0], batch_size), desc="VAE encode", disable=not progress):
                 x = _resize(self.to_m11(images[start:start + batch_size].to(device).float()), self.sample_size)
                 outs.append(self.vae.encode(x.to(self.vae.dtype)).latent_dist.mean.float())
         return {"z": torch.cat(outs)}
