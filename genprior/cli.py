@@ -111,9 +111,9 @@ def cmd_list(args) -> None:
     from .generators import GENERATOR_METHODS
     from .matching import MATCHERS
     from .nets import CROSS_ARCH_POOL, NETS
-    from .priors.load import pretrained_dir, registry
+    from .priors.load import package_folder, registry
 
-    recipes = sorted((pretrained_dir().parent / "recipes").glob("*.py"))
+    recipes = sorted(p for p in package_folder("genprior.recipes", "recipes").glob("*.py") if p.stem != "__init__")
     sections = {
         "datasets": [(e.name, e.summary) for e in DATASETS],
         "networks": [(e.name, e.summary + ("  [pool]" if e.name in CROSS_ARCH_POOL else "")) for e in NETS],

@@ -34,9 +34,27 @@ HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.md"]
 
 
 def pretrained_dir() -> Path:
-    """The ``pretrained/`` folder: ``$GENPRIOR_PRETRAINED`` or the one beside the package."""
+    """The ``pretrained/`` folder: ``$GENPRIOR_PRETRAINED``, else the installed
+    ``genprior.pretrained`` package (the checkout's ``pretrained/`` under an editable install,
+    a copy inside the wheel otherwise), else the folder beside the package."""
     env = os.environ.get("GENPRIOR_PRETRAINED")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "pretrained"
+    if env:
+        return Path(env)
+    return package_folder("genprior.pretrained", "pretrained")
+
+
+def package_folder(package: str, beside: str) -> Path:
+    """Where the data package ``package`` lives, or the checkout folder ``beside`` the library
+    when it is not installed as a package (genprior run from a source tree)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(package)
+    except ModuleNotFoundError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parents[2] / beside
 
 
 def registry() -> Dict[str, Dict[str, Any]]:
