@@ -127,9 +127,8 @@ MTT_EXPERTS = {"dir": "runs/faithfulness/experts-mtt", "num_experts": 5, "epochs
 #: then GLaD-DM at IPC 10
 CELLS = [("dsa", 1), ("dc", 1), ("dm", 1), ("dm", 10), ("mtt", 1), ("glad-dm", 1), ("dsa", 10), ("dc", 10),
          ("glad-dm", 10)]
-#: rows of the issue that are not run (yet), with the reason the table prints
-NOT_RUN = {
-}
+#: rows of the issue that are not run, with the reason the table prints (none today)
+NOT_RUN: Dict[str, str] = {}
 
 
 def unit_dir(row: str, ipc: int, side: str, seed: int) -> Path:
@@ -1005,7 +1004,8 @@ def write_table(results: dict) -> None:
         "",
         f"Both sides distil on genprior's `{DATASET}` split with the same IPC, augmentation and number of image "
         "updates, from the same start (genprior starts from the images the reference's run of the same seed started "
-        "from); every set is then evaluated by genprior's "
+        "from; for GLaD-DM the reference starts from the latents genprior's run starts from); every set is then "
+        "evaluated by genprior's "
         f"`{PROTOCOL.name}` protocol (ConvNet-3, {PROTOCOL.epochs} epochs, {PROTOCOL.num_models} models per set).",
         "Accuracy: mean ± std over distillation seeds × models (population std); per seed: each seed's mean.",
         "Within the bar: |difference of the means| ≤ the larger of the two stds.",
@@ -1053,15 +1053,23 @@ def write_table(results: dict) -> None:
                      f"syn_lr {checks['mtt_step_max_abs_diff']['syn_lr']:.1e} (moved "
                      f"{checks['mtt_step_max_abs_diff']['syn_lr_moved']:.1e});"]
                     if "mtt_step_max_abs_diff" in checks else []),
+                  *([f"- one GLaD-DM iteration (start, network weights, real batches and augmentation shared; the "
+                     f"reference's loop body with its latent_to_im and gan_backward around genprior's StyleGAN): "
+                     f"w+ {checks['glad_step_max_abs_diff']['w+']:.1e} (the step moved it by up to "
+                     f"{checks['glad_step_max_abs_diff']['w+_moved']:.2f}; float rounding of decoding 10 images at "
+                     "once against one class at a time);"]
+                    if "glad_step_max_abs_diff" in checks else []),
                   "- the start genprior is given, re-made from the reference's draws, against the start its runs "
                   "recorded: " + (", ".join(f"{k} {v:.1e}" for k, v in checks.get("start_max_abs_diff", {}).items())
                                   or "no recorded start yet") + "."]
-    lines += ["", "Not run:", *[f"- {text}" for text in NOT_RUN.values()]]
+    if NOT_RUN:
+        lines += ["", "Not run:", *[f"- {text}" for text in NOT_RUN.values()]]
     cmds = sorted({f"- {k.split('|')[1]} IPC {k.split('|')[2]} {k.split('|')[3]}: `{u['command']}`"
                    for k, u in units.items() if k.startswith("build|") and "command" in u
                    and k.endswith("|0")})
     if cmds:
-        lines += ["", "Commands (seed 0; the other seeds add `--seed N`, or N to the reference's clock):", *cmds]
+        lines += ["", "Commands (seed 0; the other seeds add `--seed N` to genprior's, and give the reference's "
+                  "child seed N: its clock, and its own fixed seeds offset by N):", *cmds]
     TABLE.write_text("\n".join(lines) + "\n")
 
 
