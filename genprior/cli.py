@@ -243,14 +243,22 @@ def _config_values(args, defaults: Optional[dict], flags: tuple) -> dict:
     return values
 
 
-def distill_config_from_args(args, defaults: Optional[dict] = None):
+def distill_config_from_args(args, defaults: Optional[dict] = None, command: str = ""):
     """A DistillConfig: recipe defaults, then the flags the user gave."""
     from .distill import DistillConfig
 
     values = _config_values(args, defaults, DISTILL_FLAGS)
     values["loss_options"] = {**values.get("loss_options", {}), **_key_values(args.loss_option, "--loss-option")}
     values["latent_lrs"] = {**values.get("latent_lrs", {}), **_key_values(args.latent_lr, "--latent-lr")}
+    values["command"] = command
     return DistillConfig.from_dict(values)
+
+
+def recipe_command(argv=None) -> str:
+    """The command line of a recipe script, as a user would type it again."""
+    script = Path(sys.argv[0])
+    shown = script.relative_to(Path.cwd()) if script.is_absolute() and Path.cwd() in script.parents else script
+    return " ".join(["python", str(shown), *(sys.argv[1:] if argv is None else argv)])
 
 
 def default_run_dir(cfg, resume: bool) -> Path:
@@ -268,13 +276,14 @@ def default_run_dir(cfg, resume: bool) -> Path:
     return base if k == 1 else base.with_name(f"{base.name}-{k}")
 
 
-def run_distill(args, defaults: Optional[dict] = None) -> None:
-    """Distill (or resume), then evaluate the final set under the chosen protocol."""
+def run_distill(args, defaults: Optional[dict] = None, command: str = "") -> None:
+    """Distill (or resume), then evaluate the final set under the chosen protocol; ``command``
+    (the command line) goes into the run's config and the set's meta.json."""
     from .distill import LatentDistiller
     from .distill.common import resolve_resume
     from .distill.latent import check_config
 
-    cfg = distill_config_from_args(args, defaults)
+    cfg = distill_config_from_args(args, defaults, command)
     check_config(cfg)
     if not args.no_evaluate:
         _check_eval_args(args)  # a typo in --protocol or --archs fails now, not after the distillation
@@ -298,7 +307,7 @@ def cmd_distill(args) -> None:
     defaults = dict(MAIN_JOB)
     if args.prior is None and args.loss is None:
         defaults["method"] = "glad-dm"  # the main job is GLaD's DM on the shipped StyleGAN
-    run_distill(args, defaults)
+    run_distill(args, defaults, command=" ".join(["genprior", *args.argv]))
 
 
 def cmd_export(args) -> None:
@@ -307,6 +316,16 @@ def cmd_export(args) -> None:
     synset = export_run(args.run_dir, args.out, chunk_size=args.chunk_size, overwrite=args.overwrite,
                         mixed_precision=args.mixed_precision)
     print(f"decoded {len(synset)} images: {args.out or Path(args.run_dir) / 'export'}")
+
+
+def cmd_push(args) -> None:
+    from .hub import push
+
+    done = push(args.folder, args.repo_id, license=args.license, private=args.private, token=args.token,
+                dry_run=args.dry_run, stage_dir=args.stage_dir)
+    where = f"pushed to {done['url']}" if "url" in done else "not pushed (--dry-run)"
+    print(f"{done['kind']} as a hub {done['repo_type']} {done['repo_id']}: {where}; upload folder and card: "
+          f"{done['staged']}")
 
 
 def cmd_experts(args) -> None:
@@ -420,12 +439,10 @@ def run_generator_recipe(description: str, defaults: dict, argv=None) -> None:
     parser = OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", help=DATA_ROOT_HELP)
     add_train_args(parser)
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         memory_setting()
-        script = Path(sys.argv[0])
-        shown = script.relative_to(Path.cwd()) if script.is_absolute() and Path.cwd() in script.parents else script
-        run_train(args, defaults, command=" ".join(["python", str(shown), *(sys.argv[1:] if argv is None else argv)]))
+        run_train(args, defaults, command=recipe_command(argv))
     except GenpriorError as e:
         print(f"genprior: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -504,7 +521,7 @@ def run_recipe(description: str, defaults: dict, variants: Optional[dict] = None
     try:
         args = recipe_parser(description, variants).parse_args(argv)
         memory_setting()
-        run_distill(args, recipe_defaults(defaults, variants, args))
+        run_distill(args, recipe_defaults(defaults, variants, args), command=recipe_command(argv))
     except GenpriorError as e:
         print(f"genprior: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -593,6 +610,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.set_defaults(fn=cmd_experts)
+
+    p = sub.add_parser("push", help="upload a synthetic set, a prior or a trained generator to the Hugging Face hub, "
+                                    "with a card")
+    p.add_argument("folder", help="a set folder (RUN/synset), a prior folder, or RUN/generator of `genprior train`")
+    p.add_argument("repo_id", help="owner/name on the hub (sets become datasets, priors and generators models)")
+    p.add_argument("--license", default="apache-2.0", help="the card's license id (default: apache-2.0)")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--token", help="a hub token with write access (default: the logged-in one, or $HF_TOKEN)")
+    p.add_argument("--dry-run", action="store_true", help="write the upload folder and its card, push nothing")
+    p.add_argument("--stage-dir", help="where the upload folder is written (default: a new temporary folder)")
+    p.set_defaults(fn=cmd_push)
     for name in ("evaluate", "baseline", "generate", "distill", "train", "experts"):  # also after the command
         sub.choices[name].add_argument("--data-root", default=argparse.SUPPRESS, help=DATA_ROOT_HELP)
     return parser

@@ -278,9 +278,19 @@ def save_tensors_atomic(tensors: Dict[str, torch.Tensor], path: PathLike,
     _write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
+#: the files of a set a hub download fetches (not the per-image PNGs)
+HUB_SET_PATTERNS = ["*.json", "*.safetensors", "*.md", "grid.png"]
+
+
 def load_synset(path: PathLike) -> SyntheticSet:
-    """Load and validate a set directory; any broken invariant raises CorruptedSetError."""
+    """Load and validate a set directory, or a set pushed to the hub by its id ``owner/name``
+    (the local cache first); any broken invariant raises CorruptedSetError."""
     root = Path(path)
+    if not root.exists():
+        from .hub import download, is_hub_id
+
+        if is_hub_id(str(path)):
+            root = download(str(path), "dataset", HUB_SET_PATTERNS, "synthetic set")
     hint = "re-create it with the method that wrote it"
     if not root.is_dir():
         raise CorruptedSetError(f"{root} is not a synthetic-set directory (it does not exist or is a file)")

@@ -85,6 +85,8 @@ class DistillConfig:
     data_root: Optional[str] = None
     prior_options: Dict[str, Any] = field(default_factory=dict)
     method: str = ""
+    #: the command line that started the run (recorded in the set's meta.json and hub cards)
+    command: str = ""
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "DistillConfig":

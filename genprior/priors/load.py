@@ -15,11 +15,11 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from contextlib import suppress
 from pathlib import Path
 from typing import Any, Dict, List
 
 from ..errors import GenpriorError, UnknownNameError
+from ..hub import download, is_hub_id
 from .base import PRIOR_CARD, Prior, read_card, read_json
 
 FAMILIES = {
@@ -75,11 +75,6 @@ def family_class(family: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def _looks_like_hub_id(ref: str) -> bool:
-    parts = ref.split("/")
-    return len(parts) == 2 and all(parts) and not ref.startswith((".", "/", "~"))
-
-
 def _from_diffusers_folder(folder: Path, **options: Any) -> Prior:
     """Build a prior from a plain diffusers folder (a pipeline or a single model)."""
     index = folder / "model_index.json"
@@ -123,21 +118,7 @@ def _load_folder(folder: Path, **options: Any) -> Prior:
 
 
 def _download(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-    with suppress(LocalEntryNotFoundError):  # not cached yet: try the hub below
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=True))
-    how = (f"download it where there is network (`hf download {repo_id}`) and copy the cache ($HF_HOME), "
-           "or pass the local folder")
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
-        raise GenpriorError(f"hub prior {repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set; {how}")
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, etag_timeout=10))
-    except RepositoryNotFoundError:
-        raise GenpriorError(f"no hub repository {repo_id!r} (or it is private); check the id") from None
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
-        raise GenpriorError(f"hub prior {repo_id!r} is not cached and the hub is unreachable ({type(e).__name__}); {how}") from None
+    return download(repo_id, "model", HUB_PATTERNS, "prior")
 
 
 def load_prior(ref: str, allow_pickle: bool = False, **options: Any) -> Prior:
@@ -168,7 +149,7 @@ def load_prior(ref: str, allow_pickle: bool = False, **options: Any) -> Prior:
         if path.is_dir():
             return _load_folder(path, **options)
         raise GenpriorError(f"{path} is a file genprior cannot load as a prior; pass a folder, a .pkl, a registry name or a hub id")
-    if _looks_like_hub_id(ref):
+    if is_hub_id(ref):
         return _load_folder(_download(ref), **options)
     known = ", ".join(sorted(entries)) or "none"
     raise UnknownNameError(f"unknown prior {ref!r}: not a registered name ({known}), an existing path, or a hub id owner/name")
