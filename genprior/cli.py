@@ -36,6 +36,22 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--state-dir", help="save each network's training state here every 10 epochs; "
                    "running the same command again resumes a killed evaluation")
+    p.add_argument("--pgd", type=pixel_budget, metavar="EPS",
+                   help="also report accuracy under an L-inf PGD attack of this budget in pixel units "
+                        "(images in [0, 1]; e.g. 0.1 or 8/255)")
+    p.add_argument("--pgd-steps", type=int, default=10, help="PGD steps (default 10; step size EPS/4)")
+
+
+def pixel_budget(text: str) -> float:
+    """argparse type: a number or a fraction such as 8/255."""
+    try:
+        num, _, den = text.partition("/")
+        value = float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a fraction such as 8/255") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def _check_folder_arg(path, flag: str) -> None:
@@ -78,10 +94,18 @@ def _check_eval_args(args) -> None:
     for arch in _archs(args.archs):
         NETS.entry(arch)  # unknown name: the error lists the known ones
     resolve_device(args.device)
+    _attack(args)  # a bad PGD budget fails before any training
     _check_folder_arg(args.state_dir, "--state-dir")
     out = getattr(args, "out", None)
     if out is not None and Path(out).is_dir():
         raise GenpriorError(f"--out {out} is a folder; pass the path of the JSON report to write")
+
+
+def _attack(args):
+    """The PGD attack the evaluation flags ask for, or None."""
+    from .evaluate import PGDAttack
+
+    return PGDAttack(eps=args.pgd, steps=args.pgd_steps) if getattr(args, "pgd", None) is not None else None
 
 
 def _run_evaluation(synset, out_dir: Path, args) -> dict:
@@ -90,16 +114,21 @@ def _run_evaluation(synset, out_dir: Path, args) -> dict:
 
     archs = _archs(args.archs)
     proto = with_counts(args.protocol, args.epochs, args.models)
+    attack = _attack(args)
     report = evaluate_synset(synset, archs=archs, protocol=proto, data_root=args.data_root, seed=args.seed,
-                             device=args.device, soft_labels=args.soft_labels, state_dir=args.state_dir)
+                             device=args.device, soft_labels=args.soft_labels, state_dir=args.state_dir,
+                             attack=attack)
     tag = POOL_ALIAS if len(archs) > 1 and set(archs) == set(_archs([POOL_ALIAS])) else "+".join(archs)
     out = Path(args.out) if getattr(args, "out", None) else out_dir / f"eval_{proto.name}_{tag}.json"
     report["synset"] = str(out_dir)
     write_json_atomic(report, out)
+    under = f" at PGD L-inf eps {attack.eps:.4g}, {attack.steps} steps" if attack is not None else ""
     for arch, r in report["results"].items():
-        print(f"{arch:>12}: {100 * r['mean']:.2f} ± {100 * r['std']:.2f} %  ({r['time_s']:.0f} s)")
+        robust = f", robust {100 * r['robust_mean']:.2f} ± {100 * r['robust_std']:.2f} %{under}" if attack else ""
+        print(f"{arch:>12}: {100 * r['mean']:.2f} ± {100 * r['std']:.2f} %{robust}  ({r['time_s']:.0f} s)")
     if "cross_arch_mean" in report:
-        print(f"{'cross-arch':>12}: {100 * report['cross_arch_mean']:.2f} %")
+        robust = f", robust {100 * report['cross_arch_robust_mean']:.2f} %" if attack else ""
+        print(f"{'cross-arch':>12}: {100 * report['cross_arch_mean']:.2f} %{robust}")
     print(f"report: {out}")
     return report
 

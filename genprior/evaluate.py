@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -208,6 +208,56 @@ def test_accuracy(net: torch.nn.Module, test: RealData, device: torch.device, ba
     return correct / len(test)
 
 
+@dataclass(frozen=True)
+class PGDAttack:
+    """An L-infinity PGD attack (Madry et al., ICLR 2018) in pixel space ([0, 1] images):
+    ``steps`` signed-gradient steps of ``step_size`` from a uniform random start inside the
+    ``eps`` ball, each projected back onto the ball and the valid pixel range. ``step_size``
+    None is ``eps / 4``."""
+
+    eps: float
+    steps: int = 10
+    step_size: Optional[float] = None
+
+    def __post_init__(self):
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 < self.eps <= 1:
+            raise GenpriorError(f"the PGD budget eps is in pixel units (images in [0, 1]); it must be in (0, 1], "
+                                f"got {self.eps!r} (e.g. 0.1, or 8/255)")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise GenpriorError(f"PGD steps must be a positive integer, got {self.steps!r}")
+        if self.step_size is not None and not (isinstance(self.step_size, (int, float)) and 0 < self.step_size <= 1):
+            raise GenpriorError(f"the PGD step size is in pixel units and must be in (0, 1], got {self.step_size!r}")
+
+    @property
+    def alpha(self) -> float:
+        return self.step_size if self.step_size is not None else self.eps / 4
+
+    def describe(self) -> Dict[str, Any]:
+        return {"attack": "pgd-linf", "eps": self.eps, "steps": self.steps, "step_size": self.alpha,
+                "random_start": True, "space": "pixels in [0, 1], then the data's normalisation"}
+
+
+def robust_accuracy(net: torch.nn.Module, test: RealData, attack: PGDAttack, device: torch.device,
+                    generator: torch.Generator, batch_size: int = 500) -> float:
+    """Test accuracy on ``attack``'s adversarial versions of the test images (net in eval mode)."""
+    net.eval()
+    mean = torch.tensor(test.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(test.std, device=device).view(1, -1, 1, 1)
+    correct = 0
+    for start in range(0, len(test), batch_size):
+        x = (test.images[start:start + batch_size].to(device) * std + mean).clamp(0, 1)
+        y = test.labels[start:start + batch_size].to(device)
+        delta = ((torch.rand(x.shape, generator=generator) * 2 - 1) * attack.eps).to(device)
+        for _ in range(attack.steps):
+            delta.requires_grad_(True)
+            loss = F.cross_entropy(net(((x + delta).clamp(0, 1) - mean) / std), y)
+            grad, = torch.autograd.grad(loss, delta)
+            delta = (delta.detach() + attack.alpha * grad.sign()).clamp(-attack.eps, attack.eps)
+        with torch.no_grad():
+            correct += (net(((x + delta).clamp(0, 1) - mean) / std).argmax(1) == y).sum().item()
+    return correct / len(test)
+
+
 def _check_compatible(synset: SyntheticSet, test: RealData) -> None:
     if (synset.num_classes, synset.channels, synset.resolution) != (test.num_classes, test.channels, test.resolution):
         raise GenpriorError(
@@ -234,6 +284,7 @@ def evaluate_synset(
     soft_labels: bool = False,
     progress: bool = True,
     state_dir: Optional[Union[str, Path]] = None,
+    attack: Optional[PGDAttack] = None,
 ) -> Dict[str, Any]:
     """Train ``protocol.num_models`` fresh networks of each architecture on ``synset``; report test accuracy.
 
@@ -244,7 +295,8 @@ def evaluate_synset(
     With ``state_dir``, each network's training state is saved there as it trains
     (``train_net``) and each finished network's accuracy is kept, so running the same
     evaluation again after a kill skips the finished networks and resumes the one in
-    training.
+    training. With ``attack``, each network's accuracy under that PGD attack is reported
+    beside its clean accuracy (``robust_accs``, ``robust_mean``, ``robust_std``).
     """
     memory = memory_setting()  # a bad GENPRIOR_KEEP_MEMORY fails before any training
     proto = get_protocol(protocol)
@@ -271,6 +323,7 @@ def evaluate_synset(
     t_all = time.time()
     for arch in archs:
         accs: List[float] = []
+        robust: List[float] = []
         times: List[Optional[float]] = []  # per model: training over all parts + testing
         t0 = time.time()
         for i in range(proto.num_models):
@@ -284,10 +337,14 @@ def evaluate_synset(
                 folder.mkdir(parents=True, exist_ok=True)
                 state, done = folder / f"train-{stem}.safetensors", folder / f"done-{stem}.json"
                 key = _fingerprint(images, targets, proto, net) + f"|test:{test.name}:{len(test)}"
+                if attack is not None:
+                    key += f"|attack:{json.dumps(attack.describe(), sort_keys=True)}"
                 finished = json.loads(done.read_text()) if done.exists() else {}
                 if finished.get("for") == key:
                     accs.append(finished["acc"])  # finished before a kill: not trained again
                     times.append(finished.get("time_s"))
+                    if attack is not None:
+                        robust.append(finished["robust_acc"])
                     bar.update(proto.epochs)
                     continue
             timing: Dict[str, Any] = {}
@@ -296,11 +353,17 @@ def evaluate_synset(
             t_test = time.time()
             accs.append(test_accuracy(net, test, dev))
             times.append(None if timing["train_s"] is None else timing["train_s"] + time.time() - t_test)
+            unit = {"acc": accs[-1], "time_s": times[-1]}
+            if attack is not None:
+                robust.append(robust_accuracy(net, test, attack, dev, torch.Generator().manual_seed(seed + i)))
+                unit["robust_acc"] = robust[-1]
             if done is not None:
-                write_json_atomic({"for": key, "acc": accs[-1], "time_s": times[-1]}, done)
-        mean = sum(accs) / len(accs)
-        std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
+                write_json_atomic({"for": key, **unit}, done)
+        mean, std = _mean_std(accs)
         results[arch] = {"accs": accs, "mean": mean, "std": std, "time_s": time.time() - t0}
+        if attack is not None:
+            r_mean, r_std = _mean_std(robust)
+            results[arch].update(robust_accs=robust, robust_mean=r_mean, robust_std=r_std)
         if state_dir is not None:
             # resumed trainings: the wall time above is this process's share only
             results[arch]["model_times_s"] = times
@@ -325,9 +388,19 @@ def evaluate_synset(
         "total_time_s": time.time() - t_all,
         "versions": library_versions(),
     }
+    if attack is not None:
+        report["attack"] = attack.describe()
     if len(archs) > 1:
         report["cross_arch_mean"] = sum(r["mean"] for r in results.values()) / len(results)
+        if attack is not None:
+            report["cross_arch_robust_mean"] = sum(r["robust_mean"] for r in results.values()) / len(results)
     return report
+
+
+def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and population std (as the DC codebase reports)."""
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
 
 def with_counts(protocol: Union[str, Protocol], epochs: Optional[int] = None, num_models: Optional[int] = None) -> Protocol:

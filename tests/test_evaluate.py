@@ -165,3 +165,54 @@ def test_evaluation_with_a_state_dir_skips_finished_networks(digits, tmp_path, m
     # a resumed evaluation reports the time the networks took, not this process's share
     assert again["results"]["convnet"]["model_times_s"] == first["results"]["convnet"]["model_times_s"]
     assert again["results"]["convnet"]["time_s"] == pytest.approx(sum(first["results"]["convnet"]["model_times_s"]))
+
+
+def test_pgd_robust_accuracy_beside_clean_accuracy(digits, tmp_path, monkeypatch):
+    import genprior.evaluate as ev
+    from genprior.evaluate import PGDAttack, robust_accuracy
+
+    train, test = digits
+    s = random_real(train, ipc=5, seed=0)
+    # one trained network: a tiny budget barely moves its accuracy, a large one breaks it
+    torch.manual_seed(0)
+    net = create_net("convnet", 1, 10, train.resolution)
+    train_net(net, s.images, s.labels, Protocol("short", epochs=30, lr_drop_epoch=20, num_models=1), None,
+              torch.Generator().manual_seed(0))
+    cpu = torch.device("cpu")
+    clean = ev.test_accuracy(net, test, cpu)
+    assert clean > 0.5
+    assert robust_accuracy(net, test, PGDAttack(eps=1e-4), cpu, torch.Generator().manual_seed(0)) == pytest.approx(clean, abs=0.01)
+    assert robust_accuracy(net, test, PGDAttack(eps=0.5), cpu, torch.Generator().manual_seed(0)) < 0.2
+    # in a report, beside clean accuracy, with the attack stated
+    attack = PGDAttack(eps=8 / 255)
+    report = evaluate_synset(s, protocol=TINY, test=test, device="cpu", progress=False, attack=attack,
+                             state_dir=tmp_path)
+    r = report["results"]["convnet"]
+    assert report["attack"] == {"attack": "pgd-linf", "eps": 8 / 255, "steps": 10, "step_size": 2 / 255,
+                                "random_start": True, "space": "pixels in [0, 1], then the data's normalisation"}
+    assert len(r["robust_accs"]) == 2 and r["robust_mean"] <= r["mean"]
+
+    # resumed: the finished networks' robust accuracies are kept with them, keyed by the attack
+    class TrainedAgain(Exception):
+        pass
+
+    def refuse(*a, **k):
+        raise TrainedAgain
+
+    monkeypatch.setattr(ev, "train_net", refuse)
+    again = evaluate_synset(s, protocol=TINY, test=test, device="cpu", progress=False, attack=attack,
+                            state_dir=tmp_path)
+    assert again["results"]["convnet"]["robust_accs"] == r["robust_accs"]
+    with pytest.raises(TrainedAgain):  # another budget is another result
+        evaluate_synset(s, protocol=TINY, test=test, device="cpu", progress=False, attack=PGDAttack(eps=0.1),
+                        state_dir=tmp_path)
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(eps=0), "in \\(0, 1\\]"), (dict(eps=2.0), "pixel units"),
+                                             (dict(eps=0.1, steps=0), "steps must be"),
+                                             (dict(eps=0.1, step_size=-1), "step size")])
+def test_bad_pgd_settings(kwargs, message):
+    from genprior.evaluate import PGDAttack
+
+    with pytest.raises(GenpriorError, match=message):
+        PGDAttack(**kwargs)
