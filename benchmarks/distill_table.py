@@ -7,7 +7,7 @@
 Every method is built with its recipe's defaults (``recipes/*.py``, the command is
 recorded per set) at IPC 1 and 10, then evaluated under the ``quick`` protocol
 (300 epochs, 3 models) on ConvNet-3 and on every network of the cross-architecture
-pool. Units are resumable and shared between lanes (``benchmarks/lanes.py``):
+pool. Units are resumable and shared between lanes (``genprior/lanes.py``):
 - ``build|<method>|<ipc>``: one distillation (its own process; wall time and the
   process's peak resident memory are recorded; a killed distillation resumes from
   its last checkpoint) or one baseline set;
@@ -29,11 +29,9 @@ import torch
 
 from genprior.data import load_dataset
 from genprior.evaluate import PROTOCOLS
+from genprior.lanes import eval_unit, lane_main, mean_std, run_process, run_recipe_unit
 from genprior.nets import CROSS_ARCH_POOL
 from genprior.synset import load_synset, save_synset
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lanes import eval_unit, lane_main, mean_std, run_process, run_recipe_unit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "distill_table_mnist5k.json"
@@ -252,6 +250,7 @@ def artifacts(key: str) -> list:
 
 
 def main() -> None:
+    os.chdir(ROOT)  # recipes and run folders are named from the project root
     def make_work(threads: int):
         cache: dict = {}
         return lambda key: work(key, threads, cache)

@@ -27,7 +27,7 @@ The reference code is never committed and never imported by genprior: it is foun
 through an environment variable, and run in a child process of this script that
 applies the shims it needs on today's torch (each one is commented in
 ``reference_child``). Units are resumable and shared between lanes
-(``benchmarks/lanes.py``): ``build|<row>|<ipc>|<side>|<seed>`` distils one set
+(``genprior/lanes.py``): ``build|<row>|<ipc>|<side>|<seed>`` distils one set
 (genprior's run resumes from its checkpoints; a reference run has none and restarts),
 ``eval|<row>|<ipc>|<side>|<seed>|<i>`` trains ConvNet model i on it, and ``experts|mtt``
 trains the expert trajectories both sides of the MTT row match (one buffer: genprior reads
@@ -49,10 +49,8 @@ import torch
 
 from genprior.data import load_dataset
 from genprior.evaluate import PROTOCOLS
+from genprior.lanes import eval_unit, lane_main, mean_std, run_process, run_recipe_unit
 from genprior.synset import load_synset
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lanes import eval_unit, lane_main, mean_std, run_process, run_recipe_unit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "faithfulness_mnist5k.json"
@@ -1083,11 +1081,12 @@ def artifacts(key: str) -> list:
 
 
 def main() -> None:
+    os.chdir(ROOT)  # recipes and run folders are named from the project root
     if sys.argv[1:2] == ["reference-child"]:
         repo, script, seed, row, out_dir, *args = sys.argv[2:]
         return reference_child(repo, script, int(seed), row, out_dir, args)
     if sys.argv[1:2] == ["check"]:  # the exact checks; their result goes into the results file and the table
-        from lanes import locked
+        from genprior.lanes import locked
 
         torch.set_num_threads(1)
         checks = run_checks()

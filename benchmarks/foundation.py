@@ -7,7 +7,7 @@ One unit = one fresh network trained on one set (model i uses seed i, exactly as
 model i of ``genprior evaluate --protocol quick`` does). Each finished unit is saved
 at once to ``benchmarks/results/foundation_mnist5k.json``, so a killed run resumes
 where it stopped. Two processes may run side by side on the same results (units are
-claimed under a lock, ``benchmarks/lanes.py``); ``--only whole`` picks a subset.
+claimed under a lock, ``genprior/lanes.py``); ``--only whole`` picks a subset.
 Sets are written under ``runs/bench/`` (not committed).
 """
 from __future__ import annotations
@@ -24,11 +24,9 @@ import torch
 from genprior.baselines import make_baseline
 from genprior.data import load_dataset
 from genprior.evaluate import PROTOCOLS
+from genprior.lanes import eval_unit, lane_main, locked, mean_std
 from genprior.nets import CROSS_ARCH_POOL
 from genprior.synset import SyntheticSet, load_synset, save_synset
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lanes import eval_unit, lane_main, locked, mean_std  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "foundation_mnist5k.json"
@@ -153,6 +151,7 @@ def make_work(threads: int):
 
 
 def main() -> None:
+    os.chdir(HERE.parent)  # the project root, as the other benchmarks
     keys = [f"{name}|{arch}|{i}" for name, arch, i in units()]
     lane_main(RESULTS, load_results, keys, lambda key: [], make_work, write_table, TABLE, "'whole' or 'resnet'",
               lambda key: [SETS_DIR / "state" / key.replace("|", "-")])

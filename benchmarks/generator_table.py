@@ -5,7 +5,7 @@ and 50 drawn from it, against the base prior's samples, random real images and p
     python benchmarks/generator_table.py --table         # only rewrites the table from saved results
     python benchmarks/generator_table.py & python benchmarks/generator_table.py   # two 1-thread lanes
 
-Units (resumable, shared between lanes: ``benchmarks/lanes.py``):
+Units (resumable, shared between lanes: ``genprior/lanes.py``):
 - ``train|<method>``: the method's recipe with its defaults (``recipes/<method>.py``), in its
   own process; a killed training continues from its last checkpoint. Wall time, loop time
   and peak resident memory are recorded.
@@ -32,11 +32,9 @@ import torch
 
 from genprior.data import load_dataset
 from genprior.evaluate import PROTOCOLS
+from genprior.lanes import eval_unit, lane_main, mean_std, run_process, run_recipe_unit
 from genprior.nets import CROSS_ARCH_POOL
 from genprior.synset import load_synset, save_synset
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lanes import eval_unit, lane_main, mean_std, run_process, run_recipe_unit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "generator_table_mnist5k.json"
@@ -213,6 +211,7 @@ def artifacts(key: str) -> list:
 
 
 def main() -> None:
+    os.chdir(ROOT)  # recipes and run folders are named from the project root
     def make_work(threads: int):
         cache: dict = {}
         return lambda key: work(key, threads, cache)

@@ -1,10 +1,7 @@
 """The benchmark units' bookkeeping: resumable, shared between processes, dependencies honoured."""
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from lanes import _start_time, locked, mean_std, redo, run_lane  # noqa: E402
+from genprior.lanes import _start_time, locked, mean_std, redo, run_lane
 
 
 def _initial():

@@ -1,4 +1,5 @@
-"""Resumable benchmark units shared by several processes ("lanes").
+"""Resumable benchmark units shared by several processes ("lanes"): the machinery of
+``genprior bench`` and of the scripts in ``benchmarks/``.
 
 A benchmark is a list of units (build a set, train one evaluation network, ...).
 Each finished unit is written at once to one JSON results file, so a killed run
@@ -21,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence
 
-from genprior.synset import write_json_atomic
+from .synset import write_json_atomic
 
 
 @contextmanager
@@ -157,15 +158,16 @@ def _die_with_parent() -> None:
 
 def run_process(cmd: list, threads: int, cwd: Optional[Path] = None, log: Optional[Path] = None,
                 env: Optional[dict] = None) -> dict:
-    """Run ``cmd`` on ``threads`` torch threads (output to ``log``, else dropped); return its wall
-    time, the peak resident memory of that one process and the allocator setting it ran under."""
-    from genprior.runtime import memory_setting
+    """Run ``cmd`` on ``threads`` torch threads in ``cwd`` (default: this process's folder; output to
+    ``log``, else dropped); return its wall time, the peak resident memory of that one process and
+    the allocator setting it ran under."""
+    from .runtime import memory_setting
 
     env = dict(os.environ if env is None else env, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     out = open(log, "w") if log is not None else subprocess.DEVNULL
     t0 = time.time()
     try:
-        proc = subprocess.Popen(cmd, cwd=cwd or Path(__file__).resolve().parent.parent, env=env, stdout=out,
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out,
                                 stderr=subprocess.STDOUT if log is not None else None, preexec_fn=_die_with_parent)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
@@ -192,15 +194,14 @@ def run_recipe_unit(cmd: list, out: Path, threads: int) -> dict:
     iterations' time summed over all parts (``loop_time_s``)."""
     import sys
 
-    from genprior.distill.common import latest_checkpoint
+    from .distill.common import latest_checkpoint
 
-    root = Path(__file__).resolve().parent.parent
     resumed = out.is_dir() and latest_checkpoint(out) is not None
     result = run_process([sys.executable, *cmd, "--checkpoint-every", "10", *(["--resume", "latest"] if resumed else [])],
                          threads)
     result["command"] = " ".join(["python", *cmd])
     result["resumed"] = resumed
-    logged = [json.loads(line) for line in ((root / out) / "log.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     result["loop_time_s"] = max(r["time_s"] for r in logged if "time_s" in r)
     return result
 
@@ -209,7 +210,7 @@ def eval_unit(synset, test, arch: str, model: int, protocol, threads: int, state
     """One fresh network of ``arch`` trained on ``synset``; model ``i`` is model ``i`` of
     ``evaluate_synset(..., seed=0)``, so units add up to a normal evaluation. With
     ``state_dir`` (one folder per unit), a killed unit resumes mid-training."""
-    from genprior.evaluate import evaluate_synset
+    from .evaluate import evaluate_synset
 
     report = evaluate_synset(synset, archs=[arch], protocol=replace(protocol, num_models=1), test=test,
                              seed=model, device="cpu", progress=False, state_dir=state_dir)
