@@ -347,6 +347,28 @@ def cmd_export(args) -> None:
     print(f"decoded {len(synset)} images: {args.out or Path(args.run_dir) / 'export'}")
 
 
+def cmd_bench(args) -> None:
+    from .bench import forget, load_config, run_bench, write_outputs
+    from .lanes import locked
+
+    config = load_config(args.config)
+    out = Path(args.out) if args.out else Path("runs") / "bench" / config["name"]
+    _check_folder_arg(out, "--out")
+    if args.threads < 1:
+        raise GenpriorError(f"--threads must be at least 1, got {args.threads}")
+    if args.redo:
+        gone = forget(config, out, args.redo)
+        print(f"forgot {len(gone)} finished cell(s) matching {args.redo!r}: {', '.join(gone) or 'none'}")
+        return
+    if args.table:
+        with locked(out / "bench.json", lambda: {"units": {}, "claims": {}}) as results:
+            write_outputs(config, out, results)
+    else:
+        ran = run_bench(config, out, threads=args.threads, max_units=args.max_units, only=args.only)
+        print(f"ran {ran} cell(s) in this process")
+    print((out / "leaderboard.md").read_text())
+
+
 def cmd_push(args) -> None:
     from .hub import push
 
@@ -639,6 +661,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.set_defaults(fn=cmd_experts)
+
+    p = sub.add_parser("bench", help="methods x IPCs x networks x seeds under one protocol: resumable cells, "
+                                     "a leaderboard and plots")
+    p.add_argument("config", nargs="?", help="a JSON benchmark config (default: random real, pixel DM and GLaD-DM "
+                                             "at IPC 1 on mnist5k, ConvNet, quick)")
+    p.add_argument("--out", help="the benchmark folder (default: runs/bench/<config name>)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of this process; on a 2-core machine run two 1-thread processes side by side")
+    p.add_argument("--max-units", type=int, help="stop after this many new cells")
+    p.add_argument("--only", metavar="TEXT", help="run only the cells whose key holds TEXT, e.g. 'build|' or '|dm|'")
+    p.add_argument("--redo", metavar="TEXT", help="forget the finished cells whose key holds TEXT (results and files), "
+                                                  "so that the next run computes them again; then stop")
+    p.add_argument("--table", action="store_true", help="only rewrite the leaderboard and plots")
+    p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("push", help="upload a synthetic set, a prior or a trained generator to the Hugging Face hub, "
                                     "with a card")

@@ -206,17 +206,21 @@ def run_recipe_unit(cmd: list, out: Path, threads: int) -> dict:
     return result
 
 
-def eval_unit(synset, test, arch: str, model: int, protocol, threads: int, state_dir: Optional[Path] = None) -> dict:
+def eval_unit(synset, test, arch: str, model: int, protocol, threads: int, state_dir: Optional[Path] = None,
+              attack=None) -> dict:
     """One fresh network of ``arch`` trained on ``synset``; model ``i`` is model ``i`` of
     ``evaluate_synset(..., seed=0)``, so units add up to a normal evaluation. With
-    ``state_dir`` (one folder per unit), a killed unit resumes mid-training."""
+    ``state_dir`` (one folder per unit), a killed unit resumes mid-training; with ``attack``
+    (a ``PGDAttack``) its robust accuracy is measured too."""
     from .evaluate import evaluate_synset
 
     report = evaluate_synset(synset, archs=[arch], protocol=replace(protocol, num_models=1), test=test,
-                             seed=model, device="cpu", progress=False, state_dir=state_dir)
+                             seed=model, device="cpu", progress=False, state_dir=state_dir, attack=attack)
     r = report["results"][arch]
     unit = {"acc": r["accs"][0], "time_s": r["time_s"], "seed": model, "threads": threads,
             "keep_freed_memory": report["memory"]["keep_freed_memory"]}
+    if attack is not None:
+        unit["robust_acc"] = r["robust_accs"][0]
     if "time_note" in r:  # resumed from a training state that did not record its time
         unit["time_note"] = r["time_note"]
     return unit

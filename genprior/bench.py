@@ -1,0 +1,386 @@
+"""``genprior bench``: methods x IPCs x architectures x seeds on one dataset under a named protocol.
+
+A benchmark is a JSON config (``DEFAULT_CONFIG`` when none is given)::
+
+    {"name": "mnist5k-ipc1", "dataset": "mnist5k", "protocol": "quick", "ipcs": [1, 10], "seeds": [0],
+     "archs": ["convnet"], "models": 3, "attack": {"eps": 0.1, "steps": 10},
+     "methods": {"random": {"baseline": "random"},
+                 "dm": {"distill": ["--prior", "pixel", "--loss", "dm", "--init", "invert", "--lr", "1"]},
+                 "glad-dm": {"recipe": "glad", "args": ["--variant", "dm"]}}}
+
+``protocol`` is a protocol name or ``{"name": "quick", "epochs": 30}`` (other counts, labelled
+custom); ``archs`` may name ``pool`` (the cross-architecture pool); ``attack`` (optional) adds
+robust accuracy under an L-inf PGD attack. A method is a baseline (``random``, ``herding``,
+``kcenter``), ``genprior distill`` flags, or a recipe with flags; the benchmark adds the
+dataset, IPC, seed and output folder.
+
+Every cell is a unit of ``genprior.lanes``: ``build|method|ipc|seed`` makes a set in its own
+process (time and peak memory measured; a distillation resumes from its checkpoints), and
+``eval|method|ipc|seed|arch|model`` trains one evaluation network (resuming mid-training).
+Each finished cell is written at once to ``OUT/cells/<cell>.json`` with the resolved config
+and versions, so a killed benchmark resumes where it stopped, several processes share the
+work without running a cell twice, and a finished cell is never recomputed (``--redo TEXT``
+forgets the matching cells). ``OUT/leaderboard.md`` ranks the methods per IPC (mean ± std
+per network, cross-architecture mean, robust accuracy, build time and memory) and
+``OUT/plots/`` holds accuracy against IPC, cross-architecture bars and build time against
+accuracy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from .errors import GenpriorError
+from .lanes import eval_unit, locked, mean_std, redo, run_lane, run_process, run_recipe_unit
+from .synset import library_versions, write_json_atomic, write_text_atomic
+
+#: what ``genprior bench`` runs with no config: random real images, pixel DM and GLaD-DM at IPC 1
+#: on mnist5k, ConvNet under ``quick``; a few minutes of distillation, about half an hour of training
+#: evaluation networks on 2 CPU cores
+DEFAULT_CONFIG: Dict[str, Any] = {
+    "name": "default",
+    "dataset": "mnist5k",
+    "protocol": "quick",
+    "ipcs": [1],
+    "seeds": [0],
+    "archs": ["convnet"],
+    "methods": {
+        "random": {"baseline": "random"},
+        "dm": {"recipe": "dm", "args": ["--iterations", "100"]},
+        "glad-dm": {"recipe": "glad", "args": ["--variant", "dm", "--iterations", "100"]},
+    },
+}
+CONFIG_KEYS = {"name", "dataset", "protocol", "ipcs", "seeds", "archs", "models", "attack", "methods", "data_root"}
+METHOD_KINDS = ("baseline", "distill", "recipe")
+
+
+def load_config(path: Optional[str]) -> Dict[str, Any]:
+    """The config at ``path`` (JSON), or the default; checked before any work."""
+    if path is None:
+        return check_config(json.loads(json.dumps(DEFAULT_CONFIG)))
+    p = Path(path)
+    if not p.is_file():
+        raise GenpriorError(f"no benchmark config at {p}; pass a JSON file (see `genprior bench --help`)")
+    try:
+        config = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise GenpriorError(f"{p} is not valid JSON ({e})") from None
+    return check_config(config)
+
+
+def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Fill the defaults and refuse what would fail later: unknown keys, datasets, networks,
+    baselines, recipes, protocols, IPCs below 1, a bad attack."""
+    from .baselines import BASELINES
+    from .data import DATASETS
+    from .evaluate import PGDAttack
+    from .nets import CROSS_ARCH_POOL, NETS
+    from .priors.load import package_folder
+
+    if not isinstance(config, dict):
+        raise GenpriorError("a benchmark config is a JSON object")
+    unknown = set(config) - CONFIG_KEYS
+    if unknown:
+        raise GenpriorError(f"unknown benchmark config key(s) {', '.join(sorted(unknown))}; known: "
+                            f"{', '.join(sorted(CONFIG_KEYS))}")
+    config = {"name": "bench", "dataset": "mnist5k", "protocol": "quick", "ipcs": [1], "seeds": [0],
+              "archs": ["convnet"], **config}
+    DATASETS.entry(config["dataset"])
+    for key in ("ipcs", "seeds"):
+        values = config[key]
+        if not isinstance(values, list) or not values or any(isinstance(v, bool) or not isinstance(v, int)
+                                                             for v in values):
+            raise GenpriorError(f"{key} must be a non-empty list of integers, got {values!r}")
+    if min(config["ipcs"]) < 1:
+        raise GenpriorError(f"IPCs must be at least 1, got {config['ipcs']}")
+    archs = []
+    for arch in config["archs"]:
+        archs += list(CROSS_ARCH_POOL) if arch == "pool" else [arch]
+    for arch in archs:
+        NETS.entry(arch)
+    config["archs"] = list(dict.fromkeys(archs))
+    protocol(config)  # an unknown protocol or bad counts fail here
+    if config.get("attack") is not None:
+        PGDAttack(**config["attack"])
+    methods = config.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        raise GenpriorError("methods must name at least one method, e.g. {\"random\": {\"baseline\": \"random\"}}")
+    recipes = package_folder("genprior.recipes", "recipes")
+    for name, spec in methods.items():
+        if "|" in name or "/" in name or not name:
+            raise GenpriorError(f"method names cannot be empty or hold '|' or '/', got {name!r}")
+        kinds = [k for k in METHOD_KINDS if k in spec] if isinstance(spec, dict) else []
+        if len(kinds) != 1:
+            raise GenpriorError(f"method {name!r} needs exactly one of {', '.join(METHOD_KINDS)}, got {spec!r}")
+        if kinds[0] == "baseline":
+            BASELINES.entry(spec["baseline"])
+        elif kinds[0] == "recipe" and not (recipes / f"{spec['recipe']}.py").is_file():
+            known = ", ".join(sorted(p.stem for p in recipes.glob("*.py") if p.stem != "__init__"))
+            raise GenpriorError(f"method {name!r}: no recipe {spec['recipe']!r}; known recipes: {known}")
+        args = spec.get("distill", spec.get("args", []))
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise GenpriorError(f"method {name!r}: flags are a list of strings, got {args!r}")
+    return config
+
+
+def protocol(config: Dict[str, Any]):
+    """The evaluation protocol a config names, with its model count."""
+    from .evaluate import with_counts
+
+    spec = config["protocol"]
+    name, epochs = (spec, None) if isinstance(spec, str) else (spec.get("name", "quick"), spec.get("epochs"))
+    return with_counts(name, epochs, config.get("models"))
+
+
+# -- cells ---------------------------------------------------------------------------------
+
+def cells(config: Dict[str, Any]) -> List[str]:
+    """Every cell, method by method: the build, then its evaluation networks."""
+    proto = protocol(config)
+    keys = []
+    for ipc in config["ipcs"]:
+        for method in config["methods"]:
+            for seed in config["seeds"]:
+                keys.append(f"build|{method}|{ipc}|{seed}")
+                keys += [f"eval|{method}|{ipc}|{seed}|{arch}|{i}" for arch in config["archs"]
+                         for i in range(proto.num_models)]
+    return keys
+
+
+def deps(key: str) -> List[str]:
+    parts = key.split("|")
+    return [f"build|{'|'.join(parts[1:4])}"] if parts[0] == "eval" else []
+
+
+def set_dir(out: Path, method: str, ipc: int, seed: int) -> Path:
+    return out / "sets" / f"{method}-ipc{ipc}-s{seed}"
+
+
+def cell_file(out: Path, key: str) -> Path:
+    return out / "cells" / f"{key.replace('|', '-')}.json"
+
+
+def build_command(config: Dict[str, Any], method: str, ipc: int, seed: int, out: Path) -> Tuple[List[str], Path]:
+    """The command that makes a method's set, and the set folder it writes."""
+    spec, folder = config["methods"][method], set_dir(out, method, ipc, seed)
+    common = ["--dataset", config["dataset"], "--ipc", str(ipc), "--seed", str(seed)]
+    if config.get("data_root"):
+        common += ["--data-root", config["data_root"]]
+    if "baseline" in spec:
+        return [sys.executable, "-m", "genprior", "baseline", spec["baseline"], str(folder), *common,
+                "--overwrite"], folder
+    head = ["-m", "genprior", "distill", *spec["distill"]] if "distill" in spec else \
+        ["-m", f"genprior.recipes.{spec['recipe']}", *spec.get("args", [])]
+    return [*head, *common, "--no-evaluate", "--output-dir", str(folder)], folder / "synset"
+
+
+def run_cell(config: Dict[str, Any], out: Path, key: str, threads: int, cache: Dict[str, Any]) -> Dict[str, Any]:
+    from .data import load_dataset
+    from .evaluate import PGDAttack
+    from .synset import load_synset
+
+    parts = key.split("|")
+    method, ipc, seed = parts[1], int(parts[2]), int(parts[3])
+    if parts[0] == "build":
+        cmd, synset = build_command(config, method, ipc, seed, out)
+        if cmd[0] == sys.executable:  # a baseline: one quick process
+            value = run_process(cmd, threads)
+            value["command"] = " ".join(["genprior", *cmd[3:]])
+        else:  # a distillation: resumes from its checkpoints
+            value = run_recipe_unit(cmd, synset.parent, threads)
+        value["synset"] = str(synset)
+    else:
+        arch, model = parts[4], int(parts[5])
+        if "test" not in cache:
+            cache["test"] = load_dataset(config["dataset"], "test", root=config.get("data_root"))
+        attack = PGDAttack(**config["attack"]) if config.get("attack") else None
+        synset = load_synset(json.loads(cell_file(out, f"build|{method}|{ipc}|{seed}").read_text())["synset"])
+        value = eval_unit(synset, cache["test"], arch, model, protocol(config), threads,
+                          state_dir=out / "state" / key.replace("|", "-"), attack=attack)
+    write_json_atomic({"cell": key, **value, "config": config, "versions": library_versions(),
+                       "machine": machine()}, cell_file(out, key))
+    return value
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+# -- the leaderboard -------------------------------------------------------------------------
+
+def summarize(config: Dict[str, Any], units: Dict[str, Any]) -> Dict[int, List[Dict[str, Any]]]:
+    """Per IPC, one row per method: accuracy per network (mean ± std over seeds x models),
+    cross-architecture mean, robust accuracy, build time and peak memory; ranked."""
+    table: Dict[int, List[Dict[str, Any]]] = {}
+    proto = protocol(config)
+    for ipc in config["ipcs"]:
+        rows = []
+        for method in config["methods"]:
+            row: Dict[str, Any] = {"method": method, "archs": {}, "robust": {}}
+            builds = [units[k] for k in (f"build|{method}|{ipc}|{s}" for s in config["seeds"]) if k in units]
+            for arch in config["archs"]:
+                found = [units[f"eval|{method}|{ipc}|{s}|{arch}|{i}"] for s in config["seeds"]
+                         for i in range(proto.num_models) if f"eval|{method}|{ipc}|{s}|{arch}|{i}" in units]
+                if found:
+                    row["archs"][arch] = (*mean_std([u["acc"] for u in found]), len(found))
+                    if all("robust_acc" in u for u in found):
+                        row["robust"][arch] = mean_std([u["robust_acc"] for u in found])[0]
+            complete = len(row["archs"]) == len(config["archs"])
+            row["cross"] = sum(m for m, _, _ in row["archs"].values()) / len(row["archs"]) if complete else None
+            row["robust_cross"] = (sum(row["robust"].values()) / len(row["robust"])
+                                   if complete and len(row["robust"]) == len(config["archs"]) else None)
+            row["build_s"] = sum(b["time_s"] for b in builds) / len(builds) if builds else None
+            row["peak_mib"] = max(b["peak_rss_mib"] for b in builds) if builds else None
+            rows.append(row)
+        ranked = sorted((r for r in rows if r["cross"] is not None), key=lambda r: -r["cross"])
+        for rank, r in enumerate(ranked, 1):
+            r["rank"] = rank
+        table[ipc] = ranked + [r for r in rows if r["cross"] is None]
+    return table
+
+
+def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) -> None:
+    """The leaderboard (Markdown) and the plots, from every finished cell."""
+    table = summarize(config, results["units"])
+    proto = protocol(config)
+    archs = config["archs"]
+    attack = config.get("attack")
+    lines = [f"# Benchmark {config['name']}: {config['dataset']}, protocol `{proto.name}`", "",
+             f"{proto.epochs} epochs, {proto.num_models} model(s) per network and distillation seed; seeds "
+             f"{config['seeds']}. Accuracy in %: mean ± std over seeds x models; cross-arch: the mean over "
+             f"{', '.join(archs)}. Rank by the cross-arch mean. Build: seconds and peak resident memory of the "
+             "process that made the set (mean over seeds)."
+             + (f" Robust: accuracy under L-inf PGD, eps {attack['eps']:.4g} in pixel units, "
+                f"{attack.get('steps', 10)} steps." if attack else ""),
+             f"Machine: {results.get('machine', machine())}. Written by `genprior bench`; cells in `cells/`.", ""]
+    head = ["rank", "method", *archs, "cross-arch", *(["robust cross-arch"] if attack else []), "build s", "peak MiB"]
+    for ipc, rows in table.items():
+        lines += [f"## IPC {ipc}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            cols = [str(r.get("rank", "–")), r["method"]]
+            cols += [f"{100 * r['archs'][a][0]:.2f} ± {100 * r['archs'][a][1]:.2f}" if a in r["archs"] else "–"
+                     for a in archs]
+            cols.append(f"{100 * r['cross']:.2f}" if r["cross"] is not None else "–")
+            if attack:
+                cols.append(f"{100 * r['robust_cross']:.2f}" if r["robust_cross"] is not None else "–")
+            cols.append(f"{r['build_s']:.0f}" if r["build_s"] is not None else "–")
+            cols.append(f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "–")
+            lines.append("| " + " | ".join(cols) + " |")
+        lines.append("")
+    commands = sorted({f"- {k.split('|')[1]}: `{u['command']}`" for k, u in results["units"].items()
+                       if k.startswith("build|") and "command" in u})
+    if commands:
+        lines += ["Commands:", *commands, ""]
+    write_text_atomic("\n".join(lines), out / "leaderboard.md")
+    plot(config, table, out / "plots")
+
+
+def plot(config: Dict[str, Any], table: Dict[int, List[Dict[str, Any]]], folder: Path) -> None:
+    """Accuracy against IPC per method, cross-architecture bars per IPC, build time against accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    first = config["archs"][0]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in config["methods"]:
+        points = [(ipc, r["archs"][first][0] * 100) for ipc, rows in table.items() for r in rows
+                  if r["method"] == method and first in r["archs"]]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=method)
+    ax.set_xscale("log")
+    ax.set_xticks(config["ipcs"], [str(ipc) for ipc in config["ipcs"]])
+    ax.minorticks_off()
+    ax.set(xlabel="images per class (IPC)", ylabel=f"{first} test accuracy (%)",
+           title=f"{config['dataset']}: accuracy against IPC")
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "accuracy_vs_ipc.png", dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(table), figsize=(4 * len(table), 4), squeeze=False)
+    for ax, (ipc, rows) in zip(axes[0], table.items()):
+        done = [r for r in rows if r["cross"] is not None]
+        ax.bar([r["method"] for r in done], [100 * r["cross"] for r in done])
+        ax.set(title=f"IPC {ipc}", ylabel="cross-architecture mean accuracy (%)")
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "cross_arch.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for ipc, rows in table.items():
+        done = [r for r in rows if r["cross"] is not None and r["build_s"] is not None]
+        ax.scatter([r["build_s"] for r in done], [100 * r["cross"] for r in done], label=f"IPC {ipc}")
+        for r in done:
+            ax.annotate(r["method"], (r["build_s"], 100 * r["cross"]), fontsize=7)
+    ax.set(xlabel="build time (s)", ylabel="cross-architecture mean accuracy (%)", title="build time against accuracy")
+    if ax.collections:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "time_vs_accuracy.png", dpi=120)
+    plt.close(fig)
+
+
+# -- running ---------------------------------------------------------------------------------
+
+def run_bench(config: Dict[str, Any], out: Path, threads: int = 1, max_units: Optional[int] = None,
+              only: Optional[str] = None, progress: bool = True) -> int:
+    """Run (or resume) this process's share of the cells; return how many it ran."""
+    from .progress import progress_bar
+
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "bench.json"
+    saved = out / "config.json"
+    if saved.exists() and json.loads(saved.read_text()) != config:
+        raise GenpriorError(f"{out} holds a benchmark with another config ({saved}); use another --out, or "
+                            "--redo the cells a change concerns after editing that file")
+    write_json_atomic(config, saved)
+    order = cells(config)
+
+    def initial() -> dict:
+        return {"name": config["name"], "machine": machine(), "units": {}, "claims": {}}
+
+    with locked(results_path, initial) as results:
+        finished = sum(k in results["units"] for k in order)
+    bar = progress_bar(total=len(order), initial=finished, desc=f"bench {config['name']}", unit="cell",
+                       disable=not progress)
+    torch.set_num_threads(threads)
+    cache: Dict[str, Any] = {}
+
+    def on_change(results: dict) -> None:
+        bar.update(sum(k in results["units"] for k in order) - bar.n)
+        write_outputs(config, out, results)
+
+    ran = run_lane(results_path, initial, order, deps, lambda key: run_cell(config, out, key, threads, cache),
+                   on_change=on_change, max_units=max_units, only=(lambda k: only in k) if only else None,
+                   poll_s=2.0)
+    bar.close()
+    with locked(results_path, initial) as results:
+        write_outputs(config, out, results)
+    return ran
+
+
+def forget(config: Dict[str, Any], out: Path, text: str) -> List[str]:
+    """``--redo``: forget the finished cells whose key holds ``text``, with their files."""
+    keys = [k for k in cells(config) if text in k]
+
+    def artifacts(key: str) -> List[Path]:
+        parts = key.split("|")
+        paths = [cell_file(out, key)]
+        if parts[0] == "build":
+            paths.append(set_dir(out, parts[1], int(parts[2]), int(parts[3])))
+        else:
+            paths.append(out / "state" / key.replace("|", "-"))
+        return paths
+
+    return redo(out / "bench.json", lambda: {"units": {}, "claims": {}}, keys, artifacts)

@@ -1,0 +1,78 @@
+"""genprior bench: resumable cells shared between processes, a leaderboard and plots."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from genprior.bench import cells, check_config, forget, run_bench
+from genprior.errors import GenpriorError, UnknownNameError
+
+TINY = {"name": "tiny", "dataset": "digits", "protocol": {"name": "quick", "epochs": 1}, "models": 1, "ipcs": [1],
+        "seeds": [0], "archs": ["convnet"],
+        "methods": {"random": {"baseline": "random"}, "herding": {"baseline": "herding"}}}
+
+
+def _files(out):
+    return {p.name: p.read_text() for p in sorted((out / "cells").glob("*.json"))}
+
+
+def test_a_killed_bench_resumes_and_never_recomputes_a_cell(tmp_path):
+    config, out = check_config(dict(TINY)), tmp_path / "b"
+    assert cells(config) == ["build|random|1|0", "eval|random|1|0|convnet|0",
+                             "build|herding|1|0", "eval|herding|1|0|convnet|0"]
+    assert run_bench(config, out, max_units=2, progress=False) == 2  # killed after two cells
+    first = _files(out)
+    assert sorted(first) == ["build-random-1-0.json", "eval-random-1-0-convnet-0.json"]
+    assert run_bench(config, out, progress=False) == 2  # only the two unfinished cells
+    after = _files(out)
+    assert {k: after[k] for k in first} == first  # the finished cells were not touched
+    cell = json.loads(after["eval-herding-1-0-convnet-0.json"])
+    assert 0 <= cell["acc"] <= 1 and cell["config"]["dataset"] == "digits" and "torch" in cell["versions"]
+    board = (out / "leaderboard.md").read_text()
+    assert "## IPC 1" in board and "| random |" in board and "| herding |" in board and "| 1 |" in board
+    for plot in ("accuracy_vs_ipc.png", "cross_arch.png", "time_vs_accuracy.png"):
+        assert (out / "plots" / plot).stat().st_size > 1000
+    assert run_bench(config, out, progress=False) == 0  # nothing left
+    # --redo forgets one cell and its files; the next run computes that one only
+    assert forget(config, out, "eval|herding") == ["eval|herding|1|0|convnet|0"]
+    assert "eval-herding-1-0-convnet-0.json" not in _files(out)
+    assert run_bench(config, out, progress=False) == 1
+
+
+def test_two_processes_share_a_bench_without_running_a_cell_twice(tmp_path):
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "genprior", "bench", "tiny.json", "--out", "shared"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    ran = [int(next(line for line in o.splitlines() if line.startswith("ran ")).split()[1]) for o in outputs]
+    assert sum(ran) == 4  # every cell once, between the two
+    assert len(list((tmp_path / "shared" / "cells").glob("*.json"))) == 4
+
+
+@pytest.mark.parametrize("change, error, message", [
+    ({"colour": 1}, GenpriorError, "unknown benchmark config key"),
+    ({"dataset": "cifar11"}, UnknownNameError, "mnist5k"),
+    ({"ipcs": [0]}, GenpriorError, "at least 1"),
+    ({"archs": ["resnet99"]}, UnknownNameError, "convnet"),
+    ({"protocol": "slow"}, UnknownNameError, "quick"),
+    ({"attack": {"eps": 3}}, GenpriorError, "pixel units"),
+    ({"methods": {"x": {"baseline": "nope"}}}, UnknownNameError, "random"),
+    ({"methods": {"x": {"recipe": "nope"}}}, GenpriorError, "no recipe 'nope'; known recipes: dc"),
+    ({"methods": {"x": {"recipe": "glad", "baseline": "random"}}}, GenpriorError, "exactly one of"),
+    ({"methods": {"x|y": {"baseline": "random"}}}, GenpriorError, "cannot be empty or hold"),
+])
+def test_bad_configs_fail_before_any_work(change, error, message):
+    with pytest.raises(error, match=message):
+        check_config({**TINY, **change})
+
+
+def test_another_config_in_the_same_folder_is_refused(tmp_path):
+    out = tmp_path / "b"
+    run_bench(check_config(dict(TINY)), out, max_units=0, progress=False)
+    with pytest.raises(GenpriorError, match="another config"):
+        run_bench(check_config({**TINY, "seeds": [1]}), out, progress=False)
