@@ -57,6 +57,16 @@ def random_real(train: RealData, ipc: int, seed: int = 0) -> SyntheticSet:
     return _make_set(train, picks, "random", {"ipc": ipc, "seed": seed})
 
 
+@BASELINES.register("whole", summary="the whole train split (its largest class-balanced part; the IPC is ignored)")
+def whole_split(train: RealData, ipc: int = 0, seed: int = 0) -> SyntheticSet:
+    """The reference every set is measured against (DD-Ranking's full-data accuracy): every
+    train image, or, where the classes differ in size, the first ``min(class size)`` images of
+    each class, so that it is a valid set."""
+    counts = train.class_counts()
+    picks = [train.indices_of_class(c)[:min(counts)] for c in range(train.num_classes)]
+    return _make_set(train, picks, "whole", {"per_class": min(counts), "train_images": len(train)})
+
+
 def train_embedding_net(train: RealData, seed: int, epochs: int = EMBED_EPOCHS, device: str = "cpu") -> torch.nn.Module:
     """A ConvNet-3 trained for a few epochs on the real train split (no augmentation)."""
     from .nets import create_net

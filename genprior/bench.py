@@ -10,7 +10,9 @@ A benchmark is a JSON config (``DEFAULT_CONFIG`` when none is given)::
 
 ``protocol`` is a protocol name or ``{"name": "quick", "epochs": 30}`` (other counts, labelled
 custom); ``archs`` may name ``pool`` (the cross-architecture pool); ``attack`` (optional) adds
-robust accuracy under an L-inf PGD attack. A method is a baseline (``random``, ``herding``,
+robust accuracy under an L-inf PGD attack; ``"scores": true`` adds DD-Ranking's LRS and ARS
+(``genprior.scores``), which need a ``{"baseline": "random"}`` method, the first network trained
+without augmentation (``plain`` cells) and the whole train split on it (the ``whole`` cells). A method is a baseline (``random``, ``herding``,
 ``kcenter``), ``genprior distill`` flags, or a recipe with flags; the benchmark adds the
 dataset, IPC, seed and output folder.
 
@@ -31,6 +33,7 @@ import json
 import os
 import platform
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -56,7 +59,10 @@ DEFAULT_CONFIG: Dict[str, Any] = {
         "glad-dm": {"recipe": "glad", "args": ["--variant", "dm", "--iterations", "100"]},
     },
 }
-CONFIG_KEYS = {"name", "dataset", "protocol", "ipcs", "seeds", "archs", "models", "attack", "methods", "data_root"}
+CONFIG_KEYS = {"name", "dataset", "protocol", "ipcs", "seeds", "archs", "models", "attack", "scores", "methods",
+               "data_root"}
+#: the pseudo-method of the full-data reference (DD-Ranking's scores): the whole train split
+WHOLE = "whole"
 METHOD_KINDS = ("baseline", "distill", "recipe")
 
 
@@ -126,7 +132,22 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
         args = spec.get("distill", spec.get("args", []))
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             raise GenpriorError(f"method {name!r}: flags are a list of strings, got {args!r}")
+    if WHOLE in methods:
+        raise GenpriorError(f"{WHOLE!r} names the full-data reference of the scores; call the method otherwise")
+    if not isinstance(config.get("scores", False), bool):
+        raise GenpriorError(f"scores is true or false, got {config['scores']!r}")
+    if config.get("scores"):
+        random_method(config)  # scores need random real images to compare with
     return config
+
+
+def random_method(config: Dict[str, Any]) -> str:
+    """The method that draws random real images: the reference of DD-Ranking's scores."""
+    for name, spec in config["methods"].items():
+        if spec == {"baseline": "random"}:
+            return name
+    raise GenpriorError('scores compare every set with random real images of the same size: add a method '
+                        '{"baseline": "random"}')
 
 
 def protocol(config: Dict[str, Any]):
@@ -141,8 +162,11 @@ def protocol(config: Dict[str, Any]):
 # -- cells ---------------------------------------------------------------------------------
 
 def cells(config: Dict[str, Any]) -> List[str]:
-    """Every cell, method by method: the build, then its evaluation networks."""
+    """Every cell, method by method: the build, then its evaluation networks; with ``scores``,
+    the first network trained without augmentation too (``plain``), and, last, the whole train
+    split on the first network (the full-data accuracy)."""
     proto = protocol(config)
+    first = config["archs"][0]
     keys = []
     for ipc in config["ipcs"]:
         for method in config["methods"]:
@@ -150,12 +174,16 @@ def cells(config: Dict[str, Any]) -> List[str]:
                 keys.append(f"build|{method}|{ipc}|{seed}")
                 keys += [f"eval|{method}|{ipc}|{seed}|{arch}|{i}" for arch in config["archs"]
                          for i in range(proto.num_models)]
+                if config.get("scores"):
+                    keys += [f"plain|{method}|{ipc}|{seed}|{first}|{i}" for i in range(proto.num_models)]
+    if config.get("scores"):
+        keys += [f"build|{WHOLE}|0|0", *[f"eval|{WHOLE}|0|0|{first}|{i}" for i in range(proto.num_models)]]
     return keys
 
 
 def deps(key: str) -> List[str]:
     parts = key.split("|")
-    return [f"build|{'|'.join(parts[1:4])}"] if parts[0] == "eval" else []
+    return [f"build|{'|'.join(parts[1:4])}"] if parts[0] in ("eval", "plain") else []
 
 
 def set_dir(out: Path, method: str, ipc: int, seed: int) -> Path:
@@ -168,8 +196,9 @@ def cell_file(out: Path, key: str) -> Path:
 
 def build_command(config: Dict[str, Any], method: str, ipc: int, seed: int, out: Path) -> Tuple[List[str], Path]:
     """The command that makes a method's set, and the set folder it writes."""
-    spec, folder = config["methods"][method], set_dir(out, method, ipc, seed)
-    common = ["--dataset", config["dataset"], "--ipc", str(ipc), "--seed", str(seed)]
+    spec = {"baseline": "whole"} if method == WHOLE else config["methods"][method]
+    folder = set_dir(out, method, ipc, seed)
+    common = ["--dataset", config["dataset"], "--ipc", str(max(ipc, 1)), "--seed", str(seed)]
     if config.get("data_root"):
         common += ["--data-root", config["data_root"]]
     if "baseline" in spec:
@@ -199,9 +228,12 @@ def run_cell(config: Dict[str, Any], out: Path, key: str, threads: int, cache: D
         arch, model = parts[4], int(parts[5])
         if "test" not in cache:
             cache["test"] = load_dataset(config["dataset"], "test", root=config.get("data_root"))
-        attack = PGDAttack(**config["attack"]) if config.get("attack") else None
+        attack = PGDAttack(**config["attack"]) if config.get("attack") and parts[0] == "eval" else None
+        proto = protocol(config)
+        if parts[0] == "plain":  # the same protocol without augmentation (DD-Ranking's ARS)
+            proto = replace(proto, name=f"{proto.name}-noaug", dsa=False)
         synset = load_synset(json.loads(cell_file(out, f"build|{method}|{ipc}|{seed}").read_text())["synset"])
-        value = eval_unit(synset, cache["test"], arch, model, protocol(config), threads,
+        value = eval_unit(synset, cache["test"], arch, model, proto, threads,
                           state_dir=out / "state" / key.replace("|", "-"), attack=attack)
     write_json_atomic({"cell": key, **value, "config": config, "versions": library_versions(),
                        "machine": machine()}, cell_file(out, key))
@@ -237,12 +269,41 @@ def summarize(config: Dict[str, Any], units: Dict[str, Any]) -> Dict[int, List[D
                                    if complete and len(row["robust"]) == len(config["archs"]) else None)
             row["build_s"] = sum(b["time_s"] for b in builds) / len(builds) if builds else None
             row["peak_mib"] = max(b["peak_rss_mib"] for b in builds) if builds else None
+            if config.get("scores"):
+                row.update(scores(config, units, method, ipc))
             rows.append(row)
         ranked = sorted((r for r in rows if r["cross"] is not None), key=lambda r: -r["cross"])
         for rank, r in enumerate(ranked, 1):
             r["rank"] = rank
         table[ipc] = ranked + [r for r in rows if r["cross"] is None]
     return table
+
+
+def _accs(config: Dict[str, Any], units: Dict[str, Any], kind: str, method: str, ipc: int) -> Optional[List[float]]:
+    """The first network's accuracies of a method at an IPC, seeds x models in order; None until all are in."""
+    proto, first = protocol(config), config["archs"][0]
+    seeds = [0] if method == WHOLE else config["seeds"]
+    keys = [f"{kind}|{method}|{ipc}|{s}|{first}|{i}" for s in seeds for i in range(proto.num_models)]
+    return [units[k]["acc"] for k in keys] if all(k in units for k in keys) else None
+
+
+def scores(config: Dict[str, Any], units: Dict[str, Any], method: str, ipc: int) -> Dict[str, Any]:
+    """DD-Ranking's label- and augmentation-robust scores of a method at an IPC on the first
+    network, against random real images of the same size under the same protocol (hard labels:
+    the set's own labels are hard, so IOR compares hard-label accuracies)."""
+    from .scores import augmentation_robust_score, label_robust_score
+
+    rnd = random_method(config)
+    full = _accs(config, units, "eval", WHOLE, 0)
+    own, rnd_own = _accs(config, units, "eval", method, ipc), _accs(config, units, "eval", rnd, ipc)
+    plain, rnd_plain = _accs(config, units, "plain", method, ipc), _accs(config, units, "plain", rnd, ipc)
+    out: Dict[str, Any] = {"lrs": None, "ars": None, "full": None if full is None else mean_std(full)}
+    if full is not None and own is not None and rnd_own is not None:
+        out["lrs"] = label_robust_score(full_hard=mean_std(full)[0], set_hard=own, set_own=own, random_own=rnd_own)
+    if own is not None and rnd_own is not None and plain is not None and rnd_plain is not None:
+        out["ars"] = augmentation_robust_score(set_aug=own, random_aug=rnd_own, set_plain=plain,
+                                               random_plain=rnd_plain)
+    return out
 
 
 def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) -> None:
@@ -259,7 +320,16 @@ def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) ->
              + (f" Robust: accuracy under L-inf PGD, eps {attack['eps']:.4g} in pixel units, "
                 f"{attack.get('steps', 10)} steps." if attack else ""),
              f"Machine: {results.get('machine', machine())}. Written by `genprior bench`; cells in `cells/`.", ""]
-    head = ["rank", "method", *archs, "cross-arch", *(["robust cross-arch"] if attack else []), "build s", "peak MiB"]
+    scored = bool(config.get("scores"))
+    if scored:
+        full = scores(config, results["units"], random_method(config), config["ipcs"][0])["full"]
+        lines[-1:-1] = [f"Scores (DD-Ranking, Li et al. 2025; hard labels, {archs[0]}, against `{random_method(config)}` "
+                        "under the same protocol, w = 0.5, accuracies as fractions): LRS from HLR = full-data minus set "
+                        "accuracy and IOR = set minus random accuracy; ARS from the gains over random with the "
+                        "protocol's augmentation and without it. Full data (the whole train split, "
+                        f"{archs[0]}): " + (f"{100 * full[0]:.2f} ± {100 * full[1]:.2f} %." if full else "not yet.")]
+    head = ["rank", "method", *archs, "cross-arch", *(["robust cross-arch"] if attack else []),
+            *(["LRS", "ARS"] if scored else []), "build s", "peak MiB"]
     for ipc, rows in table.items():
         lines += [f"## IPC {ipc}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
@@ -269,6 +339,9 @@ def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) ->
             cols.append(f"{100 * r['cross']:.2f}" if r["cross"] is not None else "–")
             if attack:
                 cols.append(f"{100 * r['robust_cross']:.2f}" if r["robust_cross"] is not None else "–")
+            if scored:
+                for name in ("lrs", "ars"):
+                    cols.append(f"{r[name][name]:.3f} ± {r[name][name + '_std']:.3f}" if r.get(name) else "–")
             cols.append(f"{r['build_s']:.0f}" if r["build_s"] is not None else "–")
             cols.append(f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "–")
             lines.append("| " + " | ".join(cols) + " |")

@@ -11,7 +11,7 @@ from genprior.errors import GenpriorError, UnknownNameError
 
 TINY = {"name": "tiny", "dataset": "digits", "protocol": {"name": "quick", "epochs": 1}, "models": 1, "ipcs": [1],
         "seeds": [0], "archs": ["convnet"],
-        "methods": {"random": {"baseline": "random"}, "herding": {"baseline": "herding"}}}
+        "methods": {"random": {"baseline": "random"}, "all": {"baseline": "whole"}}}  # two quick builds
 
 
 def _files(out):
@@ -21,23 +21,23 @@ def _files(out):
 def test_a_killed_bench_resumes_and_never_recomputes_a_cell(tmp_path):
     config, out = check_config(dict(TINY)), tmp_path / "b"
     assert cells(config) == ["build|random|1|0", "eval|random|1|0|convnet|0",
-                             "build|herding|1|0", "eval|herding|1|0|convnet|0"]
+                             "build|all|1|0", "eval|all|1|0|convnet|0"]
     assert run_bench(config, out, max_units=2, progress=False) == 2  # killed after two cells
     first = _files(out)
     assert sorted(first) == ["build-random-1-0.json", "eval-random-1-0-convnet-0.json"]
     assert run_bench(config, out, progress=False) == 2  # only the two unfinished cells
     after = _files(out)
     assert {k: after[k] for k in first} == first  # the finished cells were not touched
-    cell = json.loads(after["eval-herding-1-0-convnet-0.json"])
+    cell = json.loads(after["eval-all-1-0-convnet-0.json"])
     assert 0 <= cell["acc"] <= 1 and cell["config"]["dataset"] == "digits" and "torch" in cell["versions"]
     board = (out / "leaderboard.md").read_text()
-    assert "## IPC 1" in board and "| random |" in board and "| herding |" in board and "| 1 |" in board
+    assert "## IPC 1" in board and "| random |" in board and "| all |" in board and "| 1 |" in board
     for plot in ("accuracy_vs_ipc.png", "cross_arch.png", "time_vs_accuracy.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
     assert run_bench(config, out, progress=False) == 0  # nothing left
     # --redo forgets one cell and its files; the next run computes that one only
-    assert forget(config, out, "eval|herding") == ["eval|herding|1|0|convnet|0"]
-    assert "eval-herding-1-0-convnet-0.json" not in _files(out)
+    assert forget(config, out, "eval|all") == ["eval|all|1|0|convnet|0"]
+    assert "eval-all-1-0-convnet-0.json" not in _files(out)
     assert run_bench(config, out, progress=False) == 1
 
 
@@ -76,3 +76,31 @@ def test_another_config_in_the_same_folder_is_refused(tmp_path):
     run_bench(check_config(dict(TINY)), out, max_units=0, progress=False)
     with pytest.raises(GenpriorError, match="another config"):
         run_bench(check_config({**TINY, "seeds": [1]}), out, progress=False)
+
+
+def test_scores_add_the_full_data_and_no_augmentation_cells_and_rank_with_lrs_and_ars(tmp_path):
+    from genprior.lanes import locked
+    from genprior.scores import augmentation_robust_score, label_robust_score
+
+    config, out = check_config({**TINY, "scores": True}), tmp_path / "s"
+    assert cells(config) == ["build|random|1|0", "eval|random|1|0|convnet|0", "plain|random|1|0|convnet|0",
+                             "build|all|1|0", "eval|all|1|0|convnet|0", "plain|all|1|0|convnet|0",
+                             "build|whole|0|0", "eval|whole|0|0|convnet|0"]
+    run_bench(config, out, progress=False)
+    with locked(out / "bench.json", dict) as results:
+        units = results["units"]
+    acc = {k: u["acc"] for k, u in units.items() if "acc" in u}
+    whole = json.loads((out / "sets" / "whole-ipc0-s0" / "meta.json").read_text())
+    assert whole["method"] == "whole" and whole["ipc"] == 140  # digits: its smallest class, for every class
+    lrs = label_robust_score(acc["eval|whole|0|0|convnet|0"], acc["eval|all|1|0|convnet|0"],
+                             acc["eval|all|1|0|convnet|0"], acc["eval|random|1|0|convnet|0"])["lrs"]
+    ars = augmentation_robust_score(acc["eval|all|1|0|convnet|0"], acc["eval|random|1|0|convnet|0"],
+                                    acc["plain|all|1|0|convnet|0"], acc["plain|random|1|0|convnet|0"])["ars"]
+    row = next(line for line in (out / "leaderboard.md").read_text().splitlines() if "| all |" in line)
+    assert f"| {lrs:.3f} ± 0.000 | {ars:.3f} ± 0.000 |" in row
+    assert "Full data (the whole train split, convnet):" in (out / "leaderboard.md").read_text()
+
+
+def test_scores_need_random_real_images():
+    with pytest.raises(GenpriorError, match="add a method"):
+        check_config({**TINY, "scores": True, "methods": {"all": {"baseline": "whole"}}})
