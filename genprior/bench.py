@@ -59,11 +59,13 @@ DEFAULT_CONFIG: Dict[str, Any] = {
         "glad-dm": {"recipe": "glad", "args": ["--variant", "dm", "--iterations", "100"]},
     },
 }
-CONFIG_KEYS = {"name", "dataset", "protocol", "ipcs", "seeds", "archs", "models", "attack", "scores", "methods",
-               "data_root"}
+CONFIG_KEYS = {"name", "dataset", "protocol", "ipcs", "seeds", "archs", "models", "attack", "scores", "setup",
+               "methods", "data_root"}
 #: the pseudo-method of the full-data reference (DD-Ranking's scores): the whole train split
 WHOLE = "whole"
-METHOD_KINDS = ("baseline", "distill", "recipe")
+METHOD_KINDS = ("baseline", "distill", "recipe", "generate")
+#: ``genprior`` commands a setup step may run once for the methods that name it in ``after``
+SETUP_COMMANDS = ("experts", "train")
 
 
 def load_config(path: Optional[str]) -> Dict[str, Any]:
@@ -114,6 +116,18 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
     protocol(config)  # an unknown protocol or bad counts fail here
     if config.get("attack") is not None:
         PGDAttack(**config["attack"])
+    setup = config.setdefault("setup", {})
+    if not isinstance(setup, dict):
+        raise GenpriorError("setup maps a step name to the genprior command it runs, e.g. "
+                            '{"experts": ["experts", "--num-experts", "5", "--out-dir", "{out}/experts"]}')
+    for name, argv in setup.items():
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv) \
+                or argv[0] not in SETUP_COMMANDS:
+            raise GenpriorError(f"setup step {name!r} must be a genprior command ({', '.join(SETUP_COMMANDS)}) and "
+                                f"its flags as a list of strings, got {argv!r}")
+        if argv[0] == "train" and "--output-dir" not in argv:
+            raise GenpriorError(f"setup step {name!r} trains a generator: give it --output-dir (e.g. {{out}}/{name}) so "
+                                "that the methods can generate from it and a killed run resumes")
     methods = config.get("methods")
     if not isinstance(methods, dict) or not methods:
         raise GenpriorError("methods must name at least one method, e.g. {\"random\": {\"baseline\": \"random\"}}")
@@ -132,6 +146,9 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
         args = spec.get("distill", spec.get("args", []))
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             raise GenpriorError(f"method {name!r}: flags are a list of strings, got {args!r}")
+        if "after" in spec and spec["after"] not in setup:
+            raise GenpriorError(f"method {name!r} runs after setup step {spec['after']!r}, which the config does not "
+                                f"define (its steps: {', '.join(setup) or 'none'})")
     if WHOLE in methods:
         raise GenpriorError(f"{WHOLE!r} names the full-data reference of the scores; call the method otherwise")
     if not isinstance(config.get("scores", False), bool):
@@ -167,7 +184,7 @@ def cells(config: Dict[str, Any]) -> List[str]:
     split on the first network (the full-data accuracy)."""
     proto = protocol(config)
     first = config["archs"][0]
-    keys = []
+    keys = [f"setup|{name}" for name in config.get("setup", {})]
     for ipc in config["ipcs"]:
         for method in config["methods"]:
             for seed in config["seeds"]:
@@ -181,9 +198,20 @@ def cells(config: Dict[str, Any]) -> List[str]:
     return keys
 
 
-def deps(key: str) -> List[str]:
-    parts = key.split("|")
-    return [f"build|{'|'.join(parts[1:4])}"] if parts[0] in ("eval", "plain") else []
+def dependencies(config: Dict[str, Any]):
+    """A cell's dependencies: an evaluation waits on its set, a build on its method's setup step."""
+    def deps(key: str) -> List[str]:
+        parts = key.split("|")
+        if parts[0] in ("eval", "plain"):
+            return [f"build|{'|'.join(parts[1:4])}"]
+        after = config["methods"].get(parts[1], {}).get("after") if parts[0] == "build" else None
+        return [f"setup|{after}"] if after else []
+    return deps
+
+
+def expand(args: List[str], out: Path) -> List[str]:
+    """``{out}`` in a flag is the benchmark folder."""
+    return [a.replace("{out}", str(out)) for a in args]
 
 
 def set_dir(out: Path, method: str, ipc: int, seed: int) -> Path:
@@ -195,49 +223,67 @@ def cell_file(out: Path, key: str) -> Path:
 
 
 def build_command(config: Dict[str, Any], method: str, ipc: int, seed: int, out: Path) -> Tuple[List[str], Path]:
-    """The command that makes a method's set, and the set folder it writes."""
+    """The command that makes a method's set (after the interpreter), and the set folder it writes
+    (``RUN/synset`` for a distillation, which is checkpointed in ``RUN``)."""
     spec = {"baseline": "whole"} if method == WHOLE else config["methods"][method]
     folder = set_dir(out, method, ipc, seed)
     common = ["--dataset", config["dataset"], "--ipc", str(max(ipc, 1)), "--seed", str(seed)]
     if config.get("data_root"):
         common += ["--data-root", config["data_root"]]
     if "baseline" in spec:
-        return [sys.executable, "-m", "genprior", "baseline", spec["baseline"], str(folder), *common,
-                "--overwrite"], folder
+        return ["-m", "genprior", "baseline", spec["baseline"], str(folder), *common, "--overwrite"], folder
+    if "generate" in spec:  # a set drawn from a prior or a trained generator, no distillation
+        return ["-m", "genprior", "generate", *expand([spec["generate"]], out), str(folder), *common,
+                *expand(spec.get("args", []), out), "--overwrite"], folder
     head = ["-m", "genprior", "distill", *spec["distill"]] if "distill" in spec else \
         ["-m", f"genprior.recipes.{spec['recipe']}", *spec.get("args", [])]
-    return [*head, *common, "--no-evaluate", "--output-dir", str(folder)], folder / "synset"
+    return [*expand(head, out), *common, "--no-evaluate", "--output-dir", str(folder)], folder / "synset"
 
 
 def run_cell(config: Dict[str, Any], out: Path, key: str, threads: int, cache: Dict[str, Any]) -> Dict[str, Any]:
+    """Compute one cell and write its file (the value, the resolved config, versions, machine)."""
+    value = _compute(config, out, key, threads, cache)
+    write_json_atomic({"cell": key, **value, "config": config, "versions": library_versions(), "machine": machine()},
+                      cell_file(out, key))
+    return value
+
+
+def _run_command(cmd: List[str], run_dir: Optional[Path], threads: int) -> Dict[str, Any]:
+    """A genprior command in its own process (``cmd`` after the interpreter); one that writes a run
+    folder (a distillation, a generator training) is checkpointed and resumes from it."""
+    if run_dir is not None:
+        return run_recipe_unit(cmd, run_dir, threads)
+    value = run_process([sys.executable, *cmd], threads)
+    value["command"] = " ".join(["genprior", *cmd[2:]] if cmd[:2] == ["-m", "genprior"] else ["python", *cmd])
+    return value
+
+
+def _compute(config: Dict[str, Any], out: Path, key: str, threads: int, cache: Dict[str, Any]) -> Dict[str, Any]:
     from .data import load_dataset
     from .evaluate import PGDAttack
     from .synset import load_synset
 
     parts = key.split("|")
+    if parts[0] == "setup":
+        argv = expand(config["setup"][parts[1]], out)
+        run_dir = Path(argv[argv.index("--output-dir") + 1]) if argv[0] == "train" else None
+        return _run_command(["-m", "genprior", *argv], run_dir, threads)
     method, ipc, seed = parts[1], int(parts[2]), int(parts[3])
     if parts[0] == "build":
         cmd, synset = build_command(config, method, ipc, seed, out)
-        if cmd[0] == sys.executable:  # a baseline: one quick process
-            value = run_process(cmd, threads)
-            value["command"] = " ".join(["genprior", *cmd[3:]])
-        else:  # a distillation: resumes from its checkpoints
-            value = run_recipe_unit(cmd, synset.parent, threads)
+        value = _run_command(cmd, synset.parent if synset.name == "synset" else None, threads)
         value["synset"] = str(synset)
-    else:
-        arch, model = parts[4], int(parts[5])
-        if "test" not in cache:
-            cache["test"] = load_dataset(config["dataset"], "test", root=config.get("data_root"))
-        attack = PGDAttack(**config["attack"]) if config.get("attack") and parts[0] == "eval" else None
-        proto = protocol(config)
-        if parts[0] == "plain":  # the same protocol without augmentation (DD-Ranking's ARS)
-            proto = replace(proto, name=f"{proto.name}-noaug", dsa=False)
-        synset = load_synset(json.loads(cell_file(out, f"build|{method}|{ipc}|{seed}").read_text())["synset"])
-        value = eval_unit(synset, cache["test"], arch, model, proto, threads,
-                          state_dir=out / "state" / key.replace("|", "-"), attack=attack)
-    write_json_atomic({"cell": key, **value, "config": config, "versions": library_versions(),
-                       "machine": machine()}, cell_file(out, key))
-    return value
+        return value
+    arch, model = parts[4], int(parts[5])
+    if "test" not in cache:
+        cache["test"] = load_dataset(config["dataset"], "test", root=config.get("data_root"))
+    attack = PGDAttack(**config["attack"]) if config.get("attack") and parts[0] == "eval" else None
+    proto = protocol(config)
+    if parts[0] == "plain":  # the same protocol without augmentation (DD-Ranking's ARS)
+        proto = replace(proto, name=f"{proto.name}-noaug", dsa=False)
+    synset = load_synset(json.loads(cell_file(out, f"build|{method}|{ipc}|{seed}").read_text())["synset"])
+    return eval_unit(synset, cache["test"], arch, model, proto, threads,
+                     state_dir=out / "state" / key.replace("|", "-"), attack=attack)
 
 
 def machine() -> str:
@@ -434,7 +480,8 @@ def run_bench(config: Dict[str, Any], out: Path, threads: int = 1, max_units: Op
         bar.update(sum(k in results["units"] for k in order) - bar.n)
         write_outputs(config, out, results)
 
-    ran = run_lane(results_path, initial, order, deps, lambda key: run_cell(config, out, key, threads, cache),
+    ran = run_lane(results_path, initial, order, dependencies(config),
+                   lambda key: run_cell(config, out, key, threads, cache),
                    on_change=on_change, max_units=max_units, only=(lambda k: only in k) if only else None,
                    poll_s=2.0)
     bar.close()
@@ -450,7 +497,12 @@ def forget(config: Dict[str, Any], out: Path, text: str) -> List[str]:
     def artifacts(key: str) -> List[Path]:
         parts = key.split("|")
         paths = [cell_file(out, key)]
-        if parts[0] == "build":
+        if parts[0] == "setup":
+            argv = expand(config["setup"][parts[1]], out)
+            flag = "--output-dir" if "--output-dir" in argv else "--out-dir" if "--out-dir" in argv else None
+            if flag:
+                paths.append(Path(argv[argv.index(flag) + 1]))
+        elif parts[0] == "build":
             paths.append(set_dir(out, parts[1], int(parts[2]), int(parts[3])))
         else:
             paths.append(out / "state" / key.replace("|", "-"))

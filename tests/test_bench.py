@@ -104,3 +104,34 @@ def test_scores_add_the_full_data_and_no_augmentation_cells_and_rank_with_lrs_an
 def test_scores_need_random_real_images():
     with pytest.raises(GenpriorError, match="add a method"):
         check_config({**TINY, "scores": True, "methods": {"all": {"baseline": "whole"}}})
+
+
+def test_setup_steps_run_once_before_the_methods_that_need_them(tmp_path):
+    from genprior.bench import dependencies
+
+    config = check_config({**TINY, "setup": {
+        "experts": ["experts", "--dataset", "digits", "--num-experts", "1", "--epochs", "1", "--out-dir", "{out}/experts"]},
+        "methods": {"random": {"baseline": "random"},
+                    "mtt": {"distill": ["--prior", "pixel", "--loss", "mtt", "--init", "invert", "--iterations", "1",
+                                        "--loss-option", "buffer={out}/experts", "--loss-option", "syn_steps=2",
+                                        "--loss-option", "expert_epochs=1", "--loss-option", "max_start_epoch=1"],
+                            "after": "experts"},
+                    "samples": {"generate": "mnist5k-stylegan", "args": ["--resize"]}}})
+    out = tmp_path / "b"
+    keys = cells(config)
+    assert keys[0] == "setup|experts" and dependencies(config)("build|mtt|1|0") == ["setup|experts"]
+    assert dependencies(config)("build|samples|1|0") == []
+    assert run_bench(config, out, progress=False) == len(keys)
+    board = (out / "leaderboard.md").read_text()
+    assert "| mtt |" in board and "| samples |" in board
+    assert f"buffer={out}/experts" in board  # {out} is the benchmark folder
+    assert json.loads((out / "cells" / "setup-experts.json").read_text())["command"].startswith("genprior experts")
+    meta = json.loads((out / "sets" / "samples-ipc1-s0" / "meta.json").read_text())
+    assert meta["prior"] == "mnist5k-stylegan" and meta["dataset"] == "digits"
+
+
+def test_a_method_after_an_undefined_setup_step_is_refused():
+    with pytest.raises(GenpriorError, match="does not define"):
+        check_config({**TINY, "methods": {"x": {"recipe": "mtt", "after": "experts"}}})
+    with pytest.raises(GenpriorError, match="give it --output-dir"):
+        check_config({**TINY, "setup": {"g": ["train", "--method", "dim"]}})
