@@ -114,6 +114,10 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
         NETS.entry(arch)
     config["archs"] = list(dict.fromkeys(archs))
     protocol(config)  # an unknown protocol or bad counts fail here
+    models = config.get("models")
+    counts = list(models.values()) if isinstance(models, dict) else [models] if models is not None else []
+    if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in counts):
+        raise GenpriorError(f"models is a positive integer, or one per network ({{\"convnet\": 3, \"*\": 1}}), got {models!r}")
     if config.get("attack") is not None:
         PGDAttack(**config["attack"])
     setup = config.setdefault("setup", {})
@@ -168,12 +172,21 @@ def random_method(config: Dict[str, Any]) -> str:
 
 
 def protocol(config: Dict[str, Any]):
-    """The evaluation protocol a config names, with its model count."""
+    """The evaluation protocol a config names (its epochs; the model counts are ``models_for``'s)."""
     from .evaluate import with_counts
 
     spec = config["protocol"]
     name, epochs = (spec, None) if isinstance(spec, str) else (spec.get("name", "quick"), spec.get("epochs"))
-    return with_counts(name, epochs, config.get("models"))
+    return with_counts(name, epochs)
+
+
+def models_for(config: Dict[str, Any], arch: str) -> int:
+    """Evaluation networks of ``arch`` per set: ``models`` as a number, or per network
+    (``{"convnet": 3, "*": 1}``: ``*`` for the others), else the protocol's count."""
+    models = config.get("models")
+    if isinstance(models, dict):
+        models = models.get(arch, models.get("*"))
+    return protocol(config).num_models if models is None else models
 
 
 # -- cells ---------------------------------------------------------------------------------
@@ -182,7 +195,6 @@ def cells(config: Dict[str, Any]) -> List[str]:
     """Every cell, method by method: the build, then its evaluation networks; with ``scores``,
     the first network trained without augmentation too (``plain``), and, last, the whole train
     split on the first network (the full-data accuracy)."""
-    proto = protocol(config)
     first = config["archs"][0]
     keys = [f"setup|{name}" for name in config.get("setup", {})]
     for ipc in config["ipcs"]:
@@ -190,11 +202,11 @@ def cells(config: Dict[str, Any]) -> List[str]:
             for seed in config["seeds"]:
                 keys.append(f"build|{method}|{ipc}|{seed}")
                 keys += [f"eval|{method}|{ipc}|{seed}|{arch}|{i}" for arch in config["archs"]
-                         for i in range(proto.num_models)]
+                         for i in range(models_for(config, arch))]
                 if config.get("scores"):
-                    keys += [f"plain|{method}|{ipc}|{seed}|{first}|{i}" for i in range(proto.num_models)]
+                    keys += [f"plain|{method}|{ipc}|{seed}|{first}|{i}" for i in range(models_for(config, first))]
     if config.get("scores"):
-        keys += [f"build|{WHOLE}|0|0", *[f"eval|{WHOLE}|0|0|{first}|{i}" for i in range(proto.num_models)]]
+        keys += [f"build|{WHOLE}|0|0", *[f"eval|{WHOLE}|0|0|{first}|{i}" for i in range(models_for(config, first))]]
     return keys
 
 
@@ -296,7 +308,6 @@ def summarize(config: Dict[str, Any], units: Dict[str, Any]) -> Dict[int, List[D
     """Per IPC, one row per method: accuracy per network (mean ± std over seeds x models),
     cross-architecture mean, robust accuracy, build time and peak memory; ranked."""
     table: Dict[int, List[Dict[str, Any]]] = {}
-    proto = protocol(config)
     for ipc in config["ipcs"]:
         rows = []
         for method in config["methods"]:
@@ -304,7 +315,7 @@ def summarize(config: Dict[str, Any], units: Dict[str, Any]) -> Dict[int, List[D
             builds = [units[k] for k in (f"build|{method}|{ipc}|{s}" for s in config["seeds"]) if k in units]
             for arch in config["archs"]:
                 found = [units[f"eval|{method}|{ipc}|{s}|{arch}|{i}"] for s in config["seeds"]
-                         for i in range(proto.num_models) if f"eval|{method}|{ipc}|{s}|{arch}|{i}" in units]
+                         for i in range(models_for(config, arch)) if f"eval|{method}|{ipc}|{s}|{arch}|{i}" in units]
                 if found:
                     row["archs"][arch] = (*mean_std([u["acc"] for u in found]), len(found))
                     if all("robust_acc" in u for u in found):
@@ -327,9 +338,9 @@ def summarize(config: Dict[str, Any], units: Dict[str, Any]) -> Dict[int, List[D
 
 def _accs(config: Dict[str, Any], units: Dict[str, Any], kind: str, method: str, ipc: int) -> Optional[List[float]]:
     """The first network's accuracies of a method at an IPC, seeds x models in order; None until all are in."""
-    proto, first = protocol(config), config["archs"][0]
+    first = config["archs"][0]
     seeds = [0] if method == WHOLE else config["seeds"]
-    keys = [f"{kind}|{method}|{ipc}|{s}|{first}|{i}" for s in seeds for i in range(proto.num_models)]
+    keys = [f"{kind}|{method}|{ipc}|{s}|{first}|{i}" for s in seeds for i in range(models_for(config, first))]
     return [units[k]["acc"] for k in keys] if all(k in units for k in keys) else None
 
 
@@ -359,7 +370,8 @@ def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) ->
     archs = config["archs"]
     attack = config.get("attack")
     lines = [f"# Benchmark {config['name']}: {config['dataset']}, protocol `{proto.name}`", "",
-             f"{proto.epochs} epochs, {proto.num_models} model(s) per network and distillation seed; seeds "
+             f"{proto.epochs} epochs; models per network and distillation seed: "
+             + ", ".join(f"{a} {models_for(config, a)}" for a in archs) + f"; seeds "
              f"{config['seeds']}. Accuracy in %: mean ± std over seeds x models; cross-arch: the mean over "
              f"{', '.join(archs)}. Rank by the cross-arch mean. Build: seconds and peak resident memory of the "
              "process that made the set (mean over seeds)."

@@ -65,6 +65,7 @@ def test_two_processes_share_a_bench_without_running_a_cell_twice(tmp_path):
     ({"methods": {"x": {"recipe": "nope"}}}, GenpriorError, "no recipe 'nope'; known recipes: dc"),
     ({"methods": {"x": {"recipe": "glad", "baseline": "random"}}}, GenpriorError, "exactly one of"),
     ({"methods": {"x|y": {"baseline": "random"}}}, GenpriorError, "cannot be empty or hold"),
+    ({"models": {"convnet": 0}}, GenpriorError, "models is a positive integer"),
 ])
 def test_bad_configs_fail_before_any_work(change, error, message):
     with pytest.raises(error, match=message):
@@ -135,3 +136,9 @@ def test_a_method_after_an_undefined_setup_step_is_refused():
         check_config({**TINY, "methods": {"x": {"recipe": "mtt", "after": "experts"}}})
     with pytest.raises(GenpriorError, match="give it --output-dir"):
         check_config({**TINY, "setup": {"g": ["train", "--method", "dim"]}})
+
+
+def test_models_per_network():
+    config = check_config({**TINY, "archs": ["convnet", "alexnet"], "models": {"convnet": 2, "*": 1}})
+    assert [k for k in cells(config) if k.startswith("eval|random")] == [
+        "eval|random|1|0|convnet|0", "eval|random|1|0|convnet|1", "eval|random|1|0|alexnet|0"]
