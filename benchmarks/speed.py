@@ -5,7 +5,7 @@
     GENPRIOR_KEEP_MEMORY=0 python benchmarks/speed.py --only dm-pixel-ipc1   # the same case with glibc's defaults
     python benchmarks/speed.py --table              # only rewrite benchmarks/results/speed.md
     python benchmarks/speed.py --only step-dc-pixel-ipc1 --profile   # where a step's time goes (torch.profiler)
-    python benchmarks/speed.py --gpu-check --device cuda   # step vs bare decode + backward, bf16 vs fp32: 64 px prior, IPC 50
+    python benchmarks/speed.py --gpu-check --device cuda   # step vs bare decode + backward, bf16 vs fp32: 64 px priors, IPC 50
     python benchmarks/speed.py --gpu-check --tiny   # that path on a CPU at tiny sizes (what the tests run)
 
 **Step** (``step-<loss>-<prior>-ipc<N>``): one distillation iteration of the real loop
@@ -29,10 +29,12 @@ same network on the same batch.
 **Embedding** (``embed-real-batched``): DM's real side, one no-grad ConvNet forward
 per class (what the loop does) against all ten classes in one forward.
 
-**GPU check** (``--gpu-check``): DM on a randomly initialised 64-px StyleGAN (the
-cost does not depend on the weights) at IPC 50, its images resized to ``mnist5k``'s
-28 px: the step's throughput against the prior's bare decode + backward of the same
-set (target >= 0.8), and the bf16 step against the fp32 one (target >= 1.5x).
+**GPU check** (``--gpu-check``): DM on a randomly initialised 64-px StyleGAN (``w+``) and
+a randomly initialised 64-px class-conditional DDPM UNet decoded by 5 DDIM steps
+(``x_T+class``, LD3M's space; the cost does not depend on the weights) at IPC 50, their
+images resized to ``mnist5k``'s 28 px: the step's throughput against the prior's bare
+decode + backward of the same set (target >= 0.8), the bf16 step against the fp32 one
+(target >= 1.5x), and the peak GPU memory of each run.
 
 Every row records the threads, the device and the allocator setting
 (``genprior/runtime.py``) it ran under; rows are keyed by case and setting, so runs
@@ -280,35 +282,66 @@ def time_batched_embedding(repeats: int = 3) -> Dict[str, Any]:
 
 # ---- the GPU check --------------------------------------------------------------------------------
 
-def make_prior(path: Path, resolution: int, tiny: bool) -> None:
+def make_prior(path: Path, family: str, resolution: int, tiny: bool) -> None:
+    """A randomly initialised prior of ``family`` at ``resolution`` (the step's cost does not depend
+    on the weights): a StyleGAN, or a class-conditional pixel DDPM UNet decoded by 5 DDIM steps
+    (LD3M's latent space)."""
     from genprior.data import load_dataset
-    from genprior.priors.stylegan import StyleGAN2Generator, StyleGANPrior
 
     real = load_dataset("mnist5k", "train")
     torch.manual_seed(0)
-    sizes = dict(z_dim=8, w_dim=8, mapping_layers=2, channel_base=64, channel_max=8) if tiny else \
-        dict(z_dim=128, w_dim=128, mapping_layers=4, channel_base=4096, channel_max=256)
-    g = StyleGAN2Generator(c_dim=real.num_classes, img_resolution=resolution, img_channels=real.channels,
-                           output_resolution=resolution, **sizes)
-    StyleGANPrior(g, mean=real.mean, std=real.std, mean_samples=64).save_pretrained(path)
+    if family == "stylegan":
+        from genprior.priors.stylegan import StyleGAN2Generator, StyleGANPrior
+
+        sizes = dict(z_dim=8, w_dim=8, mapping_layers=2, channel_base=64, channel_max=8) if tiny else \
+            dict(z_dim=128, w_dim=128, mapping_layers=4, channel_base=4096, channel_max=256)
+        g = StyleGAN2Generator(c_dim=real.num_classes, img_resolution=resolution, img_channels=real.channels,
+                               output_resolution=resolution, **sizes)
+        StyleGANPrior(g, mean=real.mean, std=real.std, mean_samples=64).save_pretrained(path)
+        return
+    from diffusers import DDIMScheduler, UNet2DModel
+
+    from genprior.priors.diffusion import DiffusionPrior
+
+    widths = (8, 16) if tiny else (64, 128, 128)
+    unet = UNet2DModel(sample_size=resolution, in_channels=real.channels, out_channels=real.channels,
+                       block_out_channels=widths, norm_num_groups=4 if tiny else 32, layers_per_block=1,
+                       down_block_types=("DownBlock2D",) * len(widths), up_block_types=("UpBlock2D",) * len(widths),
+                       num_class_embeds=real.num_classes + 1)  # the last row: the unconditional class
+    DiffusionPrior(unet, DDIMScheduler(clip_sample=False), mean=real.mean, std=real.std,
+                   num_inference_steps=5).save_pretrained(path)
+
+
+#: what the GPU check runs: (prior family, latent space, chunk) at 64 px and IPC 50 (tiny: 16 px, IPC 2)
+GPU_CASES = (("stylegan", "w+", 50), ("diffusion", "x_T+class", 10))
 
 
 def gpu_check(device: str, tiny: bool) -> List[Dict[str, Any]]:
-    """DM on a 64-px StyleGAN at IPC 50 (tiny: 16 px, IPC 2), fp32 and bf16."""
-    resolution, ipc, chunk = (16, 2, 10) if tiny else (64, 50, 50)
+    """DM on a 64-px StyleGAN and a 64-px diffusion prior at IPC 50 (tiny: 16 px, IPC 2), fp32 and
+    bf16: seconds per step, the prior's bare decode + backward of the same set (the limit), and the
+    peak GPU memory of each run."""
+    resolution, ipc = (16, 2) if tiny else (64, 50)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        make_prior(Path(tmp) / "prior", resolution, tiny)
-        for precision in ("no", "bf16"):
-            small = {"loss_options": {"net_options": {"width": 8}}, "batch_real": 16} if tiny else {}
-            cfg = step_config("dm", str(Path(tmp) / "prior"), ipc, {"resize": True, "chunk_size": chunk,
-                                                                     "mixed_precision": precision, **small})
-            r = time_step(cfg, timed=1 if tiny else 3)
-            r["throughput_vs_prior_floor"] = r["prior_floor_s"] / r["step_s"]
-            rows.append({"case": f"gpu-check-dm-stylegan{resolution}-ipc{ipc}-{'fp32' if precision == 'no' else precision}",
-                         "kind": "gpu-check", "precision": precision, **r})
-    fp32, bf16 = rows
-    bf16["bf16_speedup"] = fp32["step_s"] / bf16["step_s"]
+        for family, space, chunk in GPU_CASES:
+            prior = Path(tmp) / family
+            make_prior(prior, family, resolution, tiny)
+            pair = []
+            for precision in ("no", "bf16"):
+                small = {"loss_options": {"net_options": {"width": 8}}, "batch_real": 16} if tiny else {}
+                cfg = step_config("dm", str(prior), ipc, {"resize": True, "chunk_size": 10 if tiny else chunk,
+                                                           "space": space, "mixed_precision": precision, **small})
+                if torch.cuda.is_available() and device.startswith("cuda"):
+                    torch.cuda.reset_peak_memory_stats()
+                r = time_step(cfg, timed=1 if tiny else 3)
+                if torch.cuda.is_available() and device.startswith("cuda"):
+                    r["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+                r["throughput_vs_prior_floor"] = r["prior_floor_s"] / r["step_s"]
+                pair.append({"case": f"gpu-check-dm-{family}{resolution}-ipc{ipc}-"
+                                     f"{'fp32' if precision == 'no' else precision}",
+                             "kind": "gpu-check", "family": family, "precision": precision, **r})
+            pair[1]["bf16_speedup"] = pair[0]["step_s"] / pair[1]["step_s"]
+            rows += pair
     return rows
 
 
@@ -388,13 +421,15 @@ def write_table(rows: List[Dict[str, Any]]) -> None:
                   f"{r['first_activation_mib_batched']:.0f} MiB ({setting(r)})."]
     gpu = [r for r in rows if r["kind"] == "gpu-check"]
     if gpu:
-        lines += ["", "## GPU check (DM, StyleGAN prior, fp32 and bf16)", "",
-                  "| case | s / iteration | prior's decode + backward s | throughput vs the prior's floor | bf16 speed-up | setting |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "## GPU check (DM on a StyleGAN and a diffusion prior, fp32 and bf16)", "",
+                  "| case | s / iteration | prior's decode + backward s | throughput vs the prior's floor | bf16 speed-up | "
+                  "peak GPU MiB | setting |",
+                  "|---|---|---|---|---|---|---|"]
         for r in gpu:
             speedup = f"{r['bf16_speedup']:.2f}x" if "bf16_speedup" in r else "–"
+            peak = f"{r['peak_gpu_mib']:.0f}" if "peak_gpu_mib" in r else "–"
             lines.append(f"| {r['case']} | {r['step_s']:.3f} | {r['prior_floor_s']:.3f} | "
-                         f"{r['throughput_vs_prior_floor']:.2f} | {speedup} | {setting(r)} |")
+                         f"{r['throughput_vs_prior_floor']:.2f} | {speedup} | {peak} | {setting(r)} |")
     from genprior.synset import write_text_atomic
 
     write_text_atomic("\n".join(lines) + "\n", TABLE)

@@ -9,7 +9,7 @@ A benchmark is a JSON config (``DEFAULT_CONFIG`` when none is given)::
                  "glad-dm": {"recipe": "glad", "args": ["--variant", "dm"]}}}
 
 ``protocol`` is a protocol name or ``{"name": "quick", "epochs": 30}`` (other counts, labelled
-custom); ``archs`` may name ``pool`` (the cross-architecture pool); ``attack`` (optional) adds
+custom); ``device`` (default ``cpu``; ``auto``, ``cuda``) is where evaluation networks train; ``archs`` may name ``pool`` (the cross-architecture pool); ``attack`` (optional) adds
 robust accuracy under an L-inf PGD attack; ``"scores": true`` adds DD-Ranking's LRS and ARS
 (``genprior.scores``), which need a ``{"baseline": "random"}`` method, the first network trained
 without augmentation (``plain`` cells) and the whole train split on it (the ``whole`` cells). A method is a baseline (``random``, ``herding``,
@@ -60,7 +60,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     },
 }
 CONFIG_KEYS = {"name", "dataset", "protocol", "ipcs", "seeds", "archs", "models", "attack", "scores", "setup",
-               "methods", "data_root"}
+               "methods", "data_root", "device"}
 #: the pseudo-method of the full-data reference (DD-Ranking's scores): the whole train split
 WHOLE = "whole"
 METHOD_KINDS = ("baseline", "distill", "recipe", "generate")
@@ -98,7 +98,10 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
         raise GenpriorError(f"unknown benchmark config key(s) {', '.join(sorted(unknown))}; known: "
                             f"{', '.join(sorted(CONFIG_KEYS))}")
     config = {"name": "bench", "dataset": "mnist5k", "protocol": "quick", "ipcs": [1], "seeds": [0],
-              "archs": ["convnet"], **config}
+              "archs": ["convnet"], "device": "cpu", **config}
+    from .evaluate import resolve_device
+
+    resolve_device(config["device"])  # an unknown device, or cuda without a GPU, fails here
     DATASETS.entry(config["dataset"])
     for key in ("ipcs", "seeds"):
         values = config[key]
@@ -295,7 +298,7 @@ def _compute(config: Dict[str, Any], out: Path, key: str, threads: int, cache: D
         proto = replace(proto, name=f"{proto.name}-noaug", dsa=False)
     synset = load_synset(json.loads(cell_file(out, f"build|{method}|{ipc}|{seed}").read_text())["synset"])
     return eval_unit(synset, cache["test"], arch, model, proto, threads,
-                     state_dir=out / "state" / key.replace("|", "-"), attack=attack)
+                     state_dir=out / "state" / key.replace("|", "-"), attack=attack, device=config["device"])
 
 
 def machine() -> str:

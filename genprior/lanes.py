@@ -207,7 +207,7 @@ def run_recipe_unit(cmd: list, out: Path, threads: int) -> dict:
 
 
 def eval_unit(synset, test, arch: str, model: int, protocol, threads: int, state_dir: Optional[Path] = None,
-              attack=None) -> dict:
+              attack=None, device: str = "cpu") -> dict:
     """One fresh network of ``arch`` trained on ``synset``; model ``i`` is model ``i`` of
     ``evaluate_synset(..., seed=0)``, so units add up to a normal evaluation. With
     ``state_dir`` (one folder per unit), a killed unit resumes mid-training; with ``attack``
@@ -215,7 +215,7 @@ def eval_unit(synset, test, arch: str, model: int, protocol, threads: int, state
     from .evaluate import evaluate_synset
 
     report = evaluate_synset(synset, archs=[arch], protocol=replace(protocol, num_models=1), test=test,
-                             seed=model, device="cpu", progress=False, state_dir=state_dir, attack=attack)
+                             seed=model, device=device, progress=False, state_dir=state_dir, attack=attack)
     r = report["results"][arch]
     unit = {"acc": r["accs"][0], "time_s": r["time_s"], "seed": model, "threads": threads,
             "keep_freed_memory": report["memory"]["keep_freed_memory"]}

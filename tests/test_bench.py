@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,16 @@ def test_models_per_network():
     config = check_config({**TINY, "archs": ["convnet", "alexnet"], "models": {"convnet": 2, "*": 1}})
     assert [k for k in cells(config) if k.startswith("eval|random")] == [
         "eval|random|1|0|convnet|0", "eval|random|1|0|convnet|1", "eval|random|1|0|alexnet|0"]
+
+
+def test_the_gpu_config_is_refused_at_once_without_a_gpu():
+    import torch
+
+    from genprior.bench import load_config
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(GenpriorError, match="no CUDA device"):
+        load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "gpu_paper_mnist5k.json"))
+    assert len(cells(load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" /
+                                     "leaderboard_mnist5k.json")))) == 501
