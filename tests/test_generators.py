@@ -338,7 +338,7 @@ def test_cli_train_resumes_with_resume_latest(tmp_path, tiny_prior):
 
 def test_minimax_options_are_checked(tmp_path, tiny_diffusion):
     for options, message in (({"scale_factors": "no"}, "scale_factors must be true or false"),
-                             ({"uncond_prob": "high"}, "uncond_prob must be a number"),
+                             ({"uncond_prob": "high"}, "uncond_prob must be a finite number"),
                              ({"memory": "lru"}, "memory must be one of fifo, adaptive")):
         with pytest.raises(GenpriorError, match=message):
             GeneratorTrainer(minimax_config(tiny_diffusion / "pixel", method_options=options), tmp_path / "x")
