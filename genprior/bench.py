@@ -10,7 +10,8 @@ A benchmark is a JSON config (``DEFAULT_CONFIG`` when none is given)::
 
 ``protocol`` is a protocol name or ``{"name": "quick", "epochs": 30}`` (other counts, labelled
 custom); ``device`` (default ``cpu``; ``auto``, ``cuda``) is where evaluation networks train; ``archs`` may name ``pool`` (the cross-architecture pool); ``attack`` (optional) adds
-robust accuracy under an L-inf PGD attack; ``"scores": true`` adds DD-Ranking's LRS and ARS
+robust accuracy under an L-inf PGD attack; ``"diversity": true`` the mean pairwise LPIPS
+distance within each class of every set (``genprior.perceptual``); ``"scores": true`` adds DD-Ranking's LRS and ARS
 (``genprior.scores``), which need a ``{"baseline": "random"}`` method, the first network trained
 without augmentation (``plain`` cells) and the whole train split on it (the ``whole`` cells). A method is a baseline (``random``, ``herding``,
 ``kcenter``), ``genprior distill`` flags, or a recipe with flags; the benchmark adds the
@@ -59,8 +60,8 @@ DEFAULT_CONFIG: Dict[str, Any] = {
         "glad-dm": {"recipe": "glad", "args": ["--variant", "dm", "--iterations", "100"]},
     },
 }
-CONFIG_KEYS = {"name", "dataset", "protocol", "ipcs", "seeds", "archs", "models", "attack", "scores", "setup",
-               "methods", "data_root", "device"}
+CONFIG_KEYS = {"name", "dataset", "protocol", "ipcs", "seeds", "archs", "models", "attack", "scores", "diversity",
+               "setup", "methods", "data_root", "device"}
 #: the pseudo-method of the full-data reference (DD-Ranking's scores): the whole train split
 WHOLE = "whole"
 METHOD_KINDS = ("baseline", "distill", "recipe", "generate")
@@ -158,8 +159,9 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
                                 f"define (its steps: {', '.join(setup) or 'none'})")
     if WHOLE in methods:
         raise GenpriorError(f"{WHOLE!r} names the full-data reference of the scores; call the method otherwise")
-    if not isinstance(config.get("scores", False), bool):
-        raise GenpriorError(f"scores is true or false, got {config['scores']!r}")
+    for key in ("scores", "diversity"):
+        if not isinstance(config.get(key, False), bool):
+            raise GenpriorError(f"{key} is true or false, got {config[key]!r}")
     if config.get("scores"):
         random_method(config)  # scores need random real images to compare with
     return config
@@ -288,6 +290,10 @@ def _compute(config: Dict[str, Any], out: Path, key: str, threads: int, cache: D
         cmd, synset = build_command(config, method, ipc, seed, out)
         value = _run_command(cmd, synset.parent if synset.name == "synset" else None, threads)
         value["synset"] = str(synset)
+        if config.get("diversity") and method != WHOLE:
+            from .perceptual import class_diversity
+
+            value["diversity"] = class_diversity(load_synset(synset))
         return value
     arch, model = parts[4], int(parts[5])
     if "test" not in cache:
@@ -327,6 +333,8 @@ def summarize(config: Dict[str, Any], units: Dict[str, Any]) -> Dict[int, List[D
             row["cross"] = sum(m for m, _, _ in row["archs"].values()) / len(row["archs"]) if complete else None
             row["robust_cross"] = (sum(row["robust"].values()) / len(row["robust"])
                                    if complete and len(row["robust"]) == len(config["archs"]) else None)
+            divs = [b["diversity"]["mean"] for b in builds if b.get("diversity", {}).get("mean") is not None]
+            row["diversity"] = sum(divs) / len(divs) if divs else None
             row["build_s"] = sum(b["time_s"] for b in builds) / len(builds) if builds else None
             row["peak_mib"] = max(b["peak_rss_mib"] for b in builds) if builds else None
             if config.get("scores"):
@@ -389,8 +397,14 @@ def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) ->
                         "accuracy and IOR = set minus random accuracy; ARS from the gains over random with the "
                         "protocol's augmentation and without it. Full data (the whole train split, "
                         f"{archs[0]}): " + (f"{100 * full[0]:.2f} ± {100 * full[1]:.2f} %." if full else "not yet.")]
+    diverse = bool(config.get("diversity"))
+    if diverse:
+        described = next((b["diversity"] for b in results["units"].values() if "diversity" in b), None)
+        lines[-1:-1] = ["Diversity: the mean pairwise LPIPS distance within each class, averaged over classes "
+                        "(undefined at IPC 1)" + (f"; backbone {described['backbone']}, weights {described['weights']}."
+                                                  if described else ".")]
     head = ["rank", "method", *archs, "cross-arch", *(["robust cross-arch"] if attack else []),
-            *(["LRS", "ARS"] if scored else []), "build s", "peak MiB"]
+            *(["LRS", "ARS"] if scored else []), *(["LPIPS diversity"] if diverse else []), "build s", "peak MiB"]
     for ipc, rows in table.items():
         lines += [f"## IPC {ipc}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
@@ -403,6 +417,8 @@ def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) ->
             if scored:
                 for name in ("lrs", "ars"):
                     cols.append(f"{r[name][name]:.3f} ± {r[name][name + '_std']:.3f}" if r.get(name) else "–")
+            if diverse:
+                cols.append(f"{r['diversity']:.4f}" if r["diversity"] is not None else "–")
             cols.append(f"{r['build_s']:.0f}" if r["build_s"] is not None else "–")
             cols.append(f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "–")
             lines.append("| " + " | ".join(cols) + " |")

@@ -40,6 +40,9 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
                    help="also report accuracy under an L-inf PGD attack of this budget in pixel units "
                         "(images in [0, 1]; e.g. 0.1 or 8/255)")
     p.add_argument("--pgd-steps", type=int, default=10, help="PGD steps (default 10; step size EPS/4)")
+    p.add_argument("--diversity", action="store_true",
+                   help="also report the mean pairwise LPIPS distance within each class (AlexNet backbone; a random "
+                        "backbone, said so, where its ImageNet weights are not in the torch cache)")
 
 
 def pixel_budget(text: str) -> float:
@@ -118,6 +121,10 @@ def _run_evaluation(synset, out_dir: Path, args) -> dict:
     report = evaluate_synset(synset, archs=archs, protocol=proto, data_root=args.data_root, seed=args.seed,
                              device=args.device, soft_labels=args.soft_labels, state_dir=args.state_dir,
                              attack=attack)
+    if getattr(args, "diversity", False):
+        from .perceptual import class_diversity
+
+        report["diversity"] = class_diversity(synset)
     tag = POOL_ALIAS if len(archs) > 1 and set(archs) == set(_archs([POOL_ALIAS])) else "+".join(archs)
     out = Path(args.out) if getattr(args, "out", None) else out_dir / f"eval_{proto.name}_{tag}.json"
     report["synset"] = str(out_dir)
@@ -129,6 +136,10 @@ def _run_evaluation(synset, out_dir: Path, args) -> dict:
     if "cross_arch_mean" in report:
         robust = f", robust {100 * report['cross_arch_robust_mean']:.2f} %" if attack else ""
         print(f"{'cross-arch':>12}: {100 * report['cross_arch_mean']:.2f} %{robust}")
+    if "diversity" in report:
+        d = report["diversity"]
+        value = f"{d['mean']:.4f}" if d["mean"] is not None else "undefined at IPC 1 (no pair in a class)"
+        print(f"{'diversity':>12}: {value} (mean pairwise LPIPS within classes; {d['backbone']}, {d['weights']})")
     print(f"report: {out}")
     return report
 

@@ -103,6 +103,17 @@ def test_scores_add_the_full_data_and_no_augmentation_cells_and_rank_with_lrs_an
     assert "Full data (the whole train split, convnet):" in (out / "leaderboard.md").read_text()
 
 
+def test_diversity_is_measured_on_every_built_set(tmp_path):
+    config = check_config({**TINY, "ipcs": [2], "diversity": True, "methods": {"random": {"baseline": "random"}}})
+    out = tmp_path / "d"
+    run_bench(config, out, progress=False)
+    div = json.loads((out / "cells" / "build-random-2-0.json").read_text())["diversity"]
+    board = (out / "leaderboard.md").read_text()
+    row = next(line for line in board.splitlines() if "| random |" in line)
+    assert div["metric"] == "lpips" and div["mean"] > 0 and len(div["per_class"]) == 10
+    assert "| LPIPS diversity |" in board and f"| {div['mean']:.4f} |" in row and "backbone alex, weights" in board
+
+
 def test_scores_need_random_real_images():
     with pytest.raises(GenpriorError, match="add a method"):
         check_config({**TINY, "scores": True, "methods": {"all": {"baseline": "whole"}}})

@@ -1,0 +1,63 @@
+"""LPIPS: the real metric where its backbone's weights are cached, a stated fallback elsewhere,
+and the within-class diversity of a set."""
+import pytest
+import torch
+
+from genprior.errors import GenpriorError
+from genprior.perceptual import backbone_weights_file, class_diversity, lpips_metric, to_lpips_input
+from genprior.synset import SyntheticSet
+
+
+@pytest.fixture
+def no_cached_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+
+def _set(images01, labels):
+    return SyntheticSet(images=(images01 - 0.5) / 0.5, labels=labels, mean=(0.5,), std=(0.5,), dataset="digits",
+                        class_names=[str(c) for c in range(10)], method="test")
+
+
+def test_without_cached_weights_the_fallback_is_stated_or_refused(no_cached_weights):
+    metric, info = lpips_metric("alex")
+    assert info["backbone"] == "alex" and info["weights"].startswith("random (pnet_rand=True")
+    assert "alexnet-owt-7be5be79.pth" in info["weights"]
+    with pytest.raises(GenpriorError, match="needs its ImageNet backbone weights at .*alexnet-owt-7be5be79.pth"):
+        lpips_metric("alex", allow_fallback=False)
+    with pytest.raises(GenpriorError, match="unknown LPIPS backbone"):
+        backbone_weights_file("resnet")
+
+
+def test_diversity_is_zero_for_copies_and_grows_with_differences(no_cached_weights):
+    torch.manual_seed(0)
+    base = torch.rand(10, 1, 28, 28)
+    labels = torch.arange(10).repeat_interleave(3)
+    copies = _set(base.repeat_interleave(3, dim=0), labels)
+    noisy = _set((base.repeat_interleave(3, dim=0) + 0.3 * torch.randn(30, 1, 28, 28)).clamp(0, 1), labels)
+    metric, info = lpips_metric("alex")
+    same, diverse = class_diversity(copies, metric, info), class_diversity(noisy, metric, info)
+    assert same["mean"] == pytest.approx(0.0, abs=1e-6) and diverse["mean"] > 0.01
+    assert len(diverse["per_class"]) == 10 and diverse["input_size"] == [64, 64] and diverse["backbone"] == "alex"
+    one = _set(base, torch.arange(10))
+    assert class_diversity(one, metric, info)["mean"] is None  # IPC 1: no pair in a class
+
+
+def test_lpips_input_is_three_channels_in_minus_one_one():
+    x = to_lpips_input(torch.ones(2, 1, 8, 8))
+    assert x.shape == (2, 3, 64, 64) and torch.allclose(x, torch.ones_like(x))
+    with pytest.raises(GenpriorError, match="1- or 3-channel"):
+        to_lpips_input(torch.zeros(1, 2, 8, 8))
+
+
+def test_evaluate_reports_diversity_beside_accuracy(tmp_path, no_cached_weights, capsys):
+    import json
+
+    from genprior.cli import main
+
+    out = tmp_path / "set"
+    assert main(["baseline", "random", str(out), "--ipc", "2", "--dataset", "digits"]) == 0
+    assert main(["evaluate", str(out), "--epochs", "1", "--models", "1", "--diversity"]) == 0
+    report = json.loads(next(out.glob("eval_*.json")).read_text())
+    d = report["diversity"]
+    assert d["metric"] == "lpips" and d["weights"].startswith("random") and d["mean"] > 0
+    assert "mean pairwise LPIPS within classes; alex, random" in capsys.readouterr().out
