@@ -260,7 +260,8 @@ def _key_values(pairs: List[str], flag: str) -> dict:
     return out
 
 
-DISTILL_FLAGS = ("dataset", "prior", "space", "loss", "ipc", "iterations", "init", "init_from", "invert_steps", "lr",
+DISTILL_FLAGS = ("dataset", "prior", "space", "loss", "ipc", "iterations", "init", "init_from", "invert_steps",
+                 "invert_lpips", "lr",
                  "optimizer", "batch_real", "chunk_size", "mixed_precision", "seed", "checkpoint_every", "log_every", "eval_every", "eval_epochs",
                  "resize", "resolution", "method")
 
@@ -529,6 +530,8 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init-from", metavar="SET_DIR",
                    help="with --init invert: start from this set's images (a baseline such as herding, or another run's start)")
     g.add_argument("--invert-steps", type=int)
+    g.add_argument("--invert-lpips", type=finite_float, metavar="WEIGHT",
+                   help="GAN inversion (--init invert): add WEIGHT x LPIPS to the pixel MSE (default 0: pixels only)")
     g.add_argument("--lr", type=finite_float, help="latent learning rate")
     g.add_argument("--latent-lr", action="append", metavar="KEY=LR", help="learning rate for one latent, e.g. F=10 (repeatable)")
     g.add_argument("--optimizer", help="adam or sgd")

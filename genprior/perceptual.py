@@ -56,7 +56,9 @@ def lpips_metric(backbone: str = "alex", allow_fallback: bool = True,
     if not real and not allow_fallback:
         raise GenpriorError(f"LPIPS ({backbone}) needs its ImageNet backbone weights at {weights}; copy that file "
                             "there (genprior never downloads), or allow the random-backbone fallback")
-    with warnings.catch_warnings():  # torchvision's deprecation notes about LPIPS's loading
+    # torchvision's deprecation notes about LPIPS's loading are silenced; a random backbone's draws
+    # leave the caller's random-number stream where it was
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.simplefilter("ignore")
         model = lpips.LPIPS(net=backbone, pretrained=True, pnet_rand=not real, verbose=False)
     model = model.eval().requires_grad_(False).to(device)

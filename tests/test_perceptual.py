@@ -61,3 +61,34 @@ def test_evaluate_reports_diversity_beside_accuracy(tmp_path, no_cached_weights,
     d = report["diversity"]
     assert d["metric"] == "lpips" and d["weights"].startswith("random") and d["mean"] > 0
     assert "mean pairwise LPIPS within classes; alex, random" in capsys.readouterr().out
+
+
+def test_gan_inversion_takes_an_lpips_term_and_the_run_records_which_metric(tmp_path, no_cached_weights):
+    import json
+
+    from genprior.data import load_dataset
+    from genprior.distill import DistillConfig, LatentDistiller
+    from genprior.priors.load import load_prior
+
+    prior = load_prior("mnist5k-stylegan")
+    train = load_dataset("mnist5k", "train")
+    images, labels = train.images[:2], train.labels[:2]
+    metric, _ = lpips_metric("alex")
+    kw = dict(steps=3, generator=torch.Generator().manual_seed(0))
+    plain = prior.invert(images, labels, **kw)["w+"]
+    with_lpips = prior.invert(images, labels, lpips=metric, lpips_weight=10.0, **kw)["w+"]
+    assert not torch.allclose(plain, with_lpips)  # the perceptual term moved the latents
+    assert torch.equal(plain, prior.invert(images, labels, lpips=metric, lpips_weight=0.0, **kw)["w+"])
+    with pytest.raises(GenpriorError, match="needs an LPIPS module"):
+        prior.invert(images, labels, lpips_weight=1.0, **kw)
+
+    cfg = DistillConfig(dataset="mnist5k", prior="mnist5k-stylegan", ipc=1, iterations=1, init="invert",
+                        invert_steps=2, invert_lpips=1.0)
+    synset = LatentDistiller(cfg, tmp_path / "run", progress=False).run()
+    recorded = json.loads((tmp_path / "run" / "inversion.json").read_text())
+    assert recorded["lpips_weight"] == 1.0 and recorded["weights"].startswith("random (pnet_rand=True")
+    assert recorded["reconstruction"]["mse"] > 0 and recorded["reconstruction"]["lpips"] > 0
+    assert synset.config["inversion"] == recorded
+    assert json.loads((tmp_path / "run" / "synset" / "meta.json").read_text())["config"]["inversion"] == recorded
+    with pytest.raises(GenpriorError, match="invert_lpips is the weight"):
+        LatentDistiller(DistillConfig(**{**cfg.__dict__, "invert_lpips": -1.0}), tmp_path / "bad", progress=False)

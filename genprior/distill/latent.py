@@ -67,6 +67,10 @@ class DistillConfig:
     #: e.g. a herding or k-center baseline, or the exact start of another code's run
     init_from: Optional[str] = None
     invert_steps: int = 100
+    #: weight of the LPIPS term beside the pixel MSE when GAN latents are found by inversion
+    #: (0: pixels only); the metric that ran (backbone, ImageNet or random weights) goes into
+    #: RUN/inversion.json and the set's meta.json
+    invert_lpips: float = 0.0
     lr: float = 0.01
     latent_lrs: Dict[str, float] = field(default_factory=dict)
     optimizer: str = "sgd"
@@ -116,6 +120,8 @@ def check_config(cfg: DistillConfig) -> None:
     for name in ("iterations", "chunk_size", "batch_real", "checkpoint_every", "log_every", "eval_epochs", "invert_steps"):
         if getattr(cfg, name) < 1:
             raise GenpriorError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if isinstance(cfg.invert_lpips, bool) or not isinstance(cfg.invert_lpips, (int, float)) or cfg.invert_lpips < 0:
+        raise GenpriorError(f"invert_lpips is the weight of LPIPS in the inversion: a number >= 0, got {cfg.invert_lpips!r}")
     if cfg.init_from is not None and cfg.init != "invert":
         raise GenpriorError(f"--init-from starts the latents from a set's images by inversion; pass --init invert "
                             f"(got --init {cfg.init})")
@@ -133,6 +139,7 @@ def check_config(cfg: DistillConfig) -> None:
 # ---- saved latents -------------------------------------------------------------------------
 
 LATENTS_FILE = "latents.safetensors"
+INVERSION_FILE = "inversion.json"
 LATENTS_META = "latents.json"
 
 
@@ -231,12 +238,43 @@ class LatentDistiller(TrainingRun):
             kwargs = {"batch_size": cfg.chunk_size, "progress": self.progress and self.acc.is_main_process}
             if self.prior.inverts_by_optimisation:
                 kwargs["steps"] = cfg.invert_steps
+                inversion: Dict[str, Any] = {"objective": "pixel MSE", "lpips_weight": cfg.invert_lpips,
+                                             "steps": cfg.invert_steps}
+                if cfg.invert_lpips:
+                    from ..perceptual import lpips_metric
+
+                    kwargs["lpips"], info = lpips_metric("alex", device=str(self.device))
+                    kwargs["lpips_weight"] = cfg.invert_lpips
+                    inversion.update(objective="pixel MSE + lpips_weight x LPIPS", **info)
+            else:
+                inversion = {"objective": f"{type(self.prior).__name__}'s own inversion (no optimisation)"}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(cfg.seed, "init-global"))
             latents = self.prior.init_latents(self.prior_labels, space=self.space, method=cfg.init, images=images,
                                               generator=gen, **kwargs)
         self.latents = {k: v.detach().float().to(self.device).requires_grad_(True) for k, v in latents.items()}
         self._build_optimizer()
+        if images is not None and self.acc.is_main_process:
+            inversion["reconstruction"] = self._reconstruction_error(latents, images, kwargs.get("lpips"))
+            write_json_atomic(inversion, self.run_dir / INVERSION_FILE)
+
+    @torch.no_grad()
+    def _reconstruction_error(self, latents, images: torch.Tensor, metric=None) -> Dict[str, Any]:
+        """How far the start decodes from the images it was inverted from: the pixel MSE (in the
+        normalised space the inversion minimises) and the mean LPIPS distance, with the metric
+        the inversion used or, when it used none, LPIPS all the same, so runs compare."""
+        from ..perceptual import lpips_metric, to_lpips_input
+
+        info = None
+        if metric is None:
+            metric, info = lpips_metric("alex", device=str(self.device))
+        decoded = self.prior.decode(latents, self.prior_labels, chunk_size=self.cfg.chunk_size)
+        mean, std = self.prior.out_mean, self.prior.out_std
+        lp = metric(to_lpips_input((decoded * std + mean).clamp(0, 1)), to_lpips_input((images * std + mean).clamp(0, 1)))
+        out = {"mse": float((decoded - images).square().mean()), "lpips": float(lp.mean())}
+        if info is not None:
+            out["lpips_weights"] = info["weights"]
+        return out
 
     def _init_images(self) -> torch.Tensor:
         """The images of the ``init_from`` set, checked against this run: dataset, normalisation,
@@ -407,7 +445,12 @@ class LatentDistiller(TrainingRun):
                             dataset=self.real.name, class_names=self.real.class_names,
                             method=method_name(self.cfg), prior=self.cfg.prior,
                             config={"distill": asdict(self.cfg), "space": self.space, "matcher": self.matcher.describe(),
-                                    "prior_card": self.prior.describe()})
+                                    "prior_card": self.prior.describe(), **self._inversion()})
+
+    def _inversion(self) -> Dict[str, Any]:
+        """How the start was found, when it was by inversion (``RUN/inversion.json``)."""
+        path = self.run_dir / INVERSION_FILE
+        return {"inversion": json.loads(path.read_text())} if path.is_file() else {}
 
     def _quick_eval(self, it: int) -> None:
         from ..evaluate import evaluate_synset, with_counts

@@ -173,17 +173,29 @@ class Prior(nn.Module, metaclass=ABCMeta):
 
     def invert(self, images: torch.Tensor, labels: torch.Tensor, space: Optional[str] = None,
                steps: int = 200, lr: float = 0.05, generator: Optional[torch.Generator] = None,
-               progress: bool = False, batch_size: Optional[int] = None) -> Latents:
+               progress: bool = False, batch_size: Optional[int] = None, lpips: Optional[nn.Module] = None,
+               lpips_weight: float = 0.0) -> Latents:
         """Find latents whose decoding reconstructs ``images`` (normalised), by Adam on
-        the pixel MSE from the class-mean (or random) start. With ``batch_size`` the
+        the pixel MSE from the class-mean (or random) start, plus ``lpips_weight`` times the
+        mean LPIPS distance (``lpips``, a ``genprior.perceptual.lpips_metric``) as StyleGAN2's
+        projector matches images perceptually. With ``batch_size`` the
         images are inverted that many at a time, so memory is bounded by the batch; each
         latent's gradient depends only on its own image and the loss is normalised by
         the whole set, so the result equals inverting all at once (up to float
         rounding). Diffusion priors override this with DDIM inversion."""
         space = self.check_space(space or self.default_space)
+        if lpips_weight and lpips is None:
+            raise GenpriorError("lpips_weight needs an LPIPS module (genprior.perceptual.lpips_metric)")
         start = "mean" if self.supports_mean_init else "random"
         init = self._init_space(labels, space, start, generator)
         target = images.detach().to(self.out_mean.device)
+        if lpips_weight:
+            from ..perceptual import to_lpips_input
+
+            def perceptual(x: torch.Tensor) -> torch.Tensor:  # normalised images -> LPIPS's input
+                return to_lpips_input((x * self.out_std + self.out_mean).clamp(0, 1))
+
+            target_p = perceptual(target)
         n = labels.shape[0]
         batch_size = n if batch_size is None else max(1, int(batch_size))
         parts = []
@@ -193,8 +205,10 @@ class Prior(nn.Module, metaclass=ABCMeta):
             latents = {k: v[lo:hi].detach().clone().requires_grad_(True) for k, v in init.items()}
             opt = torch.optim.Adam(latents.values(), lr=lr)
             for _ in range(steps):
-                err = self.decode(latents, labels[lo:hi]) - target[lo:hi]
-                loss = err.square().sum() / target.numel()  # the whole set's mean, split by batch
+                decoded = self.decode(latents, labels[lo:hi])
+                loss = (decoded - target[lo:hi]).square().sum() / target.numel()  # the whole set's mean, split by batch
+                if lpips_weight:
+                    loss = loss + lpips_weight * lpips(perceptual(decoded), target_p[lo:hi]).sum() / n
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
