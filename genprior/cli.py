@@ -28,7 +28,9 @@ def _archs(values: List[str]) -> List[str]:
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--archs", nargs="+", default=["convnet"],
                    help=f"networks to train on the set; '{POOL_ALIAS}' = the cross-architecture pool")
-    p.add_argument("--protocol", default="quick", help="quick (300 epochs, 3 models) or paper (1000 epochs, 5 models)")
+    p.add_argument("--protocol", default="quick", help="quick (300 epochs, 3 models), paper (1000 epochs, 5 models) "
+                   "or soft (SRe2L/RDED's soft labels from a teacher: --teacher)")
+    p.add_argument("--teacher", help="the teacher folder of the soft protocol (`genprior teacher`)")
     p.add_argument("--epochs", type=int, help="override the protocol's epochs (the result is then labelled custom)")
     p.add_argument("--models", type=int, help="override the protocol's number of models per architecture")
     p.add_argument("--soft-labels", action="store_true", help="train on the set's soft labels")
@@ -93,7 +95,13 @@ def _check_eval_args(args) -> None:
     from .evaluate import resolve_device, with_counts
     from .nets import NETS
 
-    with_counts(args.protocol, args.epochs, args.models)
+    proto = with_counts(args.protocol, args.epochs, args.models)
+    teacher = getattr(args, "teacher", None)
+    if proto.temperature > 0 and not teacher:
+        raise GenpriorError(f"protocol {args.protocol!r} distils from a teacher: pass --teacher DIR (train one with "
+                            "`genprior teacher --dataset DATASET`)")
+    if teacher and not (Path(teacher) / "teacher.json").is_file():
+        raise GenpriorError(f"--teacher {teacher} is not a teacher folder; train one with `genprior teacher`")
     for arch in _archs(args.archs):
         NETS.entry(arch)  # unknown name: the error lists the known ones
     resolve_device(args.device)
@@ -120,7 +128,7 @@ def _run_evaluation(synset, out_dir: Path, args) -> dict:
     attack = _attack(args)
     report = evaluate_synset(synset, archs=archs, protocol=proto, data_root=args.data_root, seed=args.seed,
                              device=args.device, soft_labels=args.soft_labels, state_dir=args.state_dir,
-                             attack=attack)
+                             attack=attack, teacher=getattr(args, "teacher", None))
     if getattr(args, "diversity", False):
         from .perceptual import class_diversity
 
@@ -357,6 +365,23 @@ def cmd_export(args) -> None:
     synset = export_run(args.run_dir, args.out, chunk_size=args.chunk_size, overwrite=args.overwrite,
                         mixed_precision=args.mixed_precision)
     print(f"decoded {len(synset)} images: {args.out or Path(args.run_dir) / 'export'}")
+
+
+def cmd_teacher(args) -> None:
+    from .evaluate import resolve_device
+    from .nets import NETS
+    from .teacher import train_teacher
+
+    NETS.entry(args.arch)
+    resolve_device(args.device)
+    if args.epochs < 1:
+        raise GenpriorError(f"--epochs must be at least 1, got {args.epochs}")
+    out = Path(args.out) if args.out else Path("runs") / "teachers" / f"{args.dataset}-{args.arch}"
+    _check_folder_arg(out, "--out")
+    folder = train_teacher(args.dataset, out, arch=args.arch, epochs=args.epochs, seed=args.seed, device=args.device,
+                           data_root=args.data_root)
+    card = json.loads((folder / "teacher.json").read_text())
+    print(f"teacher {args.arch} on {card['dataset']}: test accuracy {100 * card['test_accuracy']:.2f} %; {folder}")
 
 
 def cmd_bench(args) -> None:
@@ -676,6 +701,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.set_defaults(fn=cmd_experts)
 
+    p = sub.add_parser("teacher", help="train the teacher of the soft-label protocol on a dataset's whole train split")
+    p.add_argument("--dataset", default="mnist5k")
+    p.add_argument("--arch", default="convnet")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="the teacher folder (default: runs/teachers/<dataset>-<arch>)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.set_defaults(fn=cmd_teacher)
+
     p = sub.add_parser("bench", help="methods x IPCs x networks x seeds under one protocol: resumable cells, "
                                      "a leaderboard and plots")
     p.add_argument("config", nargs="?", help="a JSON benchmark config (default: random real, pixel DM and GLaD-DM "
@@ -700,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="write the upload folder and its card, push nothing")
     p.add_argument("--stage-dir", help="where the upload folder is written (default: a new temporary folder)")
     p.set_defaults(fn=cmd_push)
-    for name in ("evaluate", "baseline", "generate", "distill", "train", "experts"):  # also after the command
+    for name in ("evaluate", "baseline", "generate", "distill", "train", "experts", "teacher"):  # also after the command
         sub.choices[name].add_argument("--data-root", default=argparse.SUPPRESS, help=DATA_ROOT_HELP)
     return parser
 

@@ -42,11 +42,30 @@ class Protocol:
     weight_decay: float = 5e-4
     batch_size: int = 256
     dsa: bool = True
+    #: ``sgd`` (with ``momentum``) or ``adamw``
+    optimizer: str = "sgd"
+    #: ``step`` (lr x0.1 and a fresh optimiser at ``lr_drop_epoch``) or ``cosine`` (per epoch, to 0)
+    schedule: str = "step"
+    #: > 0: knowledge distillation at this temperature from a teacher labelling every augmented
+    #: batch (the soft-label protocol); 0: the set's own labels
+    temperature: float = 0.0
+    #: CutMix's Beta parameter, applied to every batch (0: off)
+    cutmix: float = 0.0
 
+
+#: the fields added after the first protocols; left at these values they stay out of a training
+#: state's fingerprint, so states saved before them still resume
+_LATER_FIELDS = {"optimizer": "sgd", "schedule": "step", "temperature": 0.0, "cutmix": 0.0}
 
 PROTOCOLS: Dict[str, Protocol] = {
     "paper": Protocol("paper", epochs=1000, lr_drop_epoch=500, num_models=5),
     "quick": Protocol("quick", epochs=300, lr_drop_epoch=150, num_models=3),
+    # SRe2L / RDED's soft-label protocol (Yin et al. 2023; Sun et al. 2024): a teacher trained on
+    # the real data labels every augmented, CutMix-ed batch of the set; the student learns by KL
+    # divergence at temperature 20 (no T^2 factor, as their code); AdamW lr 1e-3, weight decay
+    # 0.01, cosine to 0 (SRe2L's), 300 epochs. Augmentation: the dataset's DSA family per image.
+    "soft": Protocol("soft", epochs=300, lr_drop_epoch=300, num_models=3, lr=1e-3, weight_decay=0.01,
+                     batch_size=100, optimizer="adamw", schedule="cosine", temperature=20.0, cutmix=1.0),
 }
 
 
@@ -74,20 +93,28 @@ def _fingerprint(images: torch.Tensor, targets: torch.Tensor, protocol: Protocol
     data = (f"{tuple(images.shape)}:{float(images.sum(dtype=torch.float64)):.9e}:"
             f"{tuple(targets.shape)}:{targets.dtype}:{float(targets.sum(dtype=torch.float64)):.9e}")
     n_params = sum(p.numel() for p in net.parameters())
-    return json.dumps({"data": data, "protocol": asdict(protocol), "net": f"{type(net).__name__}:{n_params}"}, sort_keys=True)
+    proto = {k: v for k, v in asdict(protocol).items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+    return json.dumps({"data": data, "protocol": proto, "net": f"{type(net).__name__}:{n_params}"}, sort_keys=True)
 
 
 def _save_train_state(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
                       epoch: int, lr: float, fingerprint: str, elapsed_s: Optional[float] = None) -> None:
     """Everything needed to continue training bit-identically after ``epoch`` epochs (safetensors, atomic)."""
+    from .distill.common import flatten_optimizer
+
     tensors = {f"net.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
-    for i, p in enumerate(net.parameters()):
-        buf = opt.state.get(p, {}).get("momentum_buffer")
-        if buf is not None:
-            tensors[f"momentum.{i}"] = buf.detach().contiguous()
+    info: Dict[str, Any] = {"epoch": epoch, "lr": lr, "for": fingerprint, "elapsed_s": elapsed_s}
+    if isinstance(opt, torch.optim.SGD):  # the momentum buffers (the layout of the first states)
+        for i, p in enumerate(net.parameters()):
+            buf = opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                tensors[f"momentum.{i}"] = buf.detach().contiguous()
+    else:  # any other optimiser: its whole state
+        opt_tensors, info["optimizer"] = flatten_optimizer(opt)
+        tensors.update(opt_tensors)
     tensors["rng.generator"] = generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {_STATE_META: json.dumps({"epoch": epoch, "lr": lr, "for": fingerprint, "elapsed_s": elapsed_s})}
+    meta = {_STATE_META: json.dumps(info)}
     save_tensors_atomic({k: v.cpu() for k, v in tensors.items()}, path, metadata=meta)
 
 
@@ -120,6 +147,8 @@ def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generat
     except (RuntimeError, KeyError) as e:
         raise GenpriorError(f"training state {path} does not fit this network ({str(e).splitlines()[0]}); {fix}") from None
     momentum = {int(k.split(".")[1]): v.to(device) for k, v in tensors.items() if k.startswith("momentum.")}
+    if "optimizer" in info:  # another optimiser's whole state, restored by train_net once it is built
+        momentum = {"optimizer": (tensors, info["optimizer"])}
     return epoch, lr, momentum, elapsed
 
 
@@ -134,8 +163,12 @@ def train_net(
     state_path: Optional[Union[str, Path]] = None,
     save_every: int = 10,
     timing: Optional[Dict[str, Any]] = None,
+    teacher: Optional[torch.nn.Module] = None,
 ) -> torch.nn.Module:
-    """SGD on (images, targets) for ``protocol.epochs``; lr ×0.1 and a fresh optimiser at the drop.
+    """SGD on (images, targets) for ``protocol.epochs``; lr ×0.1 and a fresh optimiser at the drop
+    (or AdamW and a cosine schedule, as the protocol says). With ``protocol.temperature`` > 0,
+    ``teacher`` labels every augmented (and CutMix-ed) batch and the network learns by KL
+    divergence at that temperature (the soft-label protocol); ``targets`` then only order the set.
 
     ``targets`` are class indices, or rows of class probabilities for soft labels.
     With ``state_path``, the training state (weights, momentum, random-number
@@ -149,8 +182,13 @@ def train_net(
     """
     device = images.device
     lr = protocol.lr
+    if protocol.temperature > 0 and teacher is None:
+        raise GenpriorError(f"protocol {protocol.name!r} distils from a teacher: pass one (--teacher DIR, made by "
+                            "`genprior teacher`)")
 
     def make_opt(lr: float) -> torch.optim.Optimizer:
+        if protocol.optimizer == "adamw":
+            return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=protocol.weight_decay)
         return torch.optim.SGD(net.parameters(), lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
 
     start = 0
@@ -162,17 +200,28 @@ def train_net(
         if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
             raise GenpriorError(f"save_every must be a positive number of epochs, got {save_every!r}")
         fingerprint = _fingerprint(images, targets, protocol, net)
+        if teacher is not None and protocol.temperature > 0:
+            fingerprint += f"|teacher:{sum(float(p.double().sum()) for p in teacher.parameters()):.9e}"
         if state_path.exists():
             start, lr, momentum, before = _load_train_state(state_path, net, generator, fingerprint, protocol.epochs)
     t0 = time.time()
     opt = make_opt(lr)
-    for i, p in enumerate(net.parameters()):
-        if i in momentum:
-            opt.state[p]["momentum_buffer"] = momentum[i]
+    if "optimizer" in momentum:
+        from .distill.common import unflatten_optimizer
+
+        unflatten_optimizer(opt, *momentum["optimizer"])
+    else:
+        for i, p in enumerate(net.parameters()):
+            if i in momentum:
+                opt.state[p]["momentum_buffer"] = momentum[i]
     net.train()
     n = images.shape[0]
     for epoch in range(start, protocol.epochs):
-        if epoch == protocol.lr_drop_epoch:
+        if protocol.schedule == "cosine":
+            lr = protocol.lr * 0.5 * (1 + math.cos(math.pi * epoch / protocol.epochs))
+            for group in opt.param_groups:
+                group["lr"] = lr
+        elif epoch == protocol.lr_drop_epoch:
             lr *= 0.1
             opt = make_opt(lr)
         order = torch.randperm(n, generator=generator).to(device)
@@ -181,7 +230,19 @@ def train_net(
             x, y = images[idx], targets[idx]
             if dsa is not None:
                 x = dsa(x, generator=generator)
-            loss = F.cross_entropy(net(x), y)
+            mixed = cutmix(x, protocol.cutmix, generator) if protocol.cutmix > 0 else None
+            if mixed is not None:
+                x = mixed[0]
+            out = net(x)
+            if protocol.temperature > 0:
+                with torch.no_grad():
+                    soft = F.softmax(teacher(x) / protocol.temperature, dim=1)
+                loss = F.kl_div(F.log_softmax(out / protocol.temperature, dim=1), soft, reduction="batchmean")
+            elif mixed is not None:
+                _, perm, lam = mixed
+                loss = lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y[perm])
+            else:
+                loss = F.cross_entropy(out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -195,6 +256,22 @@ def train_net(
     if timing is not None:
         timing["train_s"] = None if before is None else before + time.time() - t0
     return net
+
+
+def cutmix(x: torch.Tensor, alpha: float, generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor, float]:
+    """CutMix (Yun et al., ICCV 2019) on a batch: a box of another image of the batch pasted into
+    each, its area from Beta(alpha, alpha). Returns the mixed batch, the permutation that gave each
+    image its box, and the share of the original left (lam)."""
+    n, _, h, w = x.shape
+    lam = float(torch.distributions.Beta(float(alpha), float(alpha)).sample())  # the global stream, kept in states
+    perm = torch.randperm(n, generator=generator).to(x.device)
+    cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = (int(v) for v in (torch.randint(h, (1,), generator=generator), torch.randint(w, (1,), generator=generator)))
+    y1, y2 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+    x1, x2 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+    mixed = x.clone()
+    mixed[:, :, y1:y2, x1:x2] = x[perm][:, :, y1:y2, x1:x2]
+    return mixed, perm, 1 - (y2 - y1) * (x2 - x1) / (h * w)
 
 
 @torch.no_grad()
@@ -285,6 +362,7 @@ def evaluate_synset(
     progress: bool = True,
     state_dir: Optional[Union[str, Path]] = None,
     attack: Optional[PGDAttack] = None,
+    teacher: Optional[Union[str, Path]] = None,
 ) -> Dict[str, Any]:
     """Train ``protocol.num_models`` fresh networks of each architecture on ``synset``; report test accuracy.
 
@@ -296,7 +374,9 @@ def evaluate_synset(
     (``train_net``) and each finished network's accuracy is kept, so running the same
     evaluation again after a kill skips the finished networks and resumes the one in
     training. With ``attack``, each network's accuracy under that PGD attack is reported
-    beside its clean accuracy (``robust_accs``, ``robust_mean``, ``robust_std``).
+    beside its clean accuracy (``robust_accs``, ``robust_mean``, ``robust_std``). A protocol
+    that distils from a teacher (``soft``) needs ``teacher``, a folder of ``genprior teacher``
+    made on the set's dataset; the report names it.
     """
     memory = memory_setting()  # a bad GENPRIOR_KEEP_MEMORY fails before any training
     proto = get_protocol(protocol)
@@ -314,6 +394,16 @@ def evaluate_synset(
         raise GenpriorError("no architecture given; pass at least one, e.g. --archs convnet")
     for arch in archs:  # fail on an unknown name before any training starts
         create_net(arch, synset.channels, synset.num_classes, synset.resolution)
+    teacher_net, teacher_card = None, None
+    if proto.temperature > 0:
+        if teacher is None:
+            raise GenpriorError(f"protocol {proto.name!r} distils from a teacher: pass --teacher DIR (train one with "
+                                f"`genprior teacher --dataset {synset.dataset}`)")
+        from .teacher import load_teacher
+
+        train = load_dataset(synset.dataset, "train", root=data_root, resolution=synset.resolution)
+        teacher_net, teacher_card = load_teacher(teacher, train, device=str(dev))
+        teacher_card = {**teacher_card, "path": str(teacher)}
 
     dsa = DSA(strategy_for(synset.dataset)) if proto.dsa else None
     images = synset.images.float().to(dev)
@@ -339,6 +429,8 @@ def evaluate_synset(
                 key = _fingerprint(images, targets, proto, net) + f"|test:{test.name}:{len(test)}"
                 if attack is not None:
                     key += f"|attack:{json.dumps(attack.describe(), sort_keys=True)}"
+                if teacher_card is not None:
+                    key += f"|teacher:{teacher_card['train_fingerprint']}:{teacher_card['arch']}:{teacher_card['seed']}"
                 finished = json.loads(done.read_text()) if done.exists() else {}
                 if finished.get("for") == key:
                     accs.append(finished["acc"])  # finished before a kill: not trained again
@@ -349,7 +441,7 @@ def evaluate_synset(
                     continue
             timing: Dict[str, Any] = {}
             train_net(net, images, targets, proto, dsa, gen, on_epoch=lambda: bar.update(1), state_path=state,
-                      timing=timing)
+                      timing=timing, teacher=teacher_net)
             t_test = time.time()
             accs.append(test_accuracy(net, test, dev))
             times.append(None if timing["train_s"] is None else timing["train_s"] + time.time() - t_test)
@@ -390,6 +482,8 @@ def evaluate_synset(
     }
     if attack is not None:
         report["attack"] = attack.describe()
+    if teacher_card is not None:
+        report["teacher"] = teacher_card
     if len(archs) > 1:
         report["cross_arch_mean"] = sum(r["mean"] for r in results.values()) / len(results)
         if attack is not None:

@@ -26,6 +26,9 @@ def test_protocols_hold_the_published_counts():
     assert (quick.epochs, quick.lr_drop_epoch, quick.num_models) == (300, 150, 3)
     for p in (paper, quick):
         assert (p.lr, p.momentum, p.weight_decay, p.batch_size, p.dsa) == (0.01, 0.9, 5e-4, 256, True)
+    soft = PROTOCOLS["soft"]  # SRe2L / RDED's soft-label protocol (README, "Evaluation protocol")
+    assert (soft.epochs, soft.lr, soft.weight_decay, soft.optimizer, soft.schedule, soft.temperature, soft.cutmix) == \
+        (300, 1e-3, 0.01, "adamw", "cosine", 20.0, 1.0)
     assert with_counts("quick", epochs=10).name == "quick-custom"
     assert with_counts("quick") is quick
 
@@ -92,13 +95,13 @@ def _tiny_run_timed(tmp_path, stop_after=None):
     return timing
 
 
-def _tiny_run(tmp_path, stop_after=None, state=True, scale=1.0, timing=None, calls=None):
+def _tiny_run(tmp_path, stop_after=None, state=True, scale=1.0, timing=None, calls=None, proto=None, teacher=None):
     from genprior.augment import DSA
 
     torch.manual_seed(0)
     net = create_net("convnet", 1, 10, 28, width=8)
     images, targets = scale * torch.randn(30, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.arange(30) % 10
-    proto = Protocol("t", epochs=6, lr_drop_epoch=3, num_models=1, batch_size=16)
+    proto = proto or Protocol("t", epochs=6, lr_drop_epoch=3, num_models=1, batch_size=16)
     calls = [] if calls is None else calls  # one entry per epoch trained in this call
 
     def on_epoch():
@@ -108,7 +111,7 @@ def _tiny_run(tmp_path, stop_after=None, state=True, scale=1.0, timing=None, cal
     gen = torch.Generator().manual_seed(0)
     path = tmp_path / "state.safetensors" if state else None
     train_net(net, images, targets, proto, DSA("color_crop_cutout_scale_rotate"), gen, on_epoch=on_epoch,
-              state_path=path, save_every=2, timing=timing)
+              state_path=path, save_every=2, timing=timing, teacher=teacher)
     return net
 
 
@@ -216,3 +219,67 @@ def test_bad_pgd_settings(kwargs, message):
 
     with pytest.raises(GenpriorError, match=message):
         PGDAttack(**kwargs)
+
+
+SOFT_TINY = Protocol("soft-t", epochs=6, lr_drop_epoch=6, num_models=1, lr=1e-3, weight_decay=0.01, batch_size=16,
+                     optimizer="adamw", schedule="cosine", temperature=4.0, cutmix=1.0)
+
+
+def test_a_killed_soft_label_training_resumes_bit_identically(tmp_path):
+    """AdamW's whole state, the cosine schedule, CutMix's draws and the teacher's labels all resume."""
+    torch.manual_seed(5)
+    teacher = create_net("convnet", 1, 10, 28, width=8).eval().requires_grad_(False)
+    straight = _tiny_run(tmp_path / "a", state=False, proto=SOFT_TINY, teacher=teacher)
+    (tmp_path / "b").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_run(tmp_path / "b", stop_after=5, proto=SOFT_TINY, teacher=teacher)
+    calls = []
+    resumed = _tiny_run(tmp_path / "b", calls=calls, proto=SOFT_TINY, teacher=teacher)
+    assert len(calls) == 2
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    plain = _tiny_run(tmp_path / "c", state=False)  # the hard-label protocol trains another network
+    assert not all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), plain.state_dict().values()))
+    with pytest.raises(GenpriorError, match="distils from a teacher"):
+        _tiny_run(tmp_path / "d", state=False, proto=SOFT_TINY)
+
+
+def test_cutmix_pastes_a_box_of_another_image():
+    from genprior.evaluate import cutmix
+
+    x = torch.arange(4, dtype=torch.float).view(4, 1, 1, 1).expand(4, 1, 8, 8).contiguous()
+    torch.manual_seed(0)
+    mixed, perm, lam = cutmix(x, 1.0, torch.Generator().manual_seed(0))
+    for i in range(4):
+        own = (mixed[i] == x[i]).float().mean()
+        assert own == pytest.approx(lam) or perm[i] == i  # the share of its own pixels is lam
+        assert set(mixed[i].unique().tolist()) <= {float(i), float(perm[i])}
+
+
+def test_the_soft_protocol_needs_the_teacher_of_its_data(digits, tmp_path):
+    import json as _json
+
+    from genprior.teacher import train_teacher
+
+    train, test = digits
+    folder = train_teacher(train, tmp_path / "teacher", epochs=1, progress=False)
+    s = random_real(train, ipc=5, seed=0)
+    soft = with_counts("soft", epochs=15, num_models=1)
+    report = evaluate_synset(s, protocol=soft, test=test, device="cpu", progress=False, teacher=folder)
+    assert report["teacher"]["dataset"] == "digits" and report["teacher"]["path"] == str(folder)
+    assert report["results"]["convnet"]["mean"] > 0.3  # chance is 0.1
+    with pytest.raises(GenpriorError, match="distils from a teacher"):
+        evaluate_synset(s, protocol=soft, test=test, device="cpu", progress=False)
+    card = _json.loads((folder / "teacher.json").read_text())
+    (folder / "teacher.json").write_text(_json.dumps({**card, "dataset": "mnist5k"}))
+    with pytest.raises(GenpriorError, match="learned from 'mnist5k' data, not from this digits train split"):
+        evaluate_synset(s, protocol=soft, test=test, device="cpu", progress=False, teacher=folder)
+
+
+def test_states_of_the_first_protocols_keep_their_fingerprint():
+    from genprior.evaluate import _fingerprint
+
+    net = create_net("convnet", 1, 10, 28, width=8)
+    key = json.loads(_fingerprint(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long), PROTOCOLS["quick"], net))
+    assert set(key["protocol"]) == {"name", "epochs", "lr_drop_epoch", "num_models", "lr", "momentum", "weight_decay",
+                                    "batch_size", "dsa"}
