@@ -9,7 +9,8 @@ A benchmark is a JSON config (``DEFAULT_CONFIG`` when none is given)::
                  "glad-dm": {"recipe": "glad", "args": ["--variant", "dm"]}}}
 
 ``protocol`` is a protocol name or ``{"name": "quick", "epochs": 30}`` (other counts, labelled
-custom); ``device`` (default ``cpu``; ``auto``, ``cuda``) is where evaluation networks train; ``archs`` may name ``pool`` (the cross-architecture pool); ``attack`` (optional) adds
+custom; ``soft`` needs ``"teacher": "DIR"``, a ``genprior teacher`` folder); ``device`` (default ``cpu``;
+``auto``, ``cuda``) is where evaluation networks train; ``archs`` may name ``pool`` (the cross-architecture pool); ``attack`` (optional) adds
 robust accuracy under an L-inf PGD attack; ``"diversity": true`` the mean pairwise LPIPS
 distance within each class of every set (``genprior.perceptual``); ``"scores": true`` adds DD-Ranking's LRS and ARS
 (``genprior.scores``), which need a ``{"baseline": "random"}`` method, the first network trained
@@ -61,8 +62,9 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     },
 }
 CONFIG_KEYS = {"name", "dataset", "protocol", "ipcs", "seeds", "archs", "models", "attack", "scores", "diversity",
-               "setup", "methods", "data_root", "device"}
-#: the pseudo-method of the full-data reference (DD-Ranking's scores): the whole train split
+               "setup", "methods", "data_root", "device", "teacher"}
+#: the pseudo-method of the full-data reference (DD-Ranking's scores): the whole train split (its
+#: largest class-balanced part where the classes differ in size; all of mnist5k)
 WHOLE = "whole"
 METHOD_KINDS = ("baseline", "distill", "recipe", "generate")
 #: ``genprior`` commands a setup step may run once for the methods that name it in ``after``
@@ -117,13 +119,24 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
     for arch in archs:
         NETS.entry(arch)
     config["archs"] = list(dict.fromkeys(archs))
-    protocol(config)  # an unknown protocol or bad counts fail here
+    spec = config["protocol"]
+    if not (isinstance(spec, str) or (isinstance(spec, dict) and set(spec) <= {"name", "epochs"})):
+        raise GenpriorError(f'protocol is a name or {{"name": ..., "epochs": ...}}, got {spec!r}')
+    proto = protocol(config)  # an unknown protocol or bad counts fail here
+    if proto.temperature > 0 and not isinstance(config.get("teacher"), str):
+        raise GenpriorError(f"protocol {proto.name!r} distils from a teacher: give the config a \"teacher\" folder "
+                            f"(made by `genprior teacher --dataset {config['dataset']}`)")
+    if config.get("teacher") is not None and proto.temperature == 0:
+        raise GenpriorError(f"a teacher only serves a protocol that distils from one (soft), not {proto.name!r}")
     models = config.get("models")
     counts = list(models.values()) if isinstance(models, dict) else [models] if models is not None else []
     if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in counts):
         raise GenpriorError(f"models is a positive integer, or one per network ({{\"convnet\": 3, \"*\": 1}}), got {models!r}")
-    if config.get("attack") is not None:
-        PGDAttack(**config["attack"])
+    attack = config.get("attack")
+    if attack is not None:
+        if not isinstance(attack, dict) or not set(attack) <= {"eps", "steps", "step_size"} or "eps" not in attack:
+            raise GenpriorError(f'attack is {{"eps": ..., "steps": ..., "step_size": ...}} (eps required), got {attack!r}')
+        PGDAttack(**attack)
     setup = config.setdefault("setup", {})
     if not isinstance(setup, dict):
         raise GenpriorError("setup maps a step name to the genprior command it runs, e.g. "
@@ -154,6 +167,8 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
         args = spec.get("distill", spec.get("args", []))
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             raise GenpriorError(f"method {name!r}: flags are a list of strings, got {args!r}")
+        if not isinstance(spec.get("after", ""), str) or not isinstance(spec.get("generate", ""), str):
+            raise GenpriorError(f"method {name!r}: after and generate name one setup step / prior each, got {spec!r}")
         if "after" in spec and spec["after"] not in setup:
             raise GenpriorError(f"method {name!r} runs after setup step {spec['after']!r}, which the config does not "
                                 f"define (its steps: {', '.join(setup) or 'none'})")
@@ -303,8 +318,10 @@ def _compute(config: Dict[str, Any], out: Path, key: str, threads: int, cache: D
     if parts[0] == "plain":  # the same protocol without augmentation (DD-Ranking's ARS)
         proto = replace(proto, name=f"{proto.name}-noaug", dsa=False)
     synset = load_synset(json.loads(cell_file(out, f"build|{method}|{ipc}|{seed}").read_text())["synset"])
+    teacher = expand([config["teacher"]], out)[0] if config.get("teacher") else None
     return eval_unit(synset, cache["test"], arch, model, proto, threads,
-                     state_dir=out / "state" / key.replace("|", "-"), attack=attack, device=config["device"])
+                     state_dir=out / "state" / key.replace("|", "-"), attack=attack, device=config["device"],
+                     teacher=teacher)
 
 
 def machine() -> str:
@@ -395,7 +412,7 @@ def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) ->
         lines[-1:-1] = [f"Scores (DD-Ranking, Li et al. 2025; hard labels, {archs[0]}, against `{random_method(config)}` "
                         "under the same protocol, w = 0.5, accuracies as fractions): LRS from HLR = full-data minus set "
                         "accuracy and IOR = set minus random accuracy; ARS from the gains over random with the "
-                        "protocol's augmentation and without it. Full data (the whole train split, "
+                        "protocol's augmentation and without it. Full data (the whole train split, class-balanced, "
                         f"{archs[0]}): " + (f"{100 * full[0]:.2f} ± {100 * full[1]:.2f} %." if full else "not yet.")]
     diverse = bool(config.get("diversity"))
     if diverse:
@@ -484,8 +501,9 @@ def plot(config: Dict[str, Any], table: Dict[int, List[Dict[str, Any]]], folder:
 # -- running ---------------------------------------------------------------------------------
 
 def run_bench(config: Dict[str, Any], out: Path, threads: int = 1, max_units: Optional[int] = None,
-              only: Optional[str] = None, progress: bool = True) -> int:
-    """Run (or resume) this process's share of the cells; return how many it ran."""
+              only: Optional[str] = None, progress: bool = True, failures: Optional[List[str]] = None) -> int:
+    """Run (or resume) this process's share of the cells; return how many it ran (the keys of
+    cells that failed go to ``failures``)."""
     from .progress import progress_bar
 
     out.mkdir(parents=True, exist_ok=True)
@@ -514,7 +532,7 @@ def run_bench(config: Dict[str, Any], out: Path, threads: int = 1, max_units: Op
     ran = run_lane(results_path, initial, order, dependencies(config),
                    lambda key: run_cell(config, out, key, threads, cache),
                    on_change=on_change, max_units=max_units, only=(lambda k: only in k) if only else None,
-                   poll_s=2.0)
+                   poll_s=2.0, failures=failures)
     bar.close()
     with locked(results_path, initial) as results:
         write_outputs(config, out, results)

@@ -100,6 +100,9 @@ def _check_eval_args(args) -> None:
     if proto.temperature > 0 and not teacher:
         raise GenpriorError(f"protocol {args.protocol!r} distils from a teacher: pass --teacher DIR (train one with "
                             "`genprior teacher --dataset DATASET`)")
+    if teacher and proto.temperature == 0:
+        raise GenpriorError(f"--teacher serves a protocol that distils from it (soft), not {args.protocol!r}; "
+                            "drop --teacher or pass --protocol soft")
     if teacher and not (Path(teacher) / "teacher.json").is_file():
         raise GenpriorError(f"--teacher {teacher} is not a teacher folder; train one with `genprior teacher`")
     for arch in _archs(args.archs):
@@ -378,6 +381,9 @@ def cmd_teacher(args) -> None:
         raise GenpriorError(f"--epochs must be at least 1, got {args.epochs}")
     out = Path(args.out) if args.out else Path("runs") / "teachers" / f"{args.dataset}-{args.arch}"
     _check_folder_arg(out, "--out")
+    if out.is_dir() and any(out.iterdir()) and not (out / "teacher.json").is_file():
+        raise GenpriorError(f"--out {out} is a folder that holds something else; the teacher replaces its folder, "
+                            "so give it a new or a teacher folder")
     folder = train_teacher(args.dataset, out, arch=args.arch, epochs=args.epochs, seed=args.seed, device=args.device,
                            data_root=args.data_root)
     card = json.loads((folder / "teacher.json").read_text())
@@ -401,8 +407,14 @@ def cmd_bench(args) -> None:
         with locked(out / "bench.json", lambda: {"units": {}, "claims": {}}) as results:
             write_outputs(config, out, results)
     else:
-        ran = run_bench(config, out, threads=args.threads, max_units=args.max_units, only=args.only)
+        failures: List[str] = []
+        ran = run_bench(config, out, threads=args.threads, max_units=args.max_units, only=args.only, failures=failures)
         print(f"ran {ran} cell(s) in this process")
+        print((out / "leaderboard.md").read_text())
+        if failures:
+            raise GenpriorError(f"{len(failures)} cell(s) failed ({', '.join(failures[:5])}"
+                                f"{', ...' if len(failures) > 5 else ''}); their errors are above; fix and run again")
+        return
     print((out / "leaderboard.md").read_text())
 
 
@@ -412,8 +424,8 @@ def cmd_push(args) -> None:
     done = push(args.folder, args.repo_id, license=args.license, private=args.private, token=args.token,
                 dry_run=args.dry_run, stage_dir=args.stage_dir)
     where = f"pushed to {done['url']}" if "url" in done else "not pushed (--dry-run)"
-    print(f"{done['kind']} as a hub {done['repo_type']} {done['repo_id']}: {where}; upload folder and card: "
-          f"{done['staged']}")
+    staged = f"; upload folder and card: {done['staged']}" if done["staged"] else ""
+    print(f"{done['kind']} as a hub {done['repo_type']} {done['repo_id']}: {where}{staged}")
 
 
 def cmd_experts(args) -> None:

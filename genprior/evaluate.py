@@ -325,13 +325,15 @@ def robust_accuracy(net: torch.nn.Module, test: RealData, attack: PGDAttack, dev
         x = (test.images[start:start + batch_size].to(device) * std + mean).clamp(0, 1)
         y = test.labels[start:start + batch_size].to(device)
         delta = ((torch.rand(x.shape, generator=generator) * 2 - 1) * attack.eps).to(device)
+        delta = (x + delta).clamp(0, 1) - x  # projected onto the valid pixel range, so no pixel is stuck
         for _ in range(attack.steps):
             delta.requires_grad_(True)
-            loss = F.cross_entropy(net(((x + delta).clamp(0, 1) - mean) / std), y)
+            loss = F.cross_entropy(net((x + delta - mean) / std), y)
             grad, = torch.autograd.grad(loss, delta)
             delta = (delta.detach() + attack.alpha * grad.sign()).clamp(-attack.eps, attack.eps)
+            delta = (x + delta).clamp(0, 1) - x
         with torch.no_grad():
-            correct += (net(((x + delta).clamp(0, 1) - mean) / std).argmax(1) == y).sum().item()
+            correct += (net((x + delta - mean) / std).argmax(1) == y).sum().item()
     return correct / len(test)
 
 
@@ -395,6 +397,9 @@ def evaluate_synset(
     for arch in archs:  # fail on an unknown name before any training starts
         create_net(arch, synset.channels, synset.num_classes, synset.resolution)
     teacher_net, teacher_card = None, None
+    if teacher is not None and proto.temperature == 0:
+        raise GenpriorError(f"a teacher only serves a protocol that distils from one (soft), not {proto.name!r}; "
+                            "drop --teacher or pass --protocol soft")
     if proto.temperature > 0:
         if teacher is None:
             raise GenpriorError(f"protocol {proto.name!r} distils from a teacher: pass --teacher DIR (train one with "
@@ -403,7 +408,8 @@ def evaluate_synset(
 
         train = load_dataset(synset.dataset, "train", root=data_root, resolution=synset.resolution)
         teacher_net, teacher_card = load_teacher(teacher, train, device=str(dev))
-        teacher_card = {**teacher_card, "path": str(teacher)}
+        weights = sum(float(p.double().sum()) for p in teacher_net.parameters())
+        teacher_card = {**teacher_card, "path": str(teacher), "weights_fingerprint": f"{weights:.12e}"}
 
     dsa = DSA(strategy_for(synset.dataset)) if proto.dsa else None
     images = synset.images.float().to(dev)
@@ -430,7 +436,7 @@ def evaluate_synset(
                 if attack is not None:
                     key += f"|attack:{json.dumps(attack.describe(), sort_keys=True)}"
                 if teacher_card is not None:
-                    key += f"|teacher:{teacher_card['train_fingerprint']}:{teacher_card['arch']}:{teacher_card['seed']}"
+                    key += f"|teacher:{teacher_card['weights_fingerprint']}"
                 finished = json.loads(done.read_text()) if done.exists() else {}
                 if finished.get("for") == key:
                     accs.append(finished["acc"])  # finished before a kill: not trained again

@@ -47,7 +47,10 @@ def folder_kind(folder: Path) -> Tuple[str, Dict[str, Any]]:
         load_synset(folder)  # a broken set fails here, with what is wrong
         return "synset", json.loads((folder / META_FILE).read_text())
     if (folder / PRIOR_CARD).is_file():
-        card = json.loads((folder / PRIOR_CARD).read_text())
+        try:
+            card = json.loads((folder / PRIOR_CARD).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise GenpriorError(f"{folder / PRIOR_CARD} is not valid JSON ({e}); the prior folder is damaged") from None
         return ("generator" if card.get("trained_by") else "prior"), card
     raise GenpriorError(f"{folder} holds neither a synthetic set ({META_FILE}) nor a prior ({PRIOR_CARD}); "
                         "push the synset/ folder of a run, a prior folder, or RUN/generator of `genprior train`")
@@ -138,7 +141,10 @@ def _offline() -> bool:
 
 
 def _probe(endpoint: str) -> None:
-    """Fail at once when the hub's host cannot be reached (no network, a firewall)."""
+    """Fail at once when the hub's host cannot be reached (no network, a firewall); behind a
+    proxy (``HTTPS_PROXY``) the upload itself finds out."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return
     url = urlparse(endpoint)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
@@ -171,7 +177,8 @@ def push(folder: Union[str, os.PathLike], repo_id: str, license: str = "apache-2
             raise GenpriorError("no Hugging Face token: log in with `hf auth login` or set HF_TOKEN "
                                 "(--dry-run writes the upload folder and its card without pushing)")
         _probe(constants.ENDPOINT)
-    staged = stage(folder, repo_id, license, stage_dir or Path(tempfile.mkdtemp(prefix="genprior-push-")) / "upload")
+    temporary = None if stage_dir else Path(tempfile.mkdtemp(prefix="genprior-push-"))
+    staged = stage(folder, repo_id, license, stage_dir or temporary / "upload")
     result: Dict[str, Any] = {"kind": kind, "repo_type": repo_type, "staged": str(staged), "repo_id": repo_id}
     if dry_run:
         return result
@@ -184,8 +191,11 @@ def push(folder: Union[str, os.PathLike], repo_id: str, license: str = "apache-2
         status = getattr(getattr(e, "response", None), "status_code", "?")
         raise GenpriorError(f"the hub refused the push to {repo_id} (HTTP {status}): check the token's write access "
                             "and the repository owner") from None
-    except OSError as e:
+    except Exception as e:  # the HTTP client's own errors (connection, timeout) are not OSErrors
         raise GenpriorError(f"the push to {repo_id} failed on the network ({type(e).__name__}); run it again") from None
+    if temporary is not None:  # pushed: the copy made for the upload goes
+        shutil.rmtree(temporary, ignore_errors=True)
+        result["staged"] = None
     result["url"] = str(url)
     return result
 

@@ -65,13 +65,15 @@ def _alive(claim) -> bool:
 def run_lane(results_path: Path, initial: Callable[[], dict], order: Sequence[str],
              deps: Callable[[str], List[str]], work: Callable[[str], dict],
              on_change: Optional[Callable[[dict], None]] = None, max_units: Optional[int] = None,
-             only: Optional[Callable[[str], bool]] = None, poll_s: float = 20.0) -> int:
+             only: Optional[Callable[[str], bool]] = None, poll_s: float = 20.0,
+             failures: Optional[List[str]] = None) -> int:
     """Claim and run units in ``order`` until none is left for this process; return how many ran.
 
     A unit is ready when every unit ``deps(key)`` names is done. When the only units
     left wait on work another live lane has claimed, this lane polls every ``poll_s``
     seconds; when they wait on work nobody is doing (e.g. excluded by ``only``), it
-    says which and stops. A unit that raises is reported and skipped by this lane.
+    says which and stops. A unit that raises is reported and skipped by this lane (and its
+    key appended to ``failures``).
     """
     me, done, failed = _claim_id(), 0, set()
     while max_units is None or done < max_units:
@@ -109,6 +111,8 @@ def run_lane(results_path: Path, initial: Callable[[], dict], order: Sequence[st
             if not isinstance(e, Exception):
                 raise
             failed.add(key)  # this lane moves on; a lane started later tries the unit again
+            if failures is not None:
+                failures.append(key)
             print(f"{key} failed: {e!r}", flush=True)
             continue
         with locked(results_path, initial) as results:  # recorded and released in one step: no lane runs it twice
@@ -207,7 +211,7 @@ def run_recipe_unit(cmd: list, out: Path, threads: int) -> dict:
 
 
 def eval_unit(synset, test, arch: str, model: int, protocol, threads: int, state_dir: Optional[Path] = None,
-              attack=None, device: str = "cpu") -> dict:
+              attack=None, device: str = "cpu", teacher=None) -> dict:
     """One fresh network of ``arch`` trained on ``synset``; model ``i`` is model ``i`` of
     ``evaluate_synset(..., seed=0)``, so units add up to a normal evaluation. With
     ``state_dir`` (one folder per unit), a killed unit resumes mid-training; with ``attack``
@@ -215,7 +219,8 @@ def eval_unit(synset, test, arch: str, model: int, protocol, threads: int, state
     from .evaluate import evaluate_synset
 
     report = evaluate_synset(synset, archs=[arch], protocol=replace(protocol, num_models=1), test=test,
-                             seed=model, device=device, progress=False, state_dir=state_dir, attack=attack)
+                             seed=model, device=device, progress=False, state_dir=state_dir, attack=attack,
+                             teacher=teacher)
     r = report["results"][arch]
     unit = {"acc": r["accs"][0], "time_s": r["time_s"], "seed": model, "threads": threads,
             "keep_freed_memory": report["memory"]["keep_freed_memory"]}

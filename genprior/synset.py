@@ -278,8 +278,8 @@ def save_tensors_atomic(tensors: Dict[str, torch.Tensor], path: PathLike,
     _write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-#: the files of a set a hub download fetches (not the per-image PNGs)
-HUB_SET_PATTERNS = ["*.json", "*.safetensors", "*.md", "grid.png"]
+#: the files of a set a hub download fetches: all of them (a set is checked whole on loading)
+HUB_SET_PATTERNS = ["*.json", "*.safetensors", "*.md", "grid.png", "images/*/*.png"]
 
 
 def load_synset(path: PathLike) -> SyntheticSet:
@@ -290,7 +290,11 @@ def load_synset(path: PathLike) -> SyntheticSet:
         from .hub import download, is_hub_id
 
         if is_hub_id(str(path)):
-            root = download(str(path), "dataset", HUB_SET_PATTERNS, "synthetic set")
+            try:
+                root = download(str(path), "dataset", HUB_SET_PATTERNS, "synthetic set")
+            except GenpriorError as e:
+                raise CorruptedSetError(f"{root} is not a synthetic-set directory (no such folder), nor a set on the "
+                                        f"hub: {e}") from None
     hint = "re-create it with the method that wrote it"
     if not root.is_dir():
         raise CorruptedSetError(f"{root} is not a synthetic-set directory (it does not exist or is a file)")

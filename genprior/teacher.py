@@ -59,6 +59,9 @@ def train_teacher(dataset: Union[str, RealData], out_dir: Union[str, os.PathLike
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise GenpriorError(f"{out} is a file; give the teacher a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / CARD).is_file():
+        raise GenpriorError(f"{out} holds something other than a teacher, and the teacher replaces its folder; "
+                            "give it a new folder")
     dev = resolve_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -104,8 +107,8 @@ def load_teacher(folder: Union[str, os.PathLike], train: RealData,
     if card.get("format") != TEACHER_FORMAT:
         raise GenpriorError(f"{folder / CARD} is not a genprior teacher; {fix}")
     if card.get("dataset") != train.name or card.get("train_fingerprint") != data_fingerprint(train):
-        raise GenpriorError(f"teacher {folder} learned from {card.get('dataset')!r} data, not from this "
-                            f"{train.name} train split; {fix}")
+        raise GenpriorError(f"teacher {folder} learned from {card.get('dataset')!r} data at {card.get('resolution')} px, "
+                            f"not from this {train.name} train split at {train.resolution} px; {fix}")
     net = create_net(card["arch"], card["channels"], card["num_classes"], card["resolution"])
     try:
         net.load_state_dict(weights)

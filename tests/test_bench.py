@@ -100,7 +100,7 @@ def test_scores_add_the_full_data_and_no_augmentation_cells_and_rank_with_lrs_an
                                     acc["plain|all|1|0|convnet|0"], acc["plain|random|1|0|convnet|0"])["ars"]
     row = next(line for line in (out / "leaderboard.md").read_text().splitlines() if "| all |" in line)
     assert f"| {lrs:.3f} ± 0.000 | {ars:.3f} ± 0.000 |" in row
-    assert "Full data (the whole train split, convnet):" in (out / "leaderboard.md").read_text()
+    assert "Full data (the whole train split, class-balanced, convnet):" in (out / "leaderboard.md").read_text()
 
 
 def test_diversity_is_measured_on_every_built_set(tmp_path):
@@ -167,3 +167,27 @@ def test_the_gpu_config_is_refused_at_once_without_a_gpu():
         load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "gpu_paper_mnist5k.json"))
     assert len(cells(load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" /
                                      "leaderboard_mnist5k.json")))) == 501
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"attack": {"epsilon": 0.1}}, "eps required"),
+    ({"attack": 0.1}, "eps required"),
+    ({"protocol": 5}, "protocol is a name"),
+    ({"protocol": {"name": "quick", "epoch": 3}}, "protocol is a name"),
+    ({"methods": {"x": {"recipe": "mtt", "after": ["a"]}}}, "name one setup step"),
+    ({"protocol": "soft"}, 'give the config a "teacher"'),
+    ({"teacher": "t"}, "only serves a protocol"),
+])
+def test_malformed_configs_are_one_line_errors(change, message):
+    with pytest.raises(GenpriorError, match=message):
+        check_config({**TINY, **change})
+
+
+def test_a_bench_with_failed_cells_exits_with_an_error(tmp_path, capsys):
+    from genprior.cli import main
+
+    broken = {**TINY, "methods": {"dm": {"distill": ["--prior", "pixel", "--loss", "dm", "--iterations", "1",
+                                                     "--loss-option", "no_such_option=1"]}}}
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    assert main(["bench", str(tmp_path / "broken.json"), "--out", str(tmp_path / "b")]) == 2
+    assert "1 cell(s) failed (build|dm|1|0)" in capsys.readouterr().err

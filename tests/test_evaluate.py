@@ -272,7 +272,7 @@ def test_the_soft_protocol_needs_the_teacher_of_its_data(digits, tmp_path):
         evaluate_synset(s, protocol=soft, test=test, device="cpu", progress=False)
     card = _json.loads((folder / "teacher.json").read_text())
     (folder / "teacher.json").write_text(_json.dumps({**card, "dataset": "mnist5k"}))
-    with pytest.raises(GenpriorError, match="learned from 'mnist5k' data, not from this digits train split"):
+    with pytest.raises(GenpriorError, match="learned from 'mnist5k' data at .* px, not from this digits train split"):
         evaluate_synset(s, protocol=soft, test=test, device="cpu", progress=False, teacher=folder)
 
 
@@ -283,3 +283,27 @@ def test_states_of_the_first_protocols_keep_their_fingerprint():
     key = json.loads(_fingerprint(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long), PROTOCOLS["quick"], net))
     assert set(key["protocol"]) == {"name", "epochs", "lr_drop_epoch", "num_models", "lr", "momentum", "weight_decay",
                                     "batch_size", "dsa"}
+
+
+def test_pgd_moves_every_pixel_the_gradient_asks_for_even_at_the_edge_of_the_range():
+    """At a black pixel a random start below 0 is projected back to 0, so the attack can push it up."""
+    from genprior.evaluate import PGDAttack, robust_accuracy
+
+    seen = []
+
+    class SumNet(torch.nn.Module):  # class 0's logit grows with the pixels; the label is 1
+        def forward(self, x):
+            seen.append(x.detach())
+            return torch.stack([x.flatten(1).sum(1), torch.zeros(len(x))], dim=1)
+
+    class Black:
+        images, labels, mean, std = torch.zeros(4, 1, 5, 5), torch.ones(4, dtype=torch.long), (0.0,), (1.0,)
+
+        def __len__(self):
+            return 4
+
+    eps = 0.1
+    acc = robust_accuracy(SumNet(), Black(), PGDAttack(eps=eps, steps=10), torch.device("cpu"),
+                          torch.Generator().manual_seed(0))
+    assert torch.allclose(seen[-1], torch.full_like(seen[-1], eps))  # every pixel pushed to the budget
+    assert acc == 0.0

@@ -98,15 +98,26 @@ def test_a_pushed_folder_loads_back_by_its_id_from_the_local_cache(evaluated_set
         return f"https://hub.example/{repo_type}s/{repo_id}"
 
     def upload_folder(self, folder_path, repo_id, repo_type=None, commit_message=None):
+        """Into the cache as a download would bring it: only the files genprior's loaders ask for."""
+        from huggingface_hub.utils import filter_repo_objects
+
+        from genprior.priors.load import HUB_PATTERNS
+        from genprior.synset import HUB_SET_PATTERNS
+
         repo = cache / f"{repo_type}s--{repo_id.replace('/', '--')}"
-        shutil.copytree(folder_path, repo / "snapshots" / ("1" * 40))
+        snapshot = repo / "snapshots" / ("1" * 40)
+        files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
+        patterns = HUB_SET_PATTERNS if repo_type == "dataset" else HUB_PATTERNS
+        for name in filter_repo_objects(files, allow_patterns=patterns):
+            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(folder_path) / name, snapshot / name)
         (repo / "refs").mkdir()
         (repo / "refs" / "main").write_text("1" * 40)
 
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
     done = push(evaluated_set, "someone/digits-random", token="x")
-    assert done["url"] == "https://hub.example/datasets/someone/digits-random"
+    assert done["url"] == "https://hub.example/datasets/someone/digits-random" and done["staged"] is None
     push(STYLEGAN, "someone/mnist-stylegan", token="x")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     back, original = load_synset("someone/digits-random"), load_synset(evaluated_set)
@@ -115,5 +126,5 @@ def test_a_pushed_folder_loads_back_by_its_id_from_the_local_cache(evaluated_set
     labels = torch.arange(3)
     latents = shipped.init_latents(labels, generator=torch.Generator().manual_seed(0))
     assert torch.equal(prior.decode(latents, labels), shipped.decode(latents, labels))
-    with pytest.raises(GenpriorError, match="not in the local cache and HF_HUB_OFFLINE is set"):
+    with pytest.raises(GenpriorError, match="no such folder.*not in the local cache and HF_HUB_OFFLINE is set"):
         load_synset("someone/never-pushed")

@@ -92,3 +92,5 @@ def test_gan_inversion_takes_an_lpips_term_and_the_run_records_which_metric(tmp_
     assert json.loads((tmp_path / "run" / "synset" / "meta.json").read_text())["config"]["inversion"] == recorded
     with pytest.raises(GenpriorError, match="invert_lpips is the weight"):
         LatentDistiller(DistillConfig(**{**cfg.__dict__, "invert_lpips": -1.0}), tmp_path / "bad", progress=False)
+    with pytest.raises(GenpriorError, match="this run starts with --init random"):
+        LatentDistiller(DistillConfig(**{**cfg.__dict__, "init": "random"}), tmp_path / "bad2", progress=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from abc import ABC, abstractmethod
 import json
 import time
@@ -42,10 +41,10 @@ def config_from_dict(cls: Any, values: Dict[str, Any], what: str) -> Any:
 
 # ---- seeds ---------------------------------------------------------------------------------
 
-def non_finite(value: Any, where: str = "") -> List[str]:
-    """The paths of every nan or inf number in ``value`` (nested dicts and lists walked)."""
+def non_finite(value: Any, where: str = "") -> List[Tuple[str, Any]]:
+    """(path, value) of every nan or inf number in ``value`` (nested dicts and lists walked)."""
     if isinstance(value, float) and not math.isfinite(value):
-        return [where]
+        return [(where, value)]
     if isinstance(value, dict):
         return [p for k, v in value.items() for p in non_finite(v, f"{where}.{k}" if where else str(k))]
     if isinstance(value, (list, tuple)):
@@ -58,18 +57,7 @@ def check_finite_config(cfg: Any) -> None:
     weight), before any file is written: such a run would only stop at its first NaN loss."""
     bad = non_finite({name: getattr(cfg, name) for name in cfg.__dataclass_fields__})
     if bad:
-        values = ", ".join(f"{p}={_value_at(cfg, p)}" for p in bad)
-        raise GenpriorError(f"numeric settings must be finite numbers, got {values}")
-
-
-def _value_at(cfg: Any, path: str) -> Any:
-    value: Any = cfg
-    for part in re.split(r"\.|\[", path):
-        if part.endswith("]"):
-            value = value[int(part[:-1])]
-        else:
-            value = value[part] if isinstance(value, dict) else getattr(value, part)
-    return value
+        raise GenpriorError("numeric settings must be finite numbers, got " + ", ".join(f"{p}={v}" for p, v in bad))
 
 
 def derive_seed(*parts: Any) -> int:

@@ -122,6 +122,9 @@ def check_config(cfg: DistillConfig) -> None:
             raise GenpriorError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if isinstance(cfg.invert_lpips, bool) or not isinstance(cfg.invert_lpips, (int, float)) or cfg.invert_lpips < 0:
         raise GenpriorError(f"invert_lpips is the weight of LPIPS in the inversion: a number >= 0, got {cfg.invert_lpips!r}")
+    if cfg.invert_lpips and cfg.init != "invert":
+        raise GenpriorError(f"--invert-lpips weighs LPIPS in the inversion of --init invert; this run starts with "
+                            f"--init {cfg.init}")
     if cfg.init_from is not None and cfg.init != "invert":
         raise GenpriorError(f"--init-from starts the latents from a set's images by inversion; pass --init invert "
                             f"(got --init {cfg.init})")
@@ -240,12 +243,15 @@ class LatentDistiller(TrainingRun):
                 kwargs["steps"] = cfg.invert_steps
                 inversion: Dict[str, Any] = {"objective": "pixel MSE", "lpips_weight": cfg.invert_lpips,
                                              "steps": cfg.invert_steps}
-                if cfg.invert_lpips:
+                if cfg.invert_lpips:  # (a prior that does not invert by optimisation is refused below)
                     from ..perceptual import lpips_metric
 
                     kwargs["lpips"], info = lpips_metric("alex", device=str(self.device))
                     kwargs["lpips_weight"] = cfg.invert_lpips
                     inversion.update(objective="pixel MSE + lpips_weight x LPIPS", **info)
+            elif cfg.invert_lpips:
+                raise GenpriorError(f"--invert-lpips weighs LPIPS in an optimised inversion, but this prior "
+                                    f"({type(self.prior).__name__}) inverts without optimisation; drop it")
             else:
                 inversion = {"objective": f"{type(self.prior).__name__}'s own inversion (no optimisation)"}
         with torch.random.fork_rng(devices=[]):
@@ -268,10 +274,16 @@ class LatentDistiller(TrainingRun):
         info = None
         if metric is None:
             metric, info = lpips_metric("alex", device=str(self.device))
-        decoded = self.prior.decode(latents, self.prior_labels, chunk_size=self.cfg.chunk_size)
         mean, std = self.prior.out_mean, self.prior.out_std
-        lp = metric(to_lpips_input((decoded * std + mean).clamp(0, 1)), to_lpips_input((images * std + mean).clamp(0, 1)))
-        out = {"mse": float((decoded - images).square().mean()), "lpips": float(lp.mean())}
+        squared, distance, step = 0.0, 0.0, self.cfg.chunk_size
+        for lo in range(0, images.shape[0], step):  # a chunk at a time: memory stays flat in the IPC
+            part = {k: v[lo:lo + step] for k, v in latents.items()}
+            decoded = self.prior.decode(part, self.prior_labels[lo:lo + step])
+            target = images[lo:lo + step]
+            squared += float((decoded - target).square().sum())
+            distance += float(metric(to_lpips_input((decoded * std + mean).clamp(0, 1)),
+                                     to_lpips_input((target * std + mean).clamp(0, 1))).sum())
+        out = {"mse": squared / images.numel(), "lpips": distance / images.shape[0]}
         if info is not None:
             out["lpips_weights"] = info["weights"]
         return out
