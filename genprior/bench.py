@@ -352,7 +352,10 @@ def summarize(config: Dict[str, Any], units: Dict[str, Any]) -> Dict[int, List[D
                                    if complete and len(row["robust"]) == len(config["archs"]) else None)
             divs = [b["diversity"]["mean"] for b in builds if b.get("diversity", {}).get("mean") is not None]
             row["diversity"] = sum(divs) / len(divs) if divs else None
-            row["build_s"] = sum(b["time_s"] for b in builds) / len(builds) if builds else None
+            # a resumed distillation's process timed only its last part: its iterations' time over all parts
+            times = [b["loop_time_s"] if b.get("resumed") else b["time_s"] for b in builds]
+            row["build_s"] = sum(times) / len(times) if builds else None
+            row["resumed"] = any(b.get("resumed") for b in builds)
             row["peak_mib"] = max(b["peak_rss_mib"] for b in builds) if builds else None
             if config.get("scores"):
                 row.update(scores(config, units, method, ipc))
@@ -436,10 +439,13 @@ def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) ->
                     cols.append(f"{r[name][name]:.3f} ± {r[name][name + '_std']:.3f}" if r.get(name) else "–")
             if diverse:
                 cols.append(f"{r['diversity']:.4f}" if r["diversity"] is not None else "–")
-            cols.append(f"{r['build_s']:.0f}" if r["build_s"] is not None else "–")
+            cols.append(f"{r['build_s']:.0f}{'*' if r['resumed'] else ''}" if r["build_s"] is not None else "–")
             cols.append(f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "–")
             lines.append("| " + " | ".join(cols) + " |")
         lines.append("")
+    if any(r.get("resumed") for rows in table.values() for r in rows):
+        lines += ["\\* resumed after a kill: the build time is its iterations' over every part (set-up not counted).",
+                  ""]
     commands = sorted({f"- {k.split('|')[1]}: `{u['command']}`" for k, u in results["units"].items()
                        if k.startswith("build|") and "command" in u})
     if commands:
