@@ -155,6 +155,16 @@ def _run_evaluation(synset, out_dir: Path, args) -> dict:
     return report
 
 
+def _describe_protocol(p) -> str:
+    schedule = f"lr drop at {p.lr_drop_epoch}" if p.schedule == "step" else f"{p.schedule} schedule"
+    text = f"{p.epochs} epochs, {p.optimizer} lr {p.lr:g} ({schedule}), {p.num_models} models"
+    if p.temperature:
+        text += f"; soft labels from a teacher at T={p.temperature:g}"
+    if p.cutmix:
+        text += ", CutMix"
+    return text
+
+
 def cmd_list(args) -> None:
     from .baselines import BASELINES
     from .data import DATASETS
@@ -174,7 +184,7 @@ def cmd_list(args) -> None:
         "generators": [(e.name, e.summary) for e in GENERATOR_METHODS],
         "recipes": [(f"recipes/{p.name}", (ast.get_docstring(ast.parse(p.read_text())) or "").split("\n")[0])
                     for p in recipes],
-        "protocols": [(p.name, f"{p.epochs} epochs (lr drop at {p.lr_drop_epoch}), {p.num_models} models") for p in PROTOCOLS.values()],
+        "protocols": [(p.name, _describe_protocol(p)) for p in PROTOCOLS.values()],
     }
     wanted = [args.what] if args.what else list(sections)
     for key in wanted:
