@@ -250,7 +250,9 @@ def cmd_generate(args) -> None:
     options = _key_values(args.prior_option, "--prior-option")
     if args.guidance_scale is not None:
         options["guidance_scale"] = args.guidance_scale
-    prior = load_prior(args.prior, allow_pickle=args.allow_pickle, **options)
+    classes = load_dataset(args.dataset, "train", root=args.data_root, resolution=args.resolution).class_names \
+        if args.dataset else None  # the prompts of a text-conditioned prior that has no class names of its own
+    prior = load_prior(args.prior, allow_pickle=args.allow_pickle, dataset_classes=classes, **options)
     dataset = args.dataset or prior.card.get("dataset")
     if not dataset:
         raise GenpriorError(f"prior {args.prior!r} does not say which dataset it models; pass --dataset")

@@ -82,7 +82,7 @@ def prior_for(ref: str, real: RealData, **options: Any) -> Prior:
         from ..priors.pixel import PixelPrior
 
         return PixelPrior(real.num_classes, real.channels, real.resolution, real.mean, real.std)
-    return load_prior(ref, **options)
+    return load_prior(ref, dataset_classes=real.class_names, **options)
 
 
 def check_fit(prior: Prior, real: RealData, class_map: Optional[List[int]] = None, resize: bool = False) -> None:

@@ -432,6 +432,30 @@ def _conditioned_call(model: nn.Module, embedders: Sequence[Tuple[nn.Module, tor
             hook.remove()
 
 
+class _VAESpace:
+    """DDIM in the scaled latent space of ``self.vae`` (an ``AutoencoderKL``): what the latent
+    diffusion priors share."""
+
+    vae: AutoencoderKL
+    native_resolution: int
+    scaling_factor: float
+    shift_factor: float
+
+    def _set_vae(self, vae: AutoencoderKL) -> None:
+        self.vae = vae.eval().requires_grad_(False)
+        self.scaling_factor = float(vae.config.scaling_factor)
+        self.shift_factor = float(vae.config.shift_factor or 0.0)
+
+    def _to_x0(self, images_m11: torch.Tensor) -> torch.Tensor:
+        x = _resize(images_m11, self.native_resolution).to(self.vae.dtype)
+        z = self.vae.encode(x).latent_dist.mean.float()
+        return (z - self.shift_factor) * self.scaling_factor
+
+    def _from_x0(self, x0: torch.Tensor) -> torch.Tensor:
+        z = x0 / self.scaling_factor + self.shift_factor
+        return self.vae.decode(z.to(self.vae.dtype)).sample
+
+
 # ---- pixel-space diffusion -----------------------------------------------------------
 class DiffusionPrior(_DDIMPrior):
     """A pixel-space ``UNet2DModel`` (class-conditional through ``num_class_embeds =
@@ -513,7 +537,7 @@ class DiffusionPrior(_DDIMPrior):
 
 
 # ---- latent diffusion (DiT + VAE) ----------------------------------------------------
-class LatentDiffusionPrior(_DDIMPrior):
+class LatentDiffusionPrior(_VAESpace, _DDIMPrior):
     """A class-conditional ``DiTTransformer2DModel`` denoising in the (scaled) latent space
     of an ``AutoencoderKL``: decode = DDIM in latent space, ``vae.decode``, ``from_m11``.
 
@@ -549,9 +573,7 @@ class LatentDiffusionPrior(_DDIMPrior):
         if table.shape[0] != self.num_classes + 1:
             raise GenpriorError("the DiT label table has no null-class row (class_dropout_prob 0); genprior needs it")
         self.transformer = transformer.eval().requires_grad_(False)
-        self.vae = vae.eval().requires_grad_(False)
-        self.scaling_factor = float(vae.config.scaling_factor)
-        self.shift_factor = float(vae.config.shift_factor or 0.0)
+        self._set_vae(vae)
 
     @staticmethod
     def _embedders_of(transformer: nn.Module) -> List[Tuple[nn.Module, torch.Tensor]]:
@@ -605,15 +627,6 @@ class LatentDiffusionPrior(_DDIMPrior):
             return out[:, :channels]
 
         return denoise
-
-    def _to_x0(self, images_m11: torch.Tensor) -> torch.Tensor:
-        x = _resize(images_m11, self.native_resolution).to(self.vae.dtype)
-        z = self.vae.encode(x).latent_dist.mean.float()
-        return (z - self.shift_factor) * self.scaling_factor
-
-    def _from_x0(self, x0: torch.Tensor) -> torch.Tensor:
-        z = x0 / self.scaling_factor + self.shift_factor
-        return self.vae.decode(z.to(self.vae.dtype)).sample
 
 
 # ---- the VAE latent space alone ------------------------------------------------------

@@ -16,7 +16,7 @@ import importlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 from ..errors import GenpriorError, UnknownNameError
 from ..hub import download, is_hub_id
@@ -29,6 +29,7 @@ FAMILIES = {
     "diffusion": "genprior.priors.diffusion:DiffusionPrior",
     "latent_diffusion": "genprior.priors.diffusion:LatentDiffusionPrior",
     "vae": "genprior.priors.diffusion:VAEPrior",
+    "text_diffusion": "genprior.priors.text_diffusion:TextDiffusionPrior",
 }
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.md"]
 
@@ -75,11 +76,14 @@ def family_class(family: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def _from_diffusers_folder(folder: Path, **options: Any) -> Prior:
+def _from_diffusers_folder(folder: Path, dataset_classes: Optional[Sequence[str]] = None, **options: Any) -> Prior:
     """Build a prior from a plain diffusers folder (a pipeline or a single model)."""
     index = folder / "model_index.json"
     if index.is_file():
         components = read_json(index)
+        if "text_encoder" in components or "tokenizer" in components:  # Stable Diffusion's layout
+            options.setdefault("class_names", dataset_classes or ())
+            return family_class("text_diffusion").from_diffusers(folder, **options)
         if "transformer" in components and "vae" in components:
             return family_class("latent_diffusion").from_diffusers(folder, **options)
         if "unet" in components:
@@ -97,7 +101,9 @@ def _from_diffusers_folder(folder: Path, **options: Any) -> Prior:
                         "or a pipeline with unet/ or transformer/ + vae/")
 
 
-def _load_folder(folder: Path, **options: Any) -> Prior:
+def _load_folder(folder: Path, dataset_classes: Optional[Sequence[str]] = None, **options: Any) -> Prior:
+    """A prior folder (genprior's card) or a diffusers folder; ``dataset_classes`` name the
+    classes of a text-conditioned prior that does not name its own (a Stable Diffusion folder)."""
     if (folder / PRIOR_CARD).is_file():
         card = read_card(folder)
         cls = family_class(card.get("family", ""))
@@ -113,7 +119,7 @@ def _load_folder(folder: Path, **options: Any) -> Prior:
             raise GenpriorError(f"{what} do not fit this {card.get('family')} prior ({e}); "
                                 "check names and types (numbers for numeric options)") from None
     if (folder / "model_index.json").is_file() or (folder / "config.json").is_file():
-        return _from_diffusers_folder(folder, **options)
+        return _from_diffusers_folder(folder, dataset_classes, **options)
     raise GenpriorError(f"{folder} is not a prior folder: it has no {PRIOR_CARD}, model_index.json or config.json")
 
 
@@ -121,9 +127,11 @@ def _download(repo_id: str) -> Path:
     return download(repo_id, "model", HUB_PATTERNS, "prior")
 
 
-def load_prior(ref: str, allow_pickle: bool = False, **options: Any) -> Prior:
+def load_prior(ref: str, allow_pickle: bool = False, dataset_classes: Optional[Sequence[str]] = None,
+               **options: Any) -> Prior:
     """Load a prior by registry name, local path or hub id; ``options`` go to the family
-    (e.g. ``num_inference_steps`` for diffusion priors)."""
+    (e.g. ``num_inference_steps`` for diffusion priors). ``dataset_classes``: the class names a
+    text-conditioned prior without its own (a Stable Diffusion folder) makes prompts of."""
     entries = registry()
     if ref in entries:
         entry = entries[ref]
@@ -132,8 +140,8 @@ def load_prior(ref: str, allow_pickle: bool = False, **options: Any) -> Prior:
             if not folder.is_dir():
                 raise GenpriorError(f"registered prior {ref!r} should be in {folder}, which is missing; "
                                     "train it with the script its card names, or reinstall genprior from a full checkout")
-            return _load_folder(folder, **options)
-        prior = _load_folder(_download(entry["hub"]), **options)
+            return _load_folder(folder, dataset_classes, **options)
+        prior = _load_folder(_download(entry["hub"]), dataset_classes, **options)
         prior.card.update({k: v for k, v in entry.items() if k not in {"hub"}}, source=entry["hub"])
         return prior
     path = Path(ref).expanduser()
@@ -145,11 +153,11 @@ def load_prior(ref: str, allow_pickle: bool = False, **options: Any) -> Prior:
             out = out.parent / f"{out.name}-genprior"
             if not (out / PRIOR_CARD).is_file():
                 convert_stylegan_pkl(path, out, allow_pickle=allow_pickle)
-            return _load_folder(out, **options)
+            return _load_folder(out, dataset_classes, **options)
         if path.is_dir():
-            return _load_folder(path, **options)
+            return _load_folder(path, dataset_classes, **options)
         raise GenpriorError(f"{path} is a file genprior cannot load as a prior; pass a folder, a .pkl, a registry name or a hub id")
     if is_hub_id(ref):
-        return _load_folder(_download(ref), **options)
+        return _load_folder(_download(ref), dataset_classes, **options)
     known = ", ".join(sorted(entries)) or "none"
     raise UnknownNameError(f"unknown prior {ref!r}: not a registered name ({known}), an existing path, or a hub id owner/name")

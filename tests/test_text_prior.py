@@ -1,0 +1,121 @@
+"""The text-conditioned latent diffusion prior, on a tiny random pipeline in Stable Diffusion's
+layout that the test builds offline (its tokenizer's files written here)."""
+import json
+
+import pytest
+import torch
+
+from genprior.errors import GenpriorError
+from genprior.priors.load import load_prior
+
+CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _tokenizer(folder, context=16):
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in CHARS:
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=context), len(vocab)
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory):
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    root = tmp_path_factory.mktemp("sd")
+    torch.manual_seed(0)
+    tokenizer, vocab = _tokenizer(root / "raw-tokenizer")
+    tokenizer.save_pretrained(root / "tokenizer")
+    CLIPTextModel(CLIPTextConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+                                 pad_token_id=1)).save_pretrained(root / "text_encoder")
+    UNet2DConditionModel(sample_size=4, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+                         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+                         norm_num_groups=4, attention_head_dim=2).save_pretrained(root / "unet")
+    AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                  norm_num_groups=4, sample_size=8, layers_per_block=1).save_pretrained(root / "vae")
+    DDIMScheduler(clip_sample=False).save_pretrained(root / "scheduler")
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDIMScheduler"]}))
+    return root
+
+
+def _prior(folder, **kw):
+    return load_prior(str(folder), dataset_classes=["zero", "one", "two"], num_inference_steps=3, **kw)
+
+
+def test_a_stable_diffusion_folder_loads_with_prompts_from_the_class_names(sd_folder):
+    from genprior.priors.text_diffusion import TextDiffusionPrior
+
+    prior = _prior(sd_folder)
+    assert isinstance(prior, TextDiffusionPrior) and prior.num_classes == 3
+    assert prior.card["prompts"] == ["a photo of a zero", "a photo of a one", "a photo of a two"]
+    assert prior.latent_spaces == ("x_T", "x_T+class") and prior.resolution == 8
+    labels = torch.tensor([0, 2])
+    gen = torch.Generator().manual_seed(0)
+    plain = prior.init_latents(labels, space="x_T", generator=gen)
+    both = {"x_T": plain["x_T"], "class_emb": prior.class_table()[labels].clone()}
+    # the class's encoded prompt, as a latent, decodes exactly like the label
+    assert torch.allclose(prior.decode(plain, labels), prior.decode(both, labels), atol=1e-6)
+    other = _prior(sd_folder, template="a {name} digit")
+    assert not torch.allclose(prior.decode(plain, labels), other.decode(plain, labels))  # the prompt conditions
+
+
+def test_gradients_reach_the_noise_and_the_prompt_embedding(sd_folder):
+    prior = _prior(sd_folder)
+    labels = torch.tensor([1])
+    latents = prior.init_latents(labels, space="x_T+class", generator=torch.Generator().manual_seed(0))
+    latents = {k: v.requires_grad_(True) for k, v in latents.items()}
+    prior.decode(latents, labels).square().sum().backward()
+    assert latents["x_T"].grad.abs().sum() > 0 and latents["class_emb"].grad.abs().sum() > 0
+
+
+def test_saved_and_loaded_back_it_decodes_the_same(sd_folder, tmp_path):
+    prior = _prior(sd_folder, template="digit {name}", negative_prompt="blurry")
+    prior.save_pretrained(tmp_path / "p")
+    back = load_prior(str(tmp_path / "p"))
+    assert back.card["template"] == "digit {name}" and back.card["negative_prompt"] == "blurry"
+    labels = torch.tensor([0, 1, 2])
+    latents = prior.init_latents(labels, space="x_T+class", generator=torch.Generator().manual_seed(1))
+    assert torch.equal(prior.decode(latents, labels), back.decode(latents, labels))
+
+
+def test_bad_input_is_one_line(sd_folder, tmp_path):
+    import shutil
+
+    with pytest.raises(GenpriorError, match="must hold \\{name\\}"):
+        _prior(sd_folder, template="a photo of a digit")
+    with pytest.raises(GenpriorError, match="longer than the text encoder's context of 16"):
+        load_prior(str(sd_folder), dataset_classes=["a very long class name indeed"], num_inference_steps=3)
+    with pytest.raises(GenpriorError, match="needs the class names"):
+        load_prior(str(sd_folder))
+    broken = tmp_path / "broken"
+    shutil.copytree(sd_folder, broken)
+    shutil.rmtree(broken / "tokenizer")
+    with pytest.raises(GenpriorError, match="has no tokenizer/"):
+        load_prior(str(broken), dataset_classes=["zero"])
+
+
+def test_a_few_distillation_steps_through_the_prompt_embeddings(sd_folder, tmp_path):
+    from genprior.distill import DistillConfig, LatentDistiller
+
+    cfg = DistillConfig(dataset="digits", prior=str(sd_folder), space="x_T+class", loss="dm", ipc=1, iterations=2,
+                        init="invert", lr=0.01, prior_options={"num_inference_steps": 2},
+                        loss_options={"net_options": {"width": 8}}, batch_real=16, resize=True)
+    d = LatentDistiller(cfg, tmp_path / "run", progress=False)
+    synset = d.run()
+    start = d.prior.class_table()[torch.arange(10)]
+    assert synset.images.shape == (10, 1, 28, 28) and torch.isfinite(synset.images).all()
+    assert not torch.allclose(d.latents["class_emb"].detach(), start)  # the prompts' embeddings moved
+    assert d.prior.card["prompts"][3] == "a photo of a 3"  # digits' class names made the prompts
