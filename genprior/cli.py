@@ -171,6 +171,7 @@ def cmd_list(args) -> None:
     from .evaluate import PROTOCOLS
     from .generators import GENERATOR_METHODS
     from .matching import MATCHERS
+    from .sampling import GUIDANCE
     from .nets import CROSS_ARCH_POOL, NETS
     from .priors.load import package_folder, registry
 
@@ -182,6 +183,7 @@ def cmd_list(args) -> None:
         "priors": [(name, f"{e.get('family')}: {e.get('summary', '')}") for name, e in sorted(registry().items())],
         "losses": [(e.name, e.summary) for e in MATCHERS],
         "generators": [(e.name, e.summary) for e in GENERATOR_METHODS],
+        "guidance": [(e.name, e.summary) for e in GUIDANCE],
         "recipes": [(f"recipes/{p.name}", (ast.get_docstring(ast.parse(p.read_text())) or "").split("\n")[0])
                     for p in recipes],
         "protocols": [(p.name, _describe_protocol(p)) for p in PROTOCOLS.values()],
@@ -652,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list datasets, networks, baselines, priors, losses, generator methods, recipes "
                        "and protocols")
     p.add_argument("what", nargs="?", choices=["datasets", "networks", "baselines", "priors", "losses", "generators",
-                                               "recipes", "protocols"])
+                                               "guidance", "recipes", "protocols"])
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("evaluate", help="train fresh networks on a synthetic set and test them")
