@@ -171,7 +171,7 @@ def cmd_list(args) -> None:
     from .evaluate import PROTOCOLS
     from .generators import GENERATOR_METHODS
     from .matching import MATCHERS
-    from .sampling import GUIDANCE
+    from .sampling import GUIDANCE, SAMPLING_METHODS
     from .nets import CROSS_ARCH_POOL, NETS
     from .priors.load import package_folder, registry
 
@@ -184,6 +184,7 @@ def cmd_list(args) -> None:
         "losses": [(e.name, e.summary) for e in MATCHERS],
         "generators": [(e.name, e.summary) for e in GENERATOR_METHODS],
         "guidance": [(e.name, e.summary) for e in GUIDANCE],
+        "sampling": [(e.name, e.summary) for e in SAMPLING_METHODS],
         "recipes": [(f"recipes/{p.name}", (ast.get_docstring(ast.parse(p.read_text())) or "").split("\n")[0])
                     for p in recipes],
         "protocols": [(p.name, _describe_protocol(p)) for p in PROTOCOLS.values()],
@@ -382,6 +383,31 @@ def cmd_export(args) -> None:
     synset = export_run(args.run_dir, args.out, chunk_size=args.chunk_size, overwrite=args.overwrite,
                         mixed_precision=args.mixed_precision)
     print(f"decoded {len(synset)} images: {args.out or Path(args.run_dir) / 'export'}")
+
+
+def cmd_synthesize(args) -> None:
+    from .data import load_dataset
+    from .priors.load import load_prior
+    from .sampling import SAMPLING_METHODS, synthesize
+    from .synset import save_synset
+
+    SAMPLING_METHODS.entry(args.method)
+    _check_ipc(args.ipc)
+    if args.chunk_size < 1:
+        raise GenpriorError(f"--chunk-size must be at least 1, got {args.chunk_size}")
+    if args.evaluate:
+        _check_eval_args(args)
+    out = Path(args.out_dir)
+    if out.exists() and not args.overwrite:
+        raise GenpriorError(f"{out} already exists; choose another directory or pass --overwrite")
+    real = load_dataset(args.dataset, "train", root=args.data_root)
+    prior = load_prior(args.prior, dataset_classes=real.class_names, **_key_values(args.prior_option, "--prior-option"))
+    synset = synthesize(args.method, prior, real, args.ipc, seed=args.seed, chunk_size=args.chunk_size,
+                        options=_key_values(args.option, "--option"), prior_ref=args.prior)
+    save_synset(synset, out, overwrite=args.overwrite)
+    print(f"wrote {args.method} IPC {args.ipc} from {args.prior}: {out} (preview: {out / 'grid.png'})")
+    if args.evaluate:
+        _run_evaluation(synset, out, args)
 
 
 def cmd_teacher(args) -> None:
@@ -654,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list datasets, networks, baselines, priors, losses, generator methods, recipes "
                        "and protocols")
     p.add_argument("what", nargs="?", choices=["datasets", "networks", "baselines", "priors", "losses", "generators",
-                                               "guidance", "recipes", "protocols"])
+                                               "guidance", "sampling", "recipes", "protocols"])
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("evaluate", help="train fresh networks on a synthetic set and test them")
@@ -727,6 +753,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.set_defaults(fn=cmd_experts)
 
+    p = sub.add_parser("synthesize", help="a set from a diffusion prior by a training-free method (d4m, mgd3)")
+    p.add_argument("method")
+    p.add_argument("prior")
+    p.add_argument("out_dir")
+    p.add_argument("--ipc", type=int, required=True, help="images per class")
+    p.add_argument("--dataset", default="mnist5k")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method option, e.g. strength=0.5")
+    p.add_argument("--prior-option", action="append", metavar="KEY=VALUE",
+                   help="a prior option, e.g. num_inference_steps=50 or guidance_scale=4")
+    p.add_argument("--chunk-size", type=int, default=64)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--evaluate", action="store_true", help="evaluate the set right after writing it")
+    _add_eval_args(p)
+    p.set_defaults(fn=cmd_synthesize)
+
     p = sub.add_parser("teacher", help="train the teacher of the soft-label protocol on a dataset's whole train split")
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--arch", default="convnet")
@@ -760,7 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="write the upload folder and its card, push nothing")
     p.add_argument("--stage-dir", help="where the upload folder is written (default: a new temporary folder)")
     p.set_defaults(fn=cmd_push)
-    for name in ("evaluate", "baseline", "generate", "distill", "train", "experts", "teacher"):  # also after the command
+    for name in ("evaluate", "baseline", "generate", "distill", "train", "experts", "teacher",
+                 "synthesize"):  # also after the command
         sub.choices[name].add_argument("--data-root", default=argparse.SUPPRESS, help=DATA_ROOT_HELP)
     return parser
 

@@ -92,3 +92,51 @@ def test_kmeans_finds_separated_clusters_and_class_modes_have_the_models_shape(p
                         "class_names": real.class_names[:3]})
     modes = class_modes(prior, sub, per_class=2)
     assert modes.shape == (6, 1, 8, 8)
+
+
+def _three_classes_at_8px():
+    import torch.nn.functional as F
+
+    from genprior.data import load_dataset
+
+    real = load_dataset("digits", "train")
+    keep = real.labels < 3
+    images = F.interpolate(real.images[keep], size=(8, 8), mode="bilinear", antialias=True, align_corners=False)
+    return type(real)(**{**real.__dict__, "images": images, "labels": real.labels[keep],
+                         "class_names": real.class_names[:3]})
+
+
+def test_synthesize_d4m_and_mgd3_make_sets(prior):
+    from genprior.sampling import synthesize
+    from genprior.sampling.modes import class_modes
+
+    real = _three_classes_at_8px()
+    s = synthesize("d4m", prior, real, ipc=2, seed=0, options={"strength": 0.0}, prior_ref="tiny", progress=False)
+    assert s.images.shape == (6, 1, 8, 8) and s.labels.tolist() == [0, 0, 1, 1, 2, 2] and s.method == "d4m"
+    # strength 0: the prototypes themselves, decoded
+    protos = class_modes(prior, real, 2, seed=0)
+    assert torch.allclose(s.images, prior.from_m11(prior._from_x0(protos)).float(), atol=1e-5)
+    a = synthesize("mgd3", prior, real, ipc=2, seed=1, progress=False)
+    b = synthesize("mgd3", prior, real, ipc=2, seed=1, progress=False)
+    assert torch.equal(a.images, b.images) and a.config["options"] == {}
+    with pytest.raises(GenpriorError, match="d4m takes no option lam; its options: strength"):
+        synthesize("d4m", prior, real, ipc=1, options={"lam": 1}, progress=False)
+    with pytest.raises(UnknownNameError, match="unknown training-free method"):
+        synthesize("nope", prior, real, ipc=1, progress=False)
+
+
+def test_synthesize_command_checks_before_work(tmp_path, capsys, monkeypatch):
+    from genprior.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def error(argv):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("genprior: error:") and "\n" not in err
+        return err
+
+    assert "unknown training-free method 'nope'" in error(["synthesize", "nope", "mnist5k-diffusion", "o", "--ipc", "1"])
+    assert "--ipc 1 or more" in error(["synthesize", "d4m", "mnist5k-diffusion", "o", "--ipc", "0"])
+    assert "needs a diffusion prior" in error(["synthesize", "d4m", "mnist5k-stylegan", "o", "--ipc", "1"])
+    assert not (tmp_path / "o").exists()

@@ -1,5 +1,5 @@
 """Sampling diffusion priors well: one guided sampler and pluggable guidance terms."""
-from . import mode  # noqa: F401  (registers its term)
+from .methods import SAMPLING_METHODS, synthesize
 from .sampler import GUIDANCE, GuidanceTerm, StepContext, guided_sample
 
-__all__ = ["GUIDANCE", "GuidanceTerm", "StepContext", "guided_sample"]
+__all__ = ["GUIDANCE", "SAMPLING_METHODS", "GuidanceTerm", "StepContext", "guided_sample", "synthesize"]
