@@ -119,3 +119,22 @@ def test_a_few_distillation_steps_through_the_prompt_embeddings(sd_folder, tmp_p
     assert synset.images.shape == (10, 1, 28, 28) and torch.isfinite(synset.images).all()
     assert not torch.allclose(d.latents["class_emb"].detach(), start)  # the prompts' embeddings moved
     assert d.prior.card["prompts"][3] == "a photo of a 3"  # digits' class names made the prompts
+
+
+def test_d4m_runs_through_the_text_prior_with_vae_prototypes(sd_folder):
+    """D4M as its paper runs it: k-means prototypes in the VAE latent space, img2img with each
+    class's prompt."""
+    import torch.nn.functional as F
+
+    from genprior.data import load_dataset
+    from genprior.sampling import synthesize
+
+    real = load_dataset("digits", "train")
+    keep = real.labels < 3
+    images = F.interpolate(real.images[keep], size=(8, 8), mode="bilinear", antialias=True, align_corners=False)
+    small = type(real)(**{**real.__dict__, "images": images, "labels": real.labels[keep],
+                          "class_names": ["zero", "one", "two"]})
+    prior = _prior(sd_folder)
+    s = synthesize("d4m", prior, small, ipc=2, seed=0, options={"strength": 0.5}, progress=False)
+    assert s.images.shape == (6, 1, 8, 8) and torch.isfinite(s.images).all()
+    assert s.config["prior_card"]["family"] == "text_diffusion"
