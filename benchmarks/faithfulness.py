@@ -247,7 +247,8 @@ def genprior_start(row: str, ipc: int, seed: int) -> Dict[str, torch.Tensor]:
 def build_genprior(row: str, ipc: int, seed: int, threads: int) -> dict:
     out = unit_dir(row, ipc, "genprior", seed)
     cmd = [*genprior_args(row, ipc, seed), "--no-evaluate", "--output-dir", str(out.relative_to(ROOT))]
-    result = run_recipe_unit(cmd, out, threads)
+    # ten checkpoints a run: DC's IPC-10 iterations take minutes each, and a kill should lose one, not all
+    result = run_recipe_unit(cmd, out, threads, checkpoint_every=max(1, ROWS[row]["iterations"][ipc] // 10))
     result["s_per_iteration"] = result["loop_time_s"] / ROWS[row]["iterations"][ipc]
     return result
 

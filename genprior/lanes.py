@@ -191,9 +191,9 @@ def run_process(cmd: list, threads: int, cwd: Optional[Path] = None, log: Option
             "keep_freed_memory": memory_setting()["keep_freed_memory"]}
 
 
-def run_recipe_unit(cmd: list, out: Path, threads: int) -> dict:
+def run_recipe_unit(cmd: list, out: Path, threads: int, checkpoint_every: int = 10) -> dict:
     """One distillation (``cmd``: a recipe script and its flags, writing to ``out``) in its own
-    process, checkpointed every 10 iterations; a killed one continues from its last checkpoint
+    process, checkpointed every ``checkpoint_every`` iterations; a killed one continues from its last checkpoint
     (checkpointing does not change the result). Adds the command, whether it resumed, and the
     iterations' time summed over all parts (``loop_time_s``)."""
     import sys
@@ -201,8 +201,8 @@ def run_recipe_unit(cmd: list, out: Path, threads: int) -> dict:
     from .distill.common import latest_checkpoint
 
     resumed = out.is_dir() and latest_checkpoint(out) is not None
-    result = run_process([sys.executable, *cmd, "--checkpoint-every", "10", *(["--resume", "latest"] if resumed else [])],
-                         threads)
+    result = run_process([sys.executable, *cmd, "--checkpoint-every", str(checkpoint_every),
+                          *(["--resume", "latest"] if resumed else [])], threads)
     result["command"] = " ".join(["python", *cmd])
     result["resumed"] = resumed
     logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
