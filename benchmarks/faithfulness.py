@@ -43,13 +43,13 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
 from genprior.data import load_dataset
-from genprior.evaluate import PROTOCOLS
-from genprior.lanes import eval_unit, lane_main, mean_std, run_process, run_recipe_unit
+from genprior.evaluate import PROTOCOLS, mean_std
+from genprior.lanes import eval_unit, lane_main, run_process, run_recipe_unit
 from genprior.synset import load_synset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -686,6 +686,38 @@ def check_dsa_ops(repo: Path) -> Dict[str, float]:
     return worst
 
 
+def iteration_with_draws(d) -> Dict[str, Any]:
+    """Run iteration 0 of genprior's distiller ``d``, recording the draws a reference needs to
+    repeat it: each class's real batch (``real``), each siamese augmentation's generator state
+    (``gen``) and the matching network's weights (``net``)."""
+    from genprior.augment import DSA
+
+    record: Dict[str, Any] = {"real": [], "gen": []}
+    m = d.matcher
+    sample, siamese, start = d.real.sample_class, DSA.siamese, m.start_iteration
+
+    def recorded_sample(c, n, generator=None):
+        out = sample(c, n, generator)
+        record["real"].append(out.clone())
+        return out
+
+    def recorded_siamese(self, *batches, generator=None):
+        record["gen"].append(generator.get_state())
+        return siamese(self, *batches, generator=generator)
+
+    def recorded_start(it, gen):
+        start(it, gen)
+        record["net"] = {k: v.clone() for k, v in m.net.state_dict().items()}
+
+    d.real.sample_class, m.start_iteration = recorded_sample, recorded_start
+    DSA.siamese = recorded_siamese
+    try:
+        d.iteration(0)
+    finally:
+        DSA.siamese = siamese
+    return record
+
+
 def check_dc_step(repo: Path, dsa: bool, seed: int = 0) -> float:
     """One iteration of genprior's DC loop (pixel prior, IPC 1) against the reference's update
     (``match_loss``, the per-class sum, SGD with momentum on the images) on the same draws:
@@ -705,37 +737,12 @@ def check_dc_step(repo: Path, dsa: bool, seed: int = 0) -> float:
     d = LatentDistiller(cfg, Path(tempfile.mkdtemp()) / "run", progress=False)
     d.init_latents()
     x0 = d.latents["x"].detach().clone()
-    record: Dict[str, list] = {"real": [], "gen": []}
-    sample, siamese = d.real.sample_class, DSA.siamese
-
-    def recorded_sample(c, n, generator=None):
-        out = sample(c, n, generator)
-        record["real"].append(out.clone())
-        return out
-
-    def recorded_siamese(self, *batches, generator=None):
-        record["gen"].append(generator.get_state())
-        return siamese(self, *batches, generator=generator)
-
-    m = d.matcher
-    start = m.start_iteration
-
-    def recorded_start(it, gen):
-        start(it, gen)
-        record["net"] = [{k: v.clone() for k, v in m.net.state_dict().items()}]
-
-    d.real.sample_class, m.start_iteration = recorded_sample, recorded_start
-    DSA.siamese = recorded_siamese
-    try:
-        d.iteration(0)
-    finally:
-        DSA.siamese = siamese
+    record = iteration_with_draws(d)
     ours = d.latents["x"].detach()
 
     net = networks.ConvNet(channel=1, num_classes=10, net_width=128, net_depth=3, net_act="relu",
                            net_norm="instancenorm", net_pooling="avgpooling", im_size=(28, 28))
-    weights = record["net"][0]
-    net.load_state_dict({k: weights[v] for k, v in CONVNET_NAMES.items()})
+    net.load_state_dict({k: record["net"][v] for k, v in CONVNET_NAMES.items()})
     net.train()
     image_syn = x0.clone().requires_grad_(True)
     optimizer = torch.optim.SGD([image_syn], lr=0.1, momentum=0.5)
@@ -747,7 +754,7 @@ def check_dc_step(repo: Path, dsa: bool, seed: int = 0) -> float:
         if dsa:
             g = torch.Generator()
             g.set_state(record["gen"][c])
-            img_real, img_syn = siamese(augment, img_real, img_syn, generator=g)
+            img_real, img_syn = augment.siamese(img_real, img_syn, generator=g)
         gw_real = [t.detach().clone() for t in torch.autograd.grad(criterion(net(img_real), torch.full((256,), c)), params)]
         gw_syn = torch.autograd.grad(criterion(net(img_syn), torch.full((1,), c)), params, create_graph=True)
         loss = loss + utils.match_loss(gw_syn, gw_real, args)
@@ -849,8 +856,6 @@ def check_glad_step(repo: Path, seed: int = 0) -> Dict[str, float]:
     import tempfile
     import types
 
-    from genprior.augment import DSA
-
     for name in ("genprior.distill", "genprior.priors.stylegan"):  # before the stand-ins (see reference_child)
         importlib.import_module(name)
     stand_in_wandb()
@@ -870,28 +875,7 @@ def check_glad_step(repo: Path, seed: int = 0) -> Dict[str, float]:
     d = genprior_distiller("glad-dm", 1, seed, Path(tempfile.mkdtemp()) / "run")
     m = d.matcher
     w0 = d.latents["w+"].detach().clone()
-    record: Dict[str, list] = {"real": [], "gen": []}
-    sample, siamese, start = d.real.sample_class, DSA.siamese, m.start_iteration
-
-    def recorded_sample(c, n, generator=None):
-        out = sample(c, n, generator)
-        record["real"].append(out.clone())
-        return out
-
-    def recorded_siamese(self, *batches, generator=None):
-        record["gen"].append(generator.get_state())
-        return siamese(self, *batches, generator=generator)
-
-    def recorded_start(it, gen):
-        start(it, gen)
-        record["net"] = {k: v.clone() for k, v in m.net.state_dict().items()}
-
-    d.real.sample_class, m.start_iteration = recorded_sample, recorded_start
-    DSA.siamese = recorded_siamese
-    try:
-        d.iteration(0)
-    finally:
-        DSA.siamese = siamese
+    record = iteration_with_draws(d)
     ours = d.latents["w+"].detach()
 
     train = load_dataset(DATASET, "train")
@@ -920,7 +904,7 @@ def check_glad_step(repo: Path, seed: int = 0) -> Dict[str, float]:
     for c in range(10):
         g = torch.Generator()
         g.set_state(record["gen"][c])
-        img_real, img_syn = siamese(augment, record["real"][c], image_syn[c:c + 1], generator=g)
+        img_real, img_syn = augment.siamese(record["real"][c], image_syn[c:c + 1], generator=g)
         loss = loss + torch.sum((torch.mean(embed(img_real).detach(), dim=0) - torch.mean(embed(img_syn), dim=0)) ** 2)
     optimizer_img.zero_grad()
     loss.backward()

@@ -23,8 +23,8 @@ import torch
 
 from genprior.baselines import make_baseline
 from genprior.data import load_dataset
-from genprior.evaluate import PROTOCOLS
-from genprior.lanes import eval_unit, lane_main, locked, mean_std
+from genprior.evaluate import PROTOCOLS, mean_std
+from genprior.lanes import eval_unit, lane_main, locked
 from genprior.nets import CROSS_ARCH_POOL
 from genprior.synset import SyntheticSet, load_synset, save_synset
 

@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 from genprior.data import load_dataset
-from genprior.evaluate import PROTOCOLS
-from genprior.lanes import eval_unit, lane_main, mean_std, run_process, run_recipe_unit
+from genprior.evaluate import PROTOCOLS, mean_std
+from genprior.lanes import eval_unit, lane_main, run_process, run_recipe_unit
 from genprior.nets import CROSS_ARCH_POOL
 from genprior.synset import load_synset, save_synset
 

@@ -42,7 +42,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from .errors import GenpriorError
-from .lanes import eval_unit, locked, mean_std, redo, run_lane, run_process, run_recipe_unit
+from .evaluate import mean_std
+from .lanes import eval_unit, locked, redo, run_lane, run_process, run_recipe_unit
 from .synset import library_versions, write_json_atomic, write_text_atomic
 
 #: what ``genprior bench`` runs with no config: random real images, pixel DM and GLaD-DM at IPC 1

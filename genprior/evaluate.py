@@ -457,10 +457,10 @@ def evaluate_synset(
                 unit["robust_acc"] = robust[-1]
             if done is not None:
                 write_json_atomic({"for": key, **unit}, done)
-        mean, std = _mean_std(accs)
+        mean, std = mean_std(accs)
         results[arch] = {"accs": accs, "mean": mean, "std": std, "time_s": time.time() - t0}
         if attack is not None:
-            r_mean, r_std = _mean_std(robust)
+            r_mean, r_std = mean_std(robust)
             results[arch].update(robust_accs=robust, robust_mean=r_mean, robust_std=r_std)
         if state_dir is not None:
             # resumed trainings: the wall time above is this process's share only
@@ -497,7 +497,7 @@ def evaluate_synset(
     return report
 
 
-def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
+def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     """Mean and population std (as the DC codebase reports)."""
     mean = sum(values) / len(values)
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import math
 import os
 import subprocess
 import time
@@ -229,12 +228,6 @@ def eval_unit(synset, test, arch: str, model: int, protocol, threads: int, state
     if "time_note" in r:  # resumed from a training state that did not record its time
         unit["time_note"] = r["time_note"]
     return unit
-
-
-def mean_std(values: Sequence[float]) -> tuple:
-    """Mean and population std (as the DC codebase reports)."""
-    mean = sum(values) / len(values)
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
 
 def lane_main(results_path: Path, initial: Callable[[], dict], order: Sequence[str], deps: Callable[[str], List[str]],

@@ -63,11 +63,11 @@ def _check_weight(weight: float) -> float:
 
 
 def _summary(per_run: Dict[str, list]) -> Dict[str, float]:
+    from .evaluate import mean_std
+
     out: Dict[str, float] = {}
     for key, values in per_run.items():
-        mean = sum(values) / len(values)
-        out[key] = mean
-        out[f"{key}_std"] = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        out[key], out[f"{key}_std"] = mean_std(values)
     return out
 
 

@@ -1,6 +1,7 @@
 """benchmarks/faithfulness.py runs a paper's script on genprior's data: its shims, checked on a
 stand-in repository shaped like the reference one (the real code is never in the tests)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,22 +79,32 @@ def main():
 '''
 
 
+def _repo(root: Path, files: dict) -> Path:
+    """A stand-in reference repository: file path -> text."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def _child(repo: Path, script: str, seed: int, row: str, out: Path, *args: str) -> None:
+    """The benchmark's reference child on ``repo``, which must succeed; on one thread, as the
+    benchmark's lanes and this test process run (float results depend on the thread count)."""
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(BENCH / "faithfulness.py"), "reference-child", str(repo), script, str(seed), row,
+           str(out), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @pytest.fixture
 def stand_in(tmp_path):
-    repo = tmp_path / "reference"
-    repo.mkdir()
-    (repo / "utils.py").write_text(UTILS)
-    (repo / "networks.py").write_text(NETWORKS)
-    (repo / "main.py").write_text(MAIN)
-    return repo
+    return _repo(tmp_path / "reference", {"utils.py": UTILS, "networks.py": NETWORKS, "main.py": MAIN})
 
 
 def _run(repo: Path, out: Path, seed: int) -> dict:
     (out / "result").mkdir(parents=True)
-    cmd = [sys.executable, str(BENCH / "faithfulness.py"), "reference-child", str(repo), "main.py", str(seed), "dsa",
-           str(out), "--save_path", str(out / "result")]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _child(repo, "main.py", seed, "dsa", out, "--save_path", str(out / "result"))
     return torch.load(out / "result" / "res_X.pt", weights_only=True)
 
 
@@ -199,17 +210,10 @@ def test_the_mtt_child_reads_the_set_after_exactly_the_asked_updates(tmp_path):
     from genprior.synset import load_synset
     from safetensors.torch import load_file
 
-    repo = tmp_path / "mtt"
-    repo.mkdir()
-    (repo / "utils.py").write_text(MTT_UTILS)
-    (repo / "networks.py").write_text(NETWORKS)
-    (repo / "distill.py").write_text(MTT_DISTILL)
+    repo = _repo(tmp_path / "mtt", {"utils.py": MTT_UTILS, "networks.py": NETWORKS, "distill.py": MTT_DISTILL})
     out = tmp_path / "run"
-    out.mkdir()
-    cmd = [sys.executable, str(BENCH / "faithfulness.py"), "reference-child", str(repo), "distill.py", "0", "mtt",
-           str(out), "--dataset", "MNIST", "--data_path", "data", "--ipc", "2", "--Iteration", "3", "--eval_it", "3"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _child(repo, "distill.py", 0, "mtt", out, "--dataset", "MNIST", "--data_path", "data", "--ipc", "2",
+           "--Iteration", "3", "--eval_it", "3")
     start = load_file(str(out / "start.safetensors"))["images"]
     # the recorded start is the reference's draw of real images, which genprior re-makes exactly
     assert torch.equal(start, faithfulness.reference_start_images("mtt", 2, 0))
@@ -336,23 +340,15 @@ def main(args):
 def test_the_glad_child_starts_from_genprior_latents_and_decodes_as_genprior(tmp_path):
     from genprior.synset import load_synset
 
-    repo = tmp_path / "glad"
-    (repo / "networks").mkdir(parents=True)
-    (repo / "networks" / "__init__.py").write_text("from .conv import ConvNet\n")
-    (repo / "networks" / "conv.py").write_text(NETWORKS)
-    (repo / "utils.py").write_text(GLAD_UTILS)
-    (repo / "glad_utils.py").write_text(GLAD_GLAD_UTILS)
-    (repo / "shared_args.py").write_text(GLAD_SHARED_ARGS)
-    (repo / "distill_dm.py").write_text(GLAD_DISTILL)
+    repo = _repo(tmp_path / "glad", {"networks/__init__.py": "from .conv import ConvNet\n", "networks/conv.py": NETWORKS,
+                                     "utils.py": GLAD_UTILS, "glad_utils.py": GLAD_GLAD_UTILS,
+                                     "shared_args.py": GLAD_SHARED_ARGS, "distill_dm.py": GLAD_DISTILL})
 
     def run(seed: int) -> dict:
         out = tmp_path / f"run{seed}"
         (out / "result").mkdir(parents=True)
-        cmd = [sys.executable, str(BENCH / "faithfulness.py"), "reference-child", str(repo), "distill_dm.py", str(seed),
-               "glad-dm", str(out), "--dataset", "CIFAR10", "--ipc", "1", "--Iteration", "0",
-               "--save_path", str(out / "result"), "--lr_img", "0.01"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-2000:]
+        _child(repo, "distill_dm.py", seed, "glad-dm", out, "--dataset", "CIFAR10", "--ipc", "1", "--Iteration", "0",
+               "--save_path", str(out / "result"), "--lr_img", "0.01")
         saved = torch.load(next((out / "result").rglob("res_DM_CIFAR10_none.pt")), weights_only=True)
         return {"saved": saved, "synset": load_synset(out / "synset")}
 

@@ -1,7 +1,8 @@
 """The benchmark units' bookkeeping: resumable, shared between processes, dependencies honoured."""
 import json
 
-from genprior.lanes import _start_time, locked, mean_std, redo, run_lane
+from genprior.evaluate import mean_std
+from genprior.lanes import _start_time, locked, redo, run_lane
 
 
 def _initial():
