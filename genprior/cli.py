@@ -425,7 +425,7 @@ def cmd_teacher(args) -> None:
         raise GenpriorError(f"--out {out} is a folder that holds something else; the teacher replaces its folder, "
                             "so give it a new or a teacher folder")
     folder = train_teacher(args.dataset, out, arch=args.arch, epochs=args.epochs, seed=args.seed, device=args.device,
-                           data_root=args.data_root)
+                           data_root=args.data_root, snapshots=args.snapshots)
     card = json.loads((folder / "teacher.json").read_text())
     print(f"teacher {args.arch} on {card['dataset']}: test accuracy {100 * card['test_accuracy']:.2f} %; {folder}")
 
@@ -753,7 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.set_defaults(fn=cmd_experts)
 
-    p = sub.add_parser("synthesize", help="a set from a diffusion prior by a training-free method (d4m, mgd3)")
+    p = sub.add_parser("synthesize", help="a set from a diffusion prior by a training-free method (d4m, mgd3, igd, d3hr, cao2)")
     p.add_argument("method")
     p.add_argument("prior")
     p.add_argument("out_dir")
@@ -774,6 +774,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="the teacher folder (default: runs/teachers/<dataset>-<arch>)")
+    p.add_argument("--snapshots", type=int, nargs="*", default=[], metavar="EPOCH",
+                   help="also save the weights after these epochs (IGD's surrogate checkpoints)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.set_defaults(fn=cmd_teacher)
 

@@ -9,8 +9,13 @@ for other data, by a fingerprint of the train split it learned from.
 
 A teacher folder::
 
-    teacher.safetensors   the network's weights
-    teacher.json          dataset, train-split fingerprint, network, epochs, seed, test accuracy
+    teacher.safetensors           the network's weights
+    teacher.json                  dataset, train-split fingerprint, network, epochs, seed, test accuracy
+    teacher-epoch<E>.safetensors  the weights after epoch E, for each of ``snapshots`` (optional)
+
+The same folder serves the training-free sampling methods that need a network trained on
+the real data: CaO2's selection classifier, and IGD's surrogate at a few points of its
+training (``snapshots``; ``load_teacher(..., epoch=E)``).
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -39,9 +44,10 @@ def data_fingerprint(data: RealData) -> str:
 
 def train_teacher(dataset: Union[str, RealData], out_dir: Union[str, os.PathLike], arch: str = "convnet",
                   epochs: int = 50, seed: int = 0, device: str = "cpu", data_root: Optional[str] = None,
-                  progress: bool = True) -> Path:
+                  progress: bool = True, snapshots: Sequence[int] = ()) -> Path:
     """Train ``arch`` on the whole train split with the shared protocol's optimiser (SGD, lr 0.01,
-    momentum 0.9, weight decay 5e-4, DSA, lr x0.1 at half time) for ``epochs``; save it."""
+    momentum 0.9, weight decay 5e-4, DSA, lr x0.1 at half time) for ``epochs``; save it, and its
+    weights after each epoch in ``snapshots`` (0: before training, up to ``epochs``)."""
     from dataclasses import replace
 
     from safetensors.torch import save_file
@@ -54,6 +60,9 @@ def train_teacher(dataset: Union[str, RealData], out_dir: Union[str, os.PathLike
 
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise GenpriorError(f"teacher epochs must be a positive integer, got {epochs!r}")
+    snapshots = sorted(set(snapshots))
+    if any(isinstance(e, bool) or not isinstance(e, int) or not 0 <= e <= epochs for e in snapshots):
+        raise GenpriorError(f"teacher snapshots must be epochs between 0 (the start) and {epochs}, got {list(snapshots)}")
     train = load_dataset(dataset, "train", root=data_root) if isinstance(dataset, str) else dataset
     test = load_dataset(train.name, "test", root=data_root, resolution=train.resolution)
     out = Path(out_dir)
@@ -68,26 +77,47 @@ def train_teacher(dataset: Union[str, RealData], out_dir: Union[str, os.PathLike
         net = create_net(arch, train.channels, train.num_classes, train.resolution).to(dev)
     proto = replace(PROTOCOLS["quick"], name="teacher", epochs=epochs, lr_drop_epoch=max(1, epochs // 2), num_models=1)
     bar = progress_bar(total=epochs, desc=f"teacher {arch} on {train.name}", unit="ep", disable=not progress)
+    kept: Dict[int, Dict[str, torch.Tensor]] = {}
+
+    def keep(epoch: int) -> None:
+        if epoch in snapshots:
+            kept[epoch] = {k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}
+
+    done = [0]
+
+    def on_epoch() -> None:
+        bar.update(1)
+        done[0] += 1
+        keep(done[0])
+
+    keep(0)
     train_net(net, train.images.to(dev), train.labels.to(dev), proto, DSA(strategy_for(train.name)),
-              torch.Generator().manual_seed(seed), on_epoch=lambda: bar.update(1))
+              torch.Generator().manual_seed(seed), on_epoch=on_epoch)
     bar.close()
     card = {"format": TEACHER_FORMAT, "dataset": train.name, "train_fingerprint": data_fingerprint(train),
             "train_images": len(train), "arch": arch, "channels": train.channels, "num_classes": train.num_classes,
             "resolution": train.resolution, "epochs": epochs, "seed": seed,
-            "test_accuracy": test_accuracy(net, test, dev)}
+            "test_accuracy": test_accuracy(net, test, dev), "snapshots": snapshots}
 
     def write(folder: Path) -> None:
         save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(folder / WEIGHTS))
+        for epoch, weights in kept.items():
+            save_file(weights, str(folder / snapshot_file(epoch)))
         write_json_atomic(card, folder / CARD)
 
     write_dir_atomic(out, write)
     return out
 
 
-def load_teacher(folder: Union[str, os.PathLike], train: RealData,
-                 device: str = "cpu") -> Tuple[torch.nn.Module, Dict[str, Any]]:
+def snapshot_file(epoch: int) -> str:
+    return f"teacher-epoch{epoch}.safetensors"
+
+
+def load_teacher(folder: Union[str, os.PathLike], train: RealData, device: str = "cpu",
+                 epoch: Optional[int] = None) -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """The teacher in ``folder`` (eval mode, frozen) and its card; refused when it learned from
-    other data than the train split ``train``."""
+    other data than the train split ``train``. ``epoch``: its snapshot after that epoch
+    (saved with ``snapshots``) instead of its final weights."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -101,7 +131,10 @@ def load_teacher(folder: Union[str, os.PathLike], train: RealData,
         raise GenpriorError(f"{folder} is not a teacher folder ({CARD} and {WEIGHTS} are needed); {fix}")
     try:
         card = json.loads((folder / CARD).read_text())
-        weights = load_file(str(folder / WEIGHTS))
+        if epoch is not None and epoch not in card.get("snapshots", []):
+            raise GenpriorError(f"teacher {folder} has no snapshot after epoch {epoch} (it has "
+                                f"{card.get('snapshots') or 'none'}); train it with `genprior teacher --snapshots ...`")
+        weights = load_file(str(folder / (WEIGHTS if epoch is None else snapshot_file(epoch))))
     except (json.JSONDecodeError, SafetensorError, OSError, ValueError) as e:
         raise GenpriorError(f"teacher {folder} cannot be read ({e}); {fix}") from None
     if card.get("format") != TEACHER_FORMAT:

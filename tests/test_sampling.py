@@ -140,3 +140,163 @@ def test_synthesize_command_checks_before_work(tmp_path, capsys, monkeypatch):
     assert "--ipc 1 or more" in error(["synthesize", "d4m", "mnist5k-diffusion", "o", "--ipc", "0"])
     assert "needs a diffusion prior" in error(["synthesize", "d4m", "mnist5k-stylegan", "o", "--ipc", "1"])
     assert not (tmp_path / "o").exists()
+
+
+# ---- IGD, D3HR, CaO2 and the snapshots of the networks they use -------------------------------
+@pytest.fixture(scope="module")
+def three_classes():
+    """Digits 0-2 at 28 px, the smallest size genprior's networks take (the prior draws 8 px)."""
+    from genprior.data import load_dataset
+
+    real = load_dataset("digits", "train")
+    keep = real.labels < 3
+    return type(real)(**{**real.__dict__, "images": real.images[keep], "labels": real.labels[keep],
+                         "class_names": real.class_names[:3]})
+
+
+@pytest.fixture(scope="module")
+def prior28(prior):
+    """The tiny prior's UNet, its images resized to 28 px (as a user's --prior-option output_resolution=28)."""
+    from diffusers import DDIMScheduler
+
+    from genprior.priors.diffusion import DiffusionPrior
+
+    return DiffusionPrior(prior.unet, DDIMScheduler(clip_sample=False), num_inference_steps=5, output_resolution=28)
+
+
+@pytest.fixture(scope="module")
+def surrogate(three_classes, tmp_path_factory):
+    """A ConvNet trained 2 epochs on the 3-class data, with its start and both epochs saved."""
+    from genprior.teacher import train_teacher
+
+    return train_teacher(three_classes, tmp_path_factory.mktemp("surrogate") / "t", epochs=2, progress=False,
+                         snapshots=[0, 1, 2])
+
+
+def test_teacher_snapshots_are_the_weights_at_those_epochs(surrogate, three_classes):
+    from genprior.teacher import load_teacher
+
+    final, card = load_teacher(surrogate, three_classes)
+    last, _ = load_teacher(surrogate, three_classes, epoch=2)
+    start, _ = load_teacher(surrogate, three_classes, epoch=0)
+    assert card["snapshots"] == [0, 1, 2]
+    for a, b, c in zip(final.state_dict().values(), last.state_dict().values(), start.state_dict().values()):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, c) for a, c in zip(final.state_dict().values(), start.state_dict().values()))
+    with pytest.raises(GenpriorError, match="no snapshot after epoch 5 .*--snapshots"):
+        load_teacher(surrogate, three_classes, epoch=5)
+    from genprior.teacher import train_teacher
+
+    with pytest.raises(GenpriorError, match="between 0 \\(the start\\) and 2"):
+        train_teacher(three_classes, surrogate.parent / "u", epochs=2, snapshots=[3], progress=False)
+
+
+def test_influence_guidance_raises_the_influence_cosine_and_diversity_keeps_samples_apart(prior, three_classes,
+                                                                                         surrogate):
+    from genprior.sampling.influence import InfluenceGuidance, class_gradients, load_surrogate
+    from genprior.sampling.methods import decode_x0
+
+    prior.set_normalization(three_classes.mean, three_classes.std)
+    nets = load_surrogate(surrogate, three_classes, [0, 2], torch.device("cpu"))
+    grads = [class_gradients(net, three_classes) for net in nets]
+    assert grads[0].shape == (3, sum(p.numel() for p in nets[0].parameters()))
+
+    def to_images(x0):
+        return decode_x0(prior, x0, three_classes.resolution)
+
+    labels = torch.tensor([0, 1, 2, 0])
+    x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    free = guided_sample(prior, labels, x_T, return_x0=True)
+    term = InfluenceGuidance(nets, grads, to_images, scale=300.0, diversity=0.0, start=0.0, stop=1.0)
+    guided = guided_sample(prior, labels, x_T, terms=[term], return_x0=True)
+    with torch.enable_grad():
+        assert term.influence(guided, labels).sum() > term.influence(free, labels).sum() + 0.1
+    # the diversity term: samples end farther (in cosine) from the class's earlier samples
+    far = InfluenceGuidance(nets, grads, to_images, scale=0.0, diversity=3000.0, start=0.0, stop=1.0)
+    far.remember(free, labels)
+    apart = guided_sample(prior, labels, x_T + 0.01, terms=[far], return_x0=True)
+    near = guided_sample(prior, labels, x_T + 0.01, return_x0=True)
+    assert far.closeness(apart, labels).sum() < far.closeness(near, labels).sum()
+    far.remember(torch.randn(70, 1, 8, 8), torch.zeros(70, dtype=torch.long))
+    assert far.memory[0].shape == (64, 64)  # first in, first out
+    with pytest.raises(GenpriorError, match="not both 0"):
+        InfluenceGuidance(nets, grads, to_images, scale=0.0, diversity=0.0)
+
+
+def test_skewness_and_the_d3hr_group_is_the_best_scored_candidate():
+    from genprior.sampling.d3hr import best_group, moment_score, skewness
+
+    # scipy.stats.skew([0, 0, 3], bias=False) = sqrt(3)
+    assert skewness(torch.tensor([[[0.0], [0.0], [3.0]]])).item() == pytest.approx(3 ** 0.5, rel=1e-5)
+    assert skewness(torch.tensor([[[1.0], [2.0], [3.0]]])).item() == pytest.approx(0.0, abs=1e-6)
+    mu, sigma = torch.randn(12), torch.rand(12) + 0.5
+    group, score = best_group(mu, sigma, 4, 50, torch.Generator().manual_seed(3), batch=20)
+    # the same draws, scored one by one: the group is the lowest-scoring candidate
+    gen = torch.Generator().manual_seed(3)
+    cands = torch.cat([mu + sigma * torch.randn((k, 4, 12), generator=gen) for k in (20, 20, 10)])
+    scores = moment_score(cands, mu, sigma)
+    assert score == pytest.approx(scores.min().item()) and torch.equal(group, cands[scores.argmin()])
+    assert (scores > score).sum() == 49
+
+
+def test_d3hr_and_igd_make_seeded_sets(prior28, three_classes, surrogate):
+    prior = prior28
+    from genprior.sampling import synthesize
+
+    a = synthesize("d3hr", prior, three_classes, ipc=2, seed=0, options={"candidates": 200}, progress=False)
+    b = synthesize("d3hr", prior, three_classes, ipc=2, seed=0, options={"candidates": 200}, progress=False)
+    assert a.images.shape == (6, 1, 28, 28) and torch.equal(a.images, b.images) and torch.isfinite(a.images).all()
+    with pytest.raises(GenpriorError, match="at least one of the 5 steps"):
+        synthesize("d3hr", prior, three_classes, ipc=1, options={"strength": 0.0}, progress=False)
+    s = synthesize("igd", prior, three_classes, ipc=2, seed=0, options={"surrogate": str(surrogate), "snapshots": [0, 2],
+                                                                       "grad_images": 20}, progress=False)
+    assert s.images.shape == (6, 1, 28, 28) and torch.isfinite(s.images).all() and s.method == "igd"
+    with pytest.raises(GenpriorError, match="genprior teacher --dataset digits --snapshots"):
+        synthesize("igd", prior, three_classes, ipc=1, progress=False)
+
+
+def test_cao2_keeps_the_most_confident_right_samples(prior28, three_classes, surrogate):
+    prior = prior28
+    from genprior.sampling import synthesize
+    from genprior.sampling.cao2 import overgenerate, refine, select_confident
+    from genprior.sampling.methods import decode_x0
+    from genprior.teacher import load_teacher
+
+    probs = torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.2, 0.8], [0.95, 0.05]])
+    labels = torch.zeros(5, dtype=torch.long)
+    assert select_confident(probs, labels, 2).tolist() == [4, 0]  # right, most confident first
+    assert select_confident(probs, labels, 4).tolist() == [4, 0, 2, 3]  # then the most confident wrong ones
+    # through the method (no refinement): its images are the chosen candidates, decoded
+    prior.set_normalization(three_classes.mean, three_classes.std)
+    s = synthesize("cao2", prior, three_classes, ipc=2, seed=0, options={"classifier": str(surrogate), "ratio": 3,
+                                                                        "refine_steps": 0}, progress=False)
+    net, _ = load_teacher(surrogate, three_classes)
+    for c in range(3):
+        x0 = overgenerate(prior, c, 6, 0, 64)
+        with torch.no_grad():
+            p = net(decode_x0(prior, x0, 28)).softmax(dim=1)
+        keep = select_confident(p, torch.full((6,), c), 2)
+        assert torch.allclose(s.images[2 * c:2 * c + 2], decode_x0(prior, x0[keep], 28), atol=1e-6)
+    # refinement lowers the denoising error at low noise
+    x0 = overgenerate(prior, 1, 4, 0, 64)
+    lab = torch.ones(4, dtype=torch.long)
+    refined = refine(prior, x0, lab, steps=30, lr=0.05, generator=torch.Generator().manual_seed(0))
+
+    def error(z):
+        from genprior.priors.diffusion import _split_prediction
+
+        timesteps, alphas, _ = prior._schedule()
+        t = torch.full((4,), sorted(timesteps)[1])
+        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+        a = alphas[t].view(-1, 1, 1, 1).float()
+        x_t = a.sqrt() * z + (1 - a).sqrt() * noise
+        with torch.no_grad():
+            out = prior._denoiser(lab, None)(x_t, t, torch.ones(4, dtype=torch.bool))
+        return (_split_prediction(out, x_t, a, "epsilon")[1] - noise).pow(2).mean()
+
+    assert error(refined) < error(x0)
+    with pytest.raises(GenpriorError, match="classifier of the real data: make one with `genprior teacher"):
+        synthesize("cao2", prior, three_classes, ipc=1, progress=False)
+    with pytest.raises(GenpriorError, match="'null' or 'class'"):
+        synthesize("cao2", prior, three_classes, ipc=1, options={"classifier": str(surrogate), "condition": "x"},
+                   progress=False)

@@ -32,6 +32,9 @@ from .sampler import _check, guided_sample
 SAMPLING_METHODS = Registry("training-free method")
 D4M_PAPER = "Su, Hou, Lin & Wang, D4M: Dataset Distillation via Disentangled Diffusion Model, CVPR 2024"
 MGD3_PAPER = "Chan-Santiago et al., Mode-Guided Dataset Distillation using Diffusion Models, ICML 2025"
+IGD_PAPER = "Chen et al., Influence-Guided Diffusion for Dataset Distillation, ICLR 2025"
+D3HR_PAPER = "Zhao et al., Taming Diffusion for Dataset Distillation with High Representativeness, ICML 2025"
+CAO2_PAPER = "CaO2: Rectifying Inconsistencies in Diffusion-Based Dataset Distillation, ICCV 2025"
 
 
 def _chunks(n: int, size: int):
@@ -39,11 +42,28 @@ def _chunks(n: int, size: int):
         yield lo, min(n, lo + size)
 
 
+def decode_x0(prior: Any, x0: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Clean samples in the prior's denoising space -> images normalised like its data at
+    ``resolution``, differentiably (what a classifier of the real data sees)."""
+    from ..priors.diffusion import _resize
+
+    images = prior.from_m11(_resize(prior._from_x0(x0).float(), prior.card["output_resolution"]))
+    if images.shape[-1] != resolution:
+        images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", antialias=True,
+                               align_corners=False)
+    return images
+
+
+def class_labels(num_classes: int, ipc: int) -> torch.Tensor:
+    """0,0,..,1,1,..: a set's labels, class by class."""
+    return torch.arange(num_classes).repeat_interleave(ipc)
+
+
 @SAMPLING_METHODS.register("d4m", summary="k-means prototypes of encoded real images, img2img with their class",
                            paper=D4M_PAPER)
 def d4m(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, strength: float = 0.7) -> torch.Tensor:
     prototypes = class_modes(prior, real, ipc, seed)
-    labels = torch.arange(real.num_classes).repeat_interleave(ipc)
+    labels = class_labels(real.num_classes, ipc)
     out = []
     for lo, hi in _chunks(len(labels), chunk_size):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + lo)
@@ -57,7 +77,7 @@ def mgd3(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, scale
          stop: float = 0.5) -> torch.Tensor:
     modes = class_modes(prior, real, ipc, seed)
     term = ModeGuidance(modes, scale=scale, stop=stop)
-    labels = torch.arange(real.num_classes).repeat_interleave(ipc)
+    labels = class_labels(real.num_classes, ipc)
     out = []
     for lo, hi in _chunks(len(labels), chunk_size):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + lo)
@@ -88,7 +108,7 @@ def synthesize(method: str, prior: Any, real: RealData, ipc: int, seed: int = 0,
     bar.close()
     if images.shape[-1] != real.resolution:
         images = F.interpolate(images, size=real.resolution, mode="bilinear", antialias=True, align_corners=False)
-    return SyntheticSet(images=images, labels=torch.arange(real.num_classes).repeat_interleave(ipc), mean=real.mean,
+    return SyntheticSet(images=images, labels=class_labels(real.num_classes, ipc), mean=real.mean,
                         std=real.std, dataset=real.name, class_names=real.class_names, method=method,
                         prior=prior_ref, config={"method": method, "options": dict(options or {}), "seed": seed,
                                                  "prior_card": prior.describe()})

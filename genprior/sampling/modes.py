@@ -33,23 +33,34 @@ def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, iterations: int 
 
 
 @torch.no_grad()
+def encode_class(prior: Any, real: RealData, c: int, generator: torch.Generator, max_images: Optional[int] = 500,
+                 batch_size: int = 64) -> torch.Tensor:
+    """The real images of class ``c`` (a random ``max_images`` of them when there are more),
+    encoded into the prior's denoising space (VAE latents, or pixels at its resolution)."""
+    device = prior.out_mean.device
+    idx = real.indices_of_class(c)
+    if max_images is not None and len(idx) > max_images:
+        idx = idx[torch.randperm(len(idx), generator=generator)[:max_images]]
+    images = real.images[idx]
+    if images.shape[-1] != prior.resolution:
+        images = torch.nn.functional.interpolate(images, size=(prior.resolution, prior.resolution),
+                                                 mode="bilinear", align_corners=False, antialias=True)
+    return torch.cat([prior._to_x0(prior.to_m11(images[b:b + batch_size].to(device).float())).float()
+                      for b in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
 def class_modes(prior: Any, real: RealData, per_class: int, seed: int = 0, max_images: Optional[int] = 500,
                 batch_size: int = 64) -> torch.Tensor:
     """``per_class`` k-means centres of each class's real images, encoded into the prior's
     denoising space; (num_classes * per_class, ...) ordered class by class."""
     gen = torch.Generator().manual_seed(seed)
-    device = prior.out_mean.device
     out = []
     for c in range(real.num_classes):
-        idx = real.indices_of_class(c)
-        if max_images is not None and len(idx) > max_images:
-            idx = idx[torch.randperm(len(idx), generator=gen)[:max_images]]
-        images = real.images[idx]
-        if images.shape[-1] != prior.resolution:
-            images = torch.nn.functional.interpolate(images, size=(prior.resolution, prior.resolution),
-                                                     mode="bilinear", align_corners=False, antialias=True)
-        encoded = torch.cat([prior._to_x0(prior.to_m11(images[b:b + batch_size].to(device).float())).float()
-                             for b in range(0, len(images), batch_size)])
+        encoded = encode_class(prior, real, c, gen, max_images, batch_size)
+        if per_class > encoded.shape[0]:
+            raise GenpriorError(f"class {real.class_names[c]!r} has {encoded.shape[0]} real images to draw {per_class} "
+                                f"modes from; lower the IPC to at most {encoded.shape[0]}")
         centres = kmeans(encoded.flatten(1).cpu(), per_class, gen)
         out.append(centres.view(per_class, *encoded.shape[1:]))
-    return torch.cat(out).to(device)
+    return torch.cat(out).to(prior.out_mean.device)

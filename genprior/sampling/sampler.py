@@ -63,6 +63,11 @@ def _check(prior: Any) -> None:
         raise GenpriorError(f"guided sampling needs a diffusion prior, not {type(prior).__name__}")
 
 
+def start_step(steps: int, strength: float) -> int:
+    """The index of the first step that runs at ``strength`` (img2img skips the noisiest steps)."""
+    return steps - int(round(strength * steps))
+
+
 @torch.no_grad()
 def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] = None,
                   terms: Sequence[GuidanceTerm] = (), eta: float = 0.0, x0: Optional[torch.Tensor] = None,
@@ -71,7 +76,9 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
     """Images (normalised like the prior's data) for ``labels``. From ``x_T`` (drawn from
     ``generator`` when None) or, with ``x0`` (clean samples in the model's space, e.g. D4M's
     prototypes), from ``x0`` noised to ``strength`` (1: pure noise, the whole trajectory; 0:
-    nothing runs). ``eta`` 0 is DDIM, 1 ancestral (DDPM-like) sampling. ``index`` is each
+    nothing runs). With ``strength`` below 1 and ``x_T``, ``x_T`` is the noisy sample at the
+    first step that runs (``start_step``), e.g. D3HR's draws from DDIM-inverted statistics.
+    ``eta`` 0 is DDIM, 1 ancestral (DDPM-like) sampling. ``index`` is each
     sample's place in the whole set, for terms that hold one target per sample (default
     0..N-1). ``return_x0`` returns the final sample in the model's space instead of images."""
     _check(prior)
@@ -86,7 +93,7 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
     timesteps, alphas, final = prior._schedule()
     alphas = alphas.to(device=device, dtype=torch.float32)
     steps = len(timesteps)
-    first = steps - int(round(strength * steps))  # img2img skips the noisiest steps
+    first = start_step(steps, strength)
     config = prior.scheduler.config
     if x0 is not None:
         if first == steps:
@@ -96,8 +103,9 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
             a = alphas[timesteps[first]]
             x = a.sqrt() * x0.to(device).float() + (1 - a).sqrt() * noise
     else:
-        if strength != 1.0:
-            raise GenpriorError("strength below 1 starts from clean samples: pass x0 (img2img)")
+        if strength != 1.0 and x_T is None:
+            raise GenpriorError("strength below 1 starts from clean samples: pass x0 (img2img), or x_T, the noisy "
+                                "sample at the first step that runs")
         x = (x_T if x_T is not None else torch.randn((n,) + prior.latent_shape, generator=generator)).to(device).float()
     model = prior._denoiser(labels, None)
     scale = prior.guidance_scale
