@@ -245,6 +245,16 @@ def cmd_generate(args) -> None:
     class_map = _class_map(args.class_map)
     device = resolve_device(args.device)
     check_generate_options(args.ipc, args.chunk_size, args.mixed_precision, device)
+    if args.method:
+        from .sampling import SAMPLING_METHODS
+
+        SAMPLING_METHODS.entry(args.method)
+        for flag, value in (("--space", args.space), ("--class-map", args.class_map)):
+            if value is not None:
+                raise GenpriorError(f"{flag} is for plain samples; --method {args.method} draws in the prior's noise "
+                                    "space with the dataset's own classes: drop it")
+    elif args.option:
+        raise GenpriorError("--option sets an option of a training-free method: pass --method too")
     if args.evaluate:
         _check_eval_args(args)
     out = Path(args.out_dir)
@@ -260,11 +270,19 @@ def cmd_generate(args) -> None:
     if not dataset:
         raise GenpriorError(f"prior {args.prior!r} does not say which dataset it models; pass --dataset")
     train = load_dataset(dataset, "train", root=args.data_root, resolution=args.resolution)
-    synset = generate_set(prior, train, args.ipc, seed=args.seed, space=args.space, chunk_size=args.chunk_size,
-                          mixed_precision=args.mixed_precision, class_map=class_map, resize=args.resize,
-                          device=str(device), prior_ref=args.prior, progress=True)
+    if args.method:
+        from .sampling import synthesize
+
+        synset = synthesize(args.method, prior, train, args.ipc, seed=args.seed, chunk_size=args.chunk_size,
+                            options=_key_values(args.option, "--option"), prior_ref=args.prior, resize=args.resize,
+                            mixed_precision=args.mixed_precision, device=str(device))
+    else:
+        synset = generate_set(prior, train, args.ipc, seed=args.seed, space=args.space, chunk_size=args.chunk_size,
+                              mixed_precision=args.mixed_precision, class_map=class_map, resize=args.resize,
+                              device=str(device), prior_ref=args.prior, progress=True)
     save_synset(synset, out, overwrite=args.overwrite)
-    print(f"wrote {args.ipc} images per class of {args.prior}: {out} (preview: {out / 'grid.png'})")
+    made = f" by {args.method}" if args.method else ""
+    print(f"wrote {args.ipc} images per class of {args.prior}{made}: {out} (preview: {out / 'grid.png'})")
     if args.evaluate:
         _run_evaluation(synset, out, args)
 
@@ -387,6 +405,7 @@ def cmd_export(args) -> None:
 
 def cmd_synthesize(args) -> None:
     from .data import load_dataset
+    from .evaluate import resolve_device
     from .priors.load import load_prior
     from .sampling import SAMPLING_METHODS, synthesize
     from .synset import save_synset
@@ -403,7 +422,8 @@ def cmd_synthesize(args) -> None:
     real = load_dataset(args.dataset, "train", root=args.data_root)
     prior = load_prior(args.prior, dataset_classes=real.class_names, **_key_values(args.prior_option, "--prior-option"))
     synset = synthesize(args.method, prior, real, args.ipc, seed=args.seed, chunk_size=args.chunk_size,
-                        options=_key_values(args.option, "--option"), prior_ref=args.prior)
+                        options=_key_values(args.option, "--option"), prior_ref=args.prior, resize=args.resize,
+                        device=str(resolve_device(args.device)))
     save_synset(synset, out, overwrite=args.overwrite)
     print(f"wrote {args.method} IPC {args.ipc} from {args.prior}: {out} (preview: {out / 'grid.png'})")
     if args.evaluate:
@@ -719,6 +739,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="allow loading a StyleGAN .pkl (runs code from the file)")
     p.add_argument("--prior-option", action="append", metavar="KEY=VALUE",
                    help="a prior option, e.g. num_inference_steps=5 (repeatable)")
+    p.add_argument("--method", help="a training-free method of a diffusion prior (d4m, mgd3, igd, d3hr, cao2; "
+                   "`genprior list`) instead of plain samples")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="an option of --method, e.g. strength=0.5 or classifier=DIR (repeatable)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--evaluate", action="store_true")
     _add_eval_args(p)
@@ -763,6 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-option", action="append", metavar="KEY=VALUE",
                    help="a prior option, e.g. num_inference_steps=50 or guidance_scale=4")
     p.add_argument("--chunk-size", type=int, default=64)
+    p.add_argument("--resize", action="store_true", help="resize the prior's images to the dataset size")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--evaluate", action="store_true", help="evaluate the set right after writing it")
     _add_eval_args(p)

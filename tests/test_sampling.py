@@ -300,3 +300,41 @@ def test_cao2_keeps_the_most_confident_right_samples(prior28, three_classes, sur
     with pytest.raises(GenpriorError, match="'null' or 'class'"):
         synthesize("cao2", prior, three_classes, ipc=1, options={"classifier": str(surrogate), "condition": "x"},
                    progress=False)
+
+
+def test_guided_methods_start_from_generates_noise_and_igd_sets_are_nested(prior28, three_classes, surrogate):
+    from genprior.generate import generate_set
+    from genprior.sampling import synthesize
+    from genprior.sampling.cao2 import overgenerate
+    from genprior.sampling.methods import decode_x0
+
+    plain = generate_set(prior28, three_classes, ipc=3, seed=4, chunk_size=4)
+    # CaO2's candidate i of a class is generate's image i of that class
+    x0 = overgenerate(prior28, 2, 3, 4, 2)
+    assert torch.allclose(decode_x0(prior28, x0, 28), plain.images[6:9], atol=1e-5)
+    # MGD3 outside its window is plain generation
+    far = synthesize("mgd3", prior28, three_classes, ipc=3, seed=4, chunk_size=4,
+                     options={"start": 0.99, "stop": 1.0, "scale": 1.0}, progress=False)
+    assert torch.allclose(far.images, plain.images, atol=1e-5)
+    # IGD: IPC 1 is the first image per class of IPC 2
+    opts = {"surrogate": str(surrogate), "snapshots": [2], "grad_images": 20, "scale": 50.0, "diversity": 50.0}
+    one = synthesize("igd", prior28, three_classes, ipc=1, seed=4, options=opts, progress=False)
+    two = synthesize("igd", prior28, three_classes, ipc=2, seed=4, options=opts, progress=False)
+    assert torch.allclose(one.images, two.images[::2], atol=1e-5)
+
+
+def test_generate_method_writes_a_training_free_set(tmp_path, capsys, monkeypatch):
+    from genprior.cli import main
+    from genprior.synset import load_synset
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "mnist5k-diffusion", "d4m", "--method", "d4m", "--ipc", "1",
+                 "--option", "strength=0.0", "--prior-option", "num_inference_steps=2"]) == 0
+    s = load_synset(tmp_path / "d4m")
+    assert s.method == "d4m" and s.images.shape == (10, 1, 28, 28) and s.config["options"] == {"strength": 0.0}
+    assert "by d4m" in capsys.readouterr().out
+    assert main(["generate", "mnist5k-diffusion", "x", "--ipc", "1", "--option", "strength=0"]) == 2
+    assert "pass --method too" in capsys.readouterr().err
+    assert main(["generate", "mnist5k-diffusion", "x", "--ipc", "1", "--method", "d4m", "--space", "x_T"]) == 2
+    assert "--space is for plain samples" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

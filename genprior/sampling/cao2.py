@@ -24,7 +24,7 @@ import torch
 
 from ..data import RealData
 from ..errors import GenpriorError
-from .methods import CAO2_PAPER, SAMPLING_METHODS, _chunks, decode_x0
+from .methods import CAO2_PAPER, SAMPLING_METHODS, _chunks, advance, decode_x0, image_noise
 from .sampler import guided_sample
 
 
@@ -90,11 +90,12 @@ def load_classifier(folder: Optional[str], real: RealData, device: torch.device)
 
 
 def overgenerate(prior: Any, c: int, count: int, seed: int, chunk_size: int) -> torch.Tensor:
-    """``count`` samples of class ``c`` from noise, in the model's space (step 1)."""
+    """``count`` samples of class ``c`` from noise, in the model's space (step 1): candidate i is
+    the plain sample ``genprior generate`` draws as image i of the class."""
     out = []
     for lo, hi in _chunks(count, chunk_size):
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + c * 65_537 + lo)
-        out.append(guided_sample(prior, torch.full((hi - lo,), c, dtype=torch.long), generator=gen, return_x0=True))
+        x_T = image_noise(prior, [c] * (hi - lo), range(lo, hi), seed)
+        out.append(guided_sample(prior, torch.full((hi - lo,), c, dtype=torch.long), x_T=x_T, return_x0=True))
     return torch.cat(out)
 
 
@@ -122,4 +123,5 @@ def cao2(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, class
                           for lo, hi in _chunks(ipc, chunk_size)])
         with torch.no_grad():
             out.append(decode_x0(prior, kept, real.resolution).float().cpu())
+        advance(ipc)
     return torch.cat(out)

@@ -23,7 +23,7 @@ import torch
 
 from ..data import RealData
 from ..errors import GenpriorError
-from .methods import D3HR_PAPER, SAMPLING_METHODS, _chunks
+from .methods import D3HR_PAPER, SAMPLING_METHODS, _chunks, advance
 from .modes import encode_class
 from .sampler import guided_sample, start_step
 
@@ -94,4 +94,5 @@ def d3hr(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, stren
         for lo, hi in _chunks(ipc, chunk_size):
             out.append(guided_sample(prior, torch.full((hi - lo,), c, dtype=torch.long), x_T=group[lo:hi],
                                      strength=strength))
+            advance(hi - lo)
     return torch.cat(out)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..data import RealData
 from ..errors import GenpriorError
-from .methods import IGD_PAPER, SAMPLING_METHODS, _chunks, decode_x0
+from .methods import IGD_PAPER, SAMPLING_METHODS, _chunks, advance, decode_x0, image_noise
 from .sampler import GUIDANCE, GuidanceTerm, StepContext, guided_sample
 
 
@@ -169,7 +169,9 @@ def igd(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, surrog
         snapshots: Any = None, scale: float = 5.0, diversity: float = 120.0, start: float = 0.1, stop: float = 0.4,
         memory_size: int = 64, grad_images: int = 200) -> torch.Tensor:
     """Round by round, one sample of every class per round; each finished round enters the
-    classes' diversity memories before the next is drawn (the paper draws one image at a time)."""
+    classes' diversity memories before the next is drawn (the paper draws one image at a time).
+    Image i of a class starts from the noise ``genprior generate`` draws for it and depends only
+    on the rounds before it, so the sets are nested: IPC 10 is the first 10 of IPC 50."""
     device = prior.out_mean.device
     nets = load_surrogate(surrogate, real, snapshots, device)
     grads = [class_gradients(net, real, per_class=grad_images, seed=seed) for net in nets]
@@ -179,9 +181,10 @@ def igd(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, surrog
     for r in range(ipc):
         labels = torch.arange(real.num_classes)
         for lo, hi in _chunks(len(labels), chunk_size):
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + r * real.num_classes + lo)
-            x0 = guided_sample(prior, labels[lo:hi], terms=[term], generator=gen, return_x0=True)
+            x_T = image_noise(prior, labels[lo:hi], [r] * (hi - lo), seed)
+            x0 = guided_sample(prior, labels[lo:hi], x_T=x_T, terms=[term], return_x0=True)
             term.remember(x0, labels[lo:hi].to(x0.device))
             with torch.no_grad():
                 images[labels[lo:hi] * ipc + r] = decode_x0(prior, x0, real.resolution).float().cpu()
+            advance(hi - lo)
     return images

@@ -14,7 +14,7 @@ runs it in chunks, normalises like the data and wraps a ``SyntheticSet``
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -68,47 +68,81 @@ def d4m(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, streng
     for lo, hi in _chunks(len(labels), chunk_size):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + lo)
         out.append(guided_sample(prior, labels[lo:hi], x0=prototypes[lo:hi], strength=strength, generator=gen))
+        advance(hi - lo)
     return torch.cat(out)
 
 
 @SAMPLING_METHODS.register("mgd3", summary="samples steered towards the class's k-means modes (mode guidance)",
                            paper=MGD3_PAPER)
 def mgd3(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, scale: float = 0.1,
-         stop: float = 0.5) -> torch.Tensor:
+         stop: float = 0.5, start: float = 0.0) -> torch.Tensor:
     modes = class_modes(prior, real, ipc, seed)
-    term = ModeGuidance(modes, scale=scale, stop=stop)
+    term = ModeGuidance(modes, scale=scale, start=start, stop=stop)
     labels = class_labels(real.num_classes, ipc)
+    index = torch.arange(ipc).repeat(real.num_classes)
     out = []
     for lo, hi in _chunks(len(labels), chunk_size):
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + lo)
-        out.append(guided_sample(prior, labels[lo:hi], terms=[term], generator=gen, index=torch.arange(lo, hi)))
+        x_T = image_noise(prior, labels[lo:hi], index[lo:hi], seed)
+        out.append(guided_sample(prior, labels[lo:hi], x_T=x_T, terms=[term], index=torch.arange(lo, hi)))
+        advance(hi - lo)
     return torch.cat(out)
+
+
+_BAR: list = []  # the progress bar of the running ``synthesize`` (methods report finished images to it)
+
+
+def advance(n: int) -> None:
+    """Report ``n`` finished images to the progress bar of the running ``synthesize``."""
+    if _BAR:
+        _BAR[-1].update(n)
+
+
+def image_noise(prior: Any, classes: Sequence[int], indices: Sequence[int], seed: int) -> torch.Tensor:
+    """x_T of image ``indices[j]`` of class ``classes[j]``: the very noise ``genprior generate``
+    draws for that image (seeded by seed, class and index), so a method's image starts where
+    the plain sample of the same place starts, whatever else is drawn beside it."""
+    from ..generate import image_latents
+
+    classes, indices = [int(c) for c in classes], [int(i) for i in indices]
+    return image_latents(prior, torch.tensor(classes), classes, indices, seed, "x_T")["x_T"]
 
 
 def synthesize(method: str, prior: Any, real: RealData, ipc: int, seed: int = 0, chunk_size: int = 64,
                options: Optional[Dict[str, Any]] = None, prior_ref: Optional[str] = None,
-               progress: bool = True) -> SyntheticSet:
-    """A set of ``ipc`` images per class of ``real`` made by ``method`` with ``prior``."""
-    fn = SAMPLING_METHODS.get(method)
-    _check(prior)
-    if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
-        raise GenpriorError(f"IPC must be at least 1, got {ipc!r}")
-    check_fit(prior, real)
-    prior.set_normalization(real.mean, real.std)
-    prior.requires_grad_(False).eval()
+               progress: bool = True, resize: bool = False, mixed_precision: str = "no",
+               device: Optional[str] = None) -> SyntheticSet:
+    """A set of ``ipc`` images per class of ``real`` made by ``method`` with ``prior``.
+    ``resize``: the prior's images are resized to the dataset's size; ``mixed_precision``
+    ``bf16`` runs the model in bfloat16 (``fp16`` needs a GPU)."""
     import inspect
 
+    from ..distill.common import compute_dtype
+    from ..generate import check_generate_options
+
+    fn = SAMPLING_METHODS.get(method)
+    _check(prior)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_generate_options(ipc, chunk_size, mixed_precision, dev)
+    check_fit(prior, real, resize=resize)
     accepted = list(inspect.signature(fn).parameters)[5:]  # after prior, real, ipc, seed, chunk_size
     unknown = sorted(set(options or {}) - set(accepted))
     if unknown:
         raise GenpriorError(f"{method} takes no option {', '.join(unknown)}; its options: {', '.join(accepted)}")
-    bar = progress_bar(total=1, desc=f"{method} ipc {ipc}", disable=not progress)
-    images = fn(prior, real, ipc, seed, chunk_size, **(options or {})).float().cpu()
-    bar.update(1)
-    bar.close()
+    dtype = compute_dtype(mixed_precision)
+    prior.set_normalization(real.mean, real.std)
+    prior.requires_grad_(False).eval().to(dev)
+    bar = progress_bar(total=real.num_classes * ipc, desc=f"{method} ipc {ipc}", unit="img", disable=not progress)
+    _BAR.append(bar)
+    try:
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
+            images = fn(prior, real, ipc, seed, chunk_size, **(options or {})).float().cpu()
+    finally:
+        _BAR.pop()
+        bar.close()
     if images.shape[-1] != real.resolution:
         images = F.interpolate(images, size=real.resolution, mode="bilinear", antialias=True, align_corners=False)
     return SyntheticSet(images=images, labels=class_labels(real.num_classes, ipc), mean=real.mean,
                         std=real.std, dataset=real.name, class_names=real.class_names, method=method,
                         prior=prior_ref, config={"method": method, "options": dict(options or {}), "seed": seed,
+                                                 "resize": resize, "mixed_precision": mixed_precision,
                                                  "prior_card": prior.describe()})
