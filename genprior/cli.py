@@ -593,6 +593,83 @@ def cmd_train(args) -> None:
     run_train(args, command=" ".join(["genprior", *args.argv]))
 
 
+def add_generate_args(p: argparse.ArgumentParser, recipe: bool = False) -> None:
+    """The flags of ``genprior generate``; the training-free recipes reuse them (prior and
+    output folder are flags there: the recipe names its prior, the folder follows the method)."""
+    prior_help = "registered prior name, local folder (a trained generator too), hub id, or .pkl (with --allow-pickle)"
+    if recipe:
+        p.add_argument("--prior", help=prior_help)
+        p.add_argument("--out-dir", help="the set folder (default: runs/<method>-<dataset>-ipc<N>)")
+    else:
+        p.add_argument("prior", help=prior_help)
+        p.add_argument("out_dir", help="the set folder")
+    p.add_argument("--ipc", type=int, required=not recipe, help="images per class")
+    p.add_argument("--dataset", help="dataset whose normalisation and classes the set uses (default: the prior's)")
+    p.add_argument("--space", help="latent space to sample in (default: the prior's)")
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--chunk-size", type=int, default=100, help="images decoded at a time (memory is flat in the IPC)")
+    p.add_argument("--mixed-precision", default="no", help="no, bf16, or fp16 (GPU only)")
+    p.add_argument("--guidance-scale", type=finite_float,
+                   help="classifier-free guidance scale of a class-conditional diffusion prior (1 = none)")
+    p.add_argument("--class-map", help="comma-separated prior class for each dataset class")
+    p.add_argument("--resize", action="store_true", help="resize generated images to the dataset size")
+    p.add_argument("--allow-pickle", action="store_true", help="allow loading a StyleGAN .pkl (runs code from the file)")
+    p.add_argument("--prior-option", action="append", metavar="KEY=VALUE",
+                   help="a prior option, e.g. num_inference_steps=5 (repeatable)")
+    p.add_argument("--method", help="a training-free method of a diffusion prior (d4m, mgd3, igd, d3hr, cao2; "
+                   "`genprior list`) instead of plain samples")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="an option of --method, e.g. strength=0.5 or classifier=DIR (repeatable)")
+    p.add_argument("--overwrite", action="store_true")
+    if recipe:
+        p.add_argument("--no-evaluate", dest="evaluate", action="store_false", help="only write the set")
+    else:
+        p.add_argument("--evaluate", action="store_true")
+    _add_eval_args(p)
+
+
+def run_sampling_recipe(description: str, defaults: dict, setup=None, argv=None) -> None:
+    """What a training-free recipe (recipes/d4m.py, ...) runs: ``genprior generate --method``
+    with its paper's defaults (flags given on the command line win; ``--option`` and
+    ``--prior-option`` add to the recipe's), then the evaluation. ``setup(args, options)``
+    prepares what the method needs and the options do not give, and returns the options it
+    adds (e.g. trains the surrogate IGD reads)."""
+    parser = OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", help=DATA_ROOT_HELP)
+    add_generate_args(parser, recipe=True)
+    defaults = dict(defaults)
+    lists = {key: [f"{k}={json.dumps(v)}" for k, v in defaults.pop(key, {}).items()]
+             for key in ("option", "prior_option")}
+    parser.set_defaults(**defaults)
+    try:
+        args = parser.parse_args(argv)
+        for key, given in lists.items():
+            setattr(args, key, given + [v for v in (getattr(args, key) or []) if v not in given])
+        if args.out_dir is None:
+            args.out_dir = str(Path("runs") / f"{args.method}-{args.dataset}-ipc{args.ipc}")
+        if setup is not None:
+            args.option += [f"{k}={json.dumps(v)}" for k, v in setup(args, _key_values(args.option, "--option")).items()]
+        memory_setting()
+        cmd_generate(args)
+    except GenpriorError as e:
+        print(f"genprior: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def recipe_teacher(args, snapshots=(), epochs: int = 50) -> str:
+    """The network of the real data a training-free recipe selects or guides with: trained once
+    per dataset (``genprior teacher``, 50 epochs) into runs/teachers/, then reused."""
+    from .teacher import CARD, train_teacher
+
+    name = f"{args.dataset}-convnet" + (f"-snapshots{'-'.join(str(e) for e in snapshots)}" if snapshots else "")
+    folder = Path("runs") / "teachers" / name
+    if not (folder / CARD).is_file():
+        print(f"training the ConvNet it needs on {args.dataset} once ({epochs} epochs): {folder}")
+        train_teacher(args.dataset, folder, epochs=epochs, snapshots=list(snapshots), data_root=args.data_root,
+                      device=args.device)
+    return str(folder)
+
+
 def run_generator_recipe(description: str, defaults: dict, argv=None) -> None:
     """What a generator recipe (recipes/dim.py, ...) runs: its paper's defaults under the flags
     of ``genprior train`` (flags given on the command line win)."""
@@ -723,29 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", aliases=["sample"],
                        help="write a set of any IPC from a prior or trained generator, no distillation "
                             "(nested: IPC 10 is the first 10 per class of IPC 50; 'sample' is its older name)")
-    p.add_argument("prior", help="registered prior name, local folder (a trained generator too), hub id, "
-                   "or .pkl (with --allow-pickle)")
-    p.add_argument("out_dir")
-    p.add_argument("--ipc", type=int, required=True, help="images per class")
-    p.add_argument("--dataset", help="dataset whose normalisation and classes the set uses (default: the prior's)")
-    p.add_argument("--space", help="latent space to sample in (default: the prior's)")
-    p.add_argument("--resolution", type=int)
-    p.add_argument("--chunk-size", type=int, default=100, help="images decoded at a time (memory is flat in the IPC)")
-    p.add_argument("--mixed-precision", default="no", help="no, bf16, or fp16 (GPU only)")
-    p.add_argument("--guidance-scale", type=finite_float,
-                   help="classifier-free guidance scale of a class-conditional diffusion prior (1 = none)")
-    p.add_argument("--class-map", help="comma-separated prior class for each dataset class")
-    p.add_argument("--resize", action="store_true", help="resize generated images to the dataset size")
-    p.add_argument("--allow-pickle", action="store_true", help="allow loading a StyleGAN .pkl (runs code from the file)")
-    p.add_argument("--prior-option", action="append", metavar="KEY=VALUE",
-                   help="a prior option, e.g. num_inference_steps=5 (repeatable)")
-    p.add_argument("--method", help="a training-free method of a diffusion prior (d4m, mgd3, igd, d3hr, cao2; "
-                   "`genprior list`) instead of plain samples")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="an option of --method, e.g. strength=0.5 or classifier=DIR (repeatable)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--evaluate", action="store_true")
-    _add_eval_args(p)
+    add_generate_args(p)
     p.set_defaults(fn=cmd_generate)
 
     p = sub.add_parser("distill", help="optimise latents of a prior against a matching loss (default: GLaD-DM, mnist5k, IPC 10)")

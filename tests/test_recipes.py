@@ -28,10 +28,15 @@ def _is_generator_recipe(module) -> bool:
     return hasattr(module, "run_generator_recipe")
 
 
+def _is_sampling_recipe(module) -> bool:
+    """Training-free recipes run ``run_sampling_recipe`` (``genprior generate --method``)."""
+    return hasattr(module, "run_sampling_recipe")
+
+
 def _cases():
     for path in sorted(p for p in RECIPES.glob("*.py") if p.stem != "__init__"):
         module = _load(path.stem)
-        if _is_generator_recipe(module):
+        if _is_generator_recipe(module) or _is_sampling_recipe(module):
             continue
         for variant in getattr(module, "VARIANTS", None) or [None]:
             yield path.stem, variant
@@ -48,9 +53,43 @@ def _generator_cases():
     return [p.stem for p in sorted(RECIPES.glob("*.py")) if p.stem != "__init__" and _is_generator_recipe(_load(p.stem))]
 
 
+def _sampling_cases():
+    return [p.stem for p in sorted(RECIPES.glob("*.py")) if p.stem != "__init__" and _is_sampling_recipe(_load(p.stem))]
+
+
 def test_every_recipe_is_covered():
     assert {name for name, _ in _cases()} == {"glad", "itgan", "ld3m", "dm", "dc", "mtt"}
     assert set(_generator_cases()) == {"dim", "dcgm", "minimax"}
+    assert set(_sampling_cases()) == {"d4m", "mgd3", "igd", "d3hr", "cao2"}
+
+
+@pytest.fixture(scope="module")
+def mnist5k_teacher(tmp_path_factory):
+    """A 1-epoch ConvNet of mnist5k with its start and end saved: IGD's surrogate, CaO2's classifier."""
+    from genprior.teacher import train_teacher
+
+    return train_teacher("mnist5k", tmp_path_factory.mktemp("teacher") / "t", epochs=1, snapshots=[0, 1],
+                         progress=False)
+
+
+@pytest.mark.parametrize("name", _sampling_cases())
+def test_sampling_recipe_runs_with_its_defaults(tmp_path, mnist5k_teacher, name):
+    from genprior.cli import run_sampling_recipe
+
+    module = _load(name)
+    tiny = {"igd": ["--option", f"surrogate={mnist5k_teacher}", "--option", "snapshots=[0,1]",
+                    "--option", "grad_images=8"],
+            "cao2": ["--option", f"classifier={mnist5k_teacher}", "--option", "refine_steps=2",
+                     "--option", "ratio=2"],
+            "d3hr": ["--option", "candidates=50"]}.get(name, [])
+    argv = ["--ipc", "1", "--prior-option", "num_inference_steps=2", *tiny, "--no-evaluate", "--out-dir",
+            str(tmp_path / "set")]
+    run_sampling_recipe(module.__doc__, module.DEFAULTS, setup=getattr(module, "setup", None), argv=argv)
+    synset = load_synset(tmp_path / "set")
+    assert synset.ipc == 1 and synset.num_classes == 10 and synset.method == name
+    options = synset.config["options"]
+    for key, value in module.DEFAULTS["option"].items():  # the paper's settings, except where the test cut them
+        assert options[key] == value or f"{key}=" in " ".join(tiny)
 
 
 @pytest.mark.parametrize("name", _generator_cases())
