@@ -222,3 +222,76 @@ class DSA:
         draw, apply = OPS[self._pick(generator)]
         shared = draw(1, batches[0].shape[-2], batches[0].shape[-1], self.params, generator)
         return tuple(apply(x, **_broadcast(shared, x.shape[0])) for x in batches)
+
+
+#: the PCA of ImageNet's RGB pixels that AlexNet's lighting noise uses (eigenvalues, eigenvectors as columns)
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
+
+
+class ImageNetAugment:
+    """The training augmentation of the hard-label protocol on ImageNet subsets (Minimax
+    Diffusion's and IDC's ``transform_imagenet``), per image on a normalised batch:
+
+    - random-resized crop of 50-100 % of the area, aspect ratio 3/4 to 4/3, back to the image
+      size (bilinear); a crop that would leave the image is clamped to it (torchvision retries
+      its draw instead);
+    - horizontal flip with probability 1/2;
+    - colour jitter 0.4 (brightness, contrast, saturation factors in [0.6, 1.4], in one random
+      order per batch);
+    - PCA lighting noise of standard deviation 0.1 along ImageNet's RGB eigenvectors.
+
+    Saturation and lighting act on 3-channel images only. Pixels are jittered in [0, 1]
+    (``mean``/``std`` undo and redo the normalisation), as the reference's transforms run
+    before normalising."""
+
+    strategy = "imagenet: rrc 0.5-1, flip, jitter 0.4, lighting 0.1"
+
+    def __init__(self, mean, std, scale: Tuple[float, float] = (0.5, 1.0), jitter: float = 0.4,
+                 lighting: float = 0.1):
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+        self.scale, self.jitter, self.lighting = scale, float(jitter), float(lighting)
+
+    def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        _check_images(x)
+        n, c = x.shape[:2]
+        u = torch.rand(n, 8, generator=generator)
+        area = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 0]
+        ratio = torch.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[:, 1])
+        w = (area * ratio).sqrt().clamp(max=1.0)
+        h = (area / ratio).sqrt().clamp(max=1.0)
+        cx = (1 - w) * (2 * u[:, 2] - 1)
+        cy = (1 - h) * (2 * u[:, 3] - 1)
+        flip = torch.where(u[:, 4] < 0.5, -1.0, 1.0)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * flip, cx, h, cy
+        grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        mean, std = self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype)
+        img = (x * std + mean).clamp(0, 1)
+        factors = 1 + self.jitter * (2 * u[:, 5:8] - 1)  # brightness, contrast, saturation
+        for op in torch.randperm(3, generator=generator).tolist():
+            f = _per_image(factors[:, op], img)
+            if op == 0:
+                img = img * f
+            elif op == 1:
+                grey = _grey(img).mean(dim=(1, 2, 3), keepdim=True)
+                img = grey + f * (img - grey)
+            elif c == 3:
+                grey = _grey(img)
+                img = grey + f * (img - grey)
+            img = img.clamp(0, 1)
+        if c == 3 and self.lighting > 0:
+            alpha = torch.randn(n, 3, generator=generator) * self.lighting
+            rgb = (alpha * torch.tensor(IMAGENET_EIGVAL)) @ torch.tensor(IMAGENET_EIGVEC).T
+            img = img + rgb.to(img.device, img.dtype).view(n, 3, 1, 1)
+        return (img - mean) / std
+
+
+def _grey(img: Tensor) -> Tensor:
+    """ITU-R 601 luma of RGB images (the image itself for one channel), shaped (N, 1, H, W)."""
+    if img.shape[1] == 3:
+        weights = torch.tensor([0.299, 0.587, 0.114], device=img.device, dtype=img.dtype).view(1, 3, 1, 1)
+        return (img * weights).sum(dim=1, keepdim=True)
+    return img.mean(dim=1, keepdim=True)

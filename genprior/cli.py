@@ -28,8 +28,9 @@ def _archs(values: List[str]) -> List[str]:
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--archs", nargs="+", default=["convnet"],
                    help=f"networks to train on the set; '{POOL_ALIAS}' = the cross-architecture pool")
-    p.add_argument("--protocol", default="quick", help="quick (300 epochs, 3 models), paper (1000 epochs, 5 models) "
-                   "or soft (SRe2L/RDED's soft labels from a teacher: --teacher)")
+    p.add_argument("--protocol", default="quick", help="quick (300 epochs, 3 models), paper (1000 epochs, 5 models), "
+                   "soft (SRe2L/RDED's soft labels from a teacher: --teacher), minimax or minimax-imagenet "
+                   "(Minimax Diffusion's hard-label protocol; `genprior list protocols`)")
     p.add_argument("--teacher", help="the teacher folder of the soft protocol (`genprior teacher`)")
     p.add_argument("--epochs", type=int, help="override the protocol's epochs (the result is then labelled custom)")
     p.add_argument("--models", type=int, help="override the protocol's number of models per architecture")
@@ -156,12 +157,21 @@ def _run_evaluation(synset, out_dir: Path, args) -> dict:
 
 
 def _describe_protocol(p) -> str:
-    schedule = f"lr drop at {p.lr_drop_epoch}" if p.schedule == "step" else f"{p.schedule} schedule"
-    text = f"{p.epochs} epochs, {p.optimizer} lr {p.lr:g} ({schedule}), {p.num_models} models"
+    if p.schedule == "step":
+        schedule = f"lr drop at {p.lr_drop_epoch}"
+    elif p.schedule == "multistep":
+        schedule = f"lr x{p.gamma:g} at " + " and ".join(f"{n}/{d}" for n, d in p.milestones) + " of the epochs"
+    else:
+        schedule = f"{p.schedule} schedule"
+    text = f"{p.epochs} epochs, {p.optimizer} lr {p.lr:g} ({schedule}), batch {p.batch_size}, {p.num_models} models"
     if p.temperature:
         text += f"; soft labels from a teacher at T={p.temperature:g}"
     if p.cutmix:
-        text += ", CutMix"
+        text += ", CutMix" + (f" on {p.cutmix_p:.0%} of the batches" if p.cutmix_p < 1 else "")
+    if p.dsa_drop:
+        text += f", DSA without {', '.join(p.dsa_drop)}"
+    if p.test_every:
+        text += f"; best of tests every {p.test_every} epochs reported too"
     return text
 
 

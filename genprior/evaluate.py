@@ -49,13 +49,46 @@ class Protocol:
     #: > 0: knowledge distillation at this temperature from a teacher labelling every augmented
     #: batch (the soft-label protocol); 0: the set's own labels
     temperature: float = 0.0
-    #: CutMix's Beta parameter, applied to every batch (0: off)
+    #: CutMix's Beta parameter (0: off), applied to a batch with probability ``cutmix_p``
     cutmix: float = 0.0
+    cutmix_p: float = 1.0
+    #: ``schedule`` ``multistep``: the lr is multiplied by ``gamma`` at these fractions (num, den) of
+    #: the epochs, keeping the optimiser (torch's MultiStepLR at epochs * num // den)
+    milestones: Tuple[Tuple[int, int], ...] = ()
+    gamma: float = 0.1
+    #: DSA ops removed from the dataset's strategy (e.g. cutout, when CutMix replaces it)
+    dsa_drop: Tuple[str, ...] = ()
+    #: > 0: the test accuracy is also measured this many times, evenly over the epochs (every
+    #: epochs // tests, and after the last), and the best is reported beside the last-epoch number
+    #: (as papers that report a maximum do)
+    tests: int = 0
+    #: ``dsa`` (the dataset's DSA family, when ``dsa``) or ``imagenet`` (random-resized crop of
+    #: 50-100 % of the area, flip, colour jitter 0.4 and PCA lighting 0.1: ``ImageNetAugment``)
+    augment: str = "dsa"
+    #: ((max IPC, epochs), ...): the epochs follow the set's IPC (the first bound it does not
+    #: exceed), two thirds of them (rounded down to hundreds) for 100 classes, as Minimax's code
+    epochs_by_ipc: Tuple[Tuple[int, int], ...] = ()
+
+    @property
+    def test_every(self) -> int:
+        return max(1, self.epochs // self.tests) if self.tests > 0 else 0
+
+    def for_set(self, ipc: int, num_classes: int) -> "Protocol":
+        """This protocol as it runs for a set of ``ipc`` images of ``num_classes`` classes."""
+        if not self.epochs_by_ipc:
+            return self
+        epochs = next(e for bound, e in self.epochs_by_ipc if ipc <= bound)
+        if num_classes == 100:
+            epochs = int(2 / 3 * epochs)
+            epochs -= epochs % 100
+        return replace(self, epochs=epochs, lr_drop_epoch=epochs, epochs_by_ipc=())
 
 
 #: the fields added after the first protocols; left at these values they stay out of a training
 #: state's fingerprint, so states saved before them still resume
-_LATER_FIELDS = {"optimizer": "sgd", "schedule": "step", "temperature": 0.0, "cutmix": 0.0}
+_LATER_FIELDS = {"optimizer": "sgd", "schedule": "step", "temperature": 0.0, "cutmix": 0.0, "cutmix_p": 1.0,
+                 "milestones": (), "gamma": 0.1, "dsa_drop": (), "tests": 0, "augment": "dsa",
+                 "epochs_by_ipc": ()}
 
 PROTOCOLS: Dict[str, Protocol] = {
     "paper": Protocol("paper", epochs=1000, lr_drop_epoch=500, num_models=5),
@@ -66,6 +99,24 @@ PROTOCOLS: Dict[str, Protocol] = {
     # 0.01, cosine to 0 (SRe2L's), 300 epochs. Augmentation: the dataset's DSA family per image.
     "soft": Protocol("soft", epochs=300, lr_drop_epoch=300, num_models=3, lr=1e-3, weight_decay=0.01,
                      batch_size=100, optimizer="adamw", schedule="cosine", temperature=20.0, cutmix=1.0),
+    # The hard-label protocol of Minimax Diffusion's public train.py (from IDC's), in the branch its
+    # code takes for MNIST, Fashion-MNIST, SVHN and CIFAR: 1,000 epochs, SGD lr 0.01, momentum 0.9,
+    # weight decay 5e-4, batch 64, MultiStepLR x0.2 at 2/3 and 5/6 of the epochs, DSA with the
+    # dataset's ops but cutout, CutMix (Beta 1) on half of the batches, last-epoch accuracy (the code
+    # tests only at the end on these datasets), 3 repetitions.
+    "minimax": Protocol("minimax", epochs=1000, lr_drop_epoch=1000, num_models=3, batch_size=64,
+                        schedule="multistep", milestones=((2, 3), (5, 6)), gamma=0.2, cutmix=1.0, cutmix_p=0.5,
+                        dsa_drop=("cutout",)),
+    # The same code's branch for ImageNet subsets (ImageNette, ImageWoof, ...; ConvNet-6, ResNet-AP-10,
+    # ResNet-18 with instance norm in its papers): epochs by IPC (1: 3000, <= 10: 2000, <= 50: 1500,
+    # <= 200: 1000, <= 500: 500, more: 300; two thirds for 100 classes), random-resized crop
+    # (50-100 %), flip, colour jitter 0.4 and PCA lighting 0.1 in place of DSA, CutMix on every
+    # batch, 100 tests over the run with the best reported beside the last (its papers report the best).
+    "minimax-imagenet": Protocol("minimax-imagenet", epochs=2000, lr_drop_epoch=2000, num_models=3, batch_size=64,
+                                 schedule="multistep", milestones=((2, 3), (5, 6)), gamma=0.2, cutmix=1.0,
+                                 dsa=False, augment="imagenet", tests=100,
+                                 epochs_by_ipc=((1, 3000), (10, 2000), (50, 1500), (200, 1000), (500, 500),
+                                                (10 ** 9, 300))),
 }
 
 
@@ -98,12 +149,15 @@ def _fingerprint(images: torch.Tensor, targets: torch.Tensor, protocol: Protocol
 
 
 def _save_train_state(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
-                      epoch: int, lr: float, fingerprint: str, elapsed_s: Optional[float] = None) -> None:
+                      epoch: int, lr: float, fingerprint: str, elapsed_s: Optional[float] = None,
+                      best: Optional[Dict[str, Any]] = None) -> None:
     """Everything needed to continue training bit-identically after ``epoch`` epochs (safetensors, atomic)."""
     from .distill.common import flatten_optimizer
 
     tensors = {f"net.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
     info: Dict[str, Any] = {"epoch": epoch, "lr": lr, "for": fingerprint, "elapsed_s": elapsed_s}
+    if best is not None:
+        info["best"] = dict(best)
     if isinstance(opt, torch.optim.SGD):  # the momentum buffers (the layout of the first states)
         for i, p in enumerate(net.parameters()):
             buf = opt.state.get(p, {}).get("momentum_buffer")
@@ -120,7 +174,8 @@ def _save_train_state(path: Path, net: torch.nn.Module, opt: torch.optim.Optimiz
 
 def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generator, fingerprint: str, epochs: int):
     """Restore what ``_save_train_state`` wrote into ``net`` and ``generator``; return (epoch, lr,
-    momentum, training seconds so far or None when the state does not say)."""
+    momentum, training seconds so far or None when the state does not say, the best test
+    accuracy so far as ``{"best_acc", "best_epoch"}``, empty when the state has none)."""
     from safetensors import SafetensorError, safe_open
 
     fix = "delete it to train this network from the start"
@@ -132,6 +187,7 @@ def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generat
         saved_for = info["for"]
         elapsed = info.get("elapsed_s")
         elapsed = None if elapsed is None else float(elapsed)
+        saved_best = dict(info.get("best") or {})
     except (SafetensorError, KeyError, ValueError, TypeError, OSError) as e:
         raise GenpriorError(f"training state {path} cannot be read ({e!r}); {fix}") from None
     if saved_for != fingerprint:
@@ -149,7 +205,7 @@ def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generat
     momentum = {int(k.split(".")[1]): v.to(device) for k, v in tensors.items() if k.startswith("momentum.")}
     if "optimizer" in info:  # another optimiser's whole state, restored by train_net once it is built
         momentum = {"optimizer": (tensors, info["optimizer"])}
-    return epoch, lr, momentum, elapsed
+    return epoch, lr, momentum, elapsed, saved_best
 
 
 def train_net(
@@ -164,6 +220,7 @@ def train_net(
     save_every: int = 10,
     timing: Optional[Dict[str, Any]] = None,
     teacher: Optional[torch.nn.Module] = None,
+    tester=None,
 ) -> torch.nn.Module:
     """SGD on (images, targets) for ``protocol.epochs``; lr ×0.1 and a fresh optimiser at the drop
     (or AdamW and a cosine schedule, as the protocol says). With ``protocol.temperature`` > 0,
@@ -178,7 +235,11 @@ def train_net(
     once training ends.
 
     ``timing``, when given, receives ``train_s``: the training seconds over every part of
-    a resumed training, or ``None`` when an earlier part did not record its time.
+    a resumed training, or ``None`` when an earlier part did not record its time. With
+    ``protocol.tests`` and ``tester`` (the network -> its test accuracy), it also receives
+    ``best_acc`` and ``best_epoch``: the best test accuracy measured every
+    ``protocol.test_every`` epochs and after the last (kept in the saved state, so a resumed
+    training keeps it too).
     """
     device = images.device
     lr = protocol.lr
@@ -192,6 +253,7 @@ def train_net(
         return torch.optim.SGD(net.parameters(), lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
 
     start = 0
+    best: Dict[str, Any] = {"best_acc": None, "best_epoch": None}
     state_path = Path(state_path) if state_path is not None else None
     momentum: Dict[int, torch.Tensor] = {}
     fingerprint = ""
@@ -203,7 +265,9 @@ def train_net(
         if teacher is not None and protocol.temperature > 0:
             fingerprint += f"|teacher:{sum(float(p.double().sum()) for p in teacher.parameters()):.9e}"
         if state_path.exists():
-            start, lr, momentum, before = _load_train_state(state_path, net, generator, fingerprint, protocol.epochs)
+            start, lr, momentum, before, saved_best = _load_train_state(state_path, net, generator, fingerprint,
+                                                                        protocol.epochs)
+            best.update(saved_best)
     t0 = time.time()
     opt = make_opt(lr)
     if "optimizer" in momentum:
@@ -216,11 +280,18 @@ def train_net(
                 opt.state[p]["momentum_buffer"] = momentum[i]
     net.train()
     n = images.shape[0]
+    milestone_epochs = {protocol.epochs * num // den for num, den in protocol.milestones}
+    testing = protocol.tests > 0 and tester is not None
     for epoch in range(start, protocol.epochs):
         if protocol.schedule == "cosine":
             lr = protocol.lr * 0.5 * (1 + math.cos(math.pi * epoch / protocol.epochs))
             for group in opt.param_groups:
                 group["lr"] = lr
+        elif protocol.schedule == "multistep":
+            if epoch in milestone_epochs:
+                lr *= protocol.gamma
+                for group in opt.param_groups:
+                    group["lr"] = lr
         elif epoch == protocol.lr_drop_epoch:
             lr *= 0.1
             opt = make_opt(lr)
@@ -230,7 +301,9 @@ def train_net(
             x, y = images[idx], targets[idx]
             if dsa is not None:
                 x = dsa(x, generator=generator)
-            mixed = cutmix(x, protocol.cutmix, generator) if protocol.cutmix > 0 else None
+            mix = protocol.cutmix > 0 and (protocol.cutmix_p >= 1 or
+                                           float(torch.rand((), generator=generator)) < protocol.cutmix_p)
+            mixed = cutmix(x, protocol.cutmix, generator) if mix else None
             if mixed is not None:
                 x = mixed[0]
             out = net(x)
@@ -246,15 +319,22 @@ def train_net(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        if testing and ((epoch + 1) % protocol.test_every == 0 or epoch + 1 == protocol.epochs):
+            acc = float(tester(net))
+            net.train()
+            if best["best_acc"] is None or acc > best["best_acc"]:
+                best.update(best_acc=acc, best_epoch=epoch + 1)
         if state_path is not None and (epoch + 1) % save_every == 0 and epoch + 1 < protocol.epochs:
             _save_train_state(state_path, net, opt, generator, epoch + 1, lr, fingerprint,
-                              None if before is None else before + time.time() - t0)
+                              None if before is None else before + time.time() - t0, best if testing else None)
         if on_epoch is not None:
             on_epoch()
     if state_path is not None:
         state_path.unlink(missing_ok=True)
     if timing is not None:
         timing["train_s"] = None if before is None else before + time.time() - t0
+        if testing:
+            timing.update(best)
     return net
 
 
@@ -381,7 +461,7 @@ def evaluate_synset(
     made on the set's dataset; the report names it.
     """
     memory = memory_setting()  # a bad GENPRIOR_KEEP_MEMORY fails before any training
-    proto = get_protocol(protocol)
+    proto = get_protocol(protocol).for_set(synset.ipc, synset.num_classes)
     dev = resolve_device(device)
     if test is None:
         test = load_dataset(synset.dataset, "test", root=data_root)
@@ -411,7 +491,13 @@ def evaluate_synset(
         weights = sum(float(p.double().sum()) for p in teacher_net.parameters())
         teacher_card = {**teacher_card, "path": str(teacher), "weights_fingerprint": f"{weights:.12e}"}
 
-    dsa = DSA(strategy_for(synset.dataset)) if proto.dsa else None
+    strategy = "_".join(op for op in strategy_for(synset.dataset).split("_") if op not in proto.dsa_drop)
+    dsa = DSA(strategy) if proto.dsa and strategy else None
+    if proto.augment == "imagenet":
+        from .augment import ImageNetAugment
+
+        dsa = ImageNetAugment(synset.mean, synset.std)
+    tester = (lambda trained: test_accuracy(trained, test, dev)) if proto.tests > 0 else None
     images = synset.images.float().to(dev)
     targets = (synset.soft_labels if soft_labels else synset.labels).to(dev)
     results: Dict[str, Any] = {}
@@ -419,6 +505,7 @@ def evaluate_synset(
     t_all = time.time()
     for arch in archs:
         accs: List[float] = []
+        bests: List[float] = []
         robust: List[float] = []
         times: List[Optional[float]] = []  # per model: training over all parts + testing
         t0 = time.time()
@@ -441,17 +528,22 @@ def evaluate_synset(
                 if finished.get("for") == key:
                     accs.append(finished["acc"])  # finished before a kill: not trained again
                     times.append(finished.get("time_s"))
+                    if tester is not None:
+                        bests.append(finished["best_acc"])
                     if attack is not None:
                         robust.append(finished["robust_acc"])
                     bar.update(proto.epochs)
                     continue
             timing: Dict[str, Any] = {}
             train_net(net, images, targets, proto, dsa, gen, on_epoch=lambda: bar.update(1), state_path=state,
-                      timing=timing, teacher=teacher_net)
+                      timing=timing, teacher=teacher_net, tester=tester)
             t_test = time.time()
             accs.append(test_accuracy(net, test, dev))
             times.append(None if timing["train_s"] is None else timing["train_s"] + time.time() - t_test)
             unit = {"acc": accs[-1], "time_s": times[-1]}
+            if tester is not None:
+                bests.append(timing["best_acc"])
+                unit.update(best_acc=timing["best_acc"], best_epoch=timing["best_epoch"])
             if attack is not None:
                 robust.append(robust_accuracy(net, test, attack, dev, torch.Generator().manual_seed(seed + i)))
                 unit["robust_acc"] = robust[-1]
@@ -459,6 +551,9 @@ def evaluate_synset(
                 write_json_atomic({"for": key, **unit}, done)
         mean, std = mean_std(accs)
         results[arch] = {"accs": accs, "mean": mean, "std": std, "time_s": time.time() - t0}
+        if tester is not None:
+            b_mean, b_std = mean_std(bests)
+            results[arch].update(best_accs=bests, best_mean=b_mean, best_std=b_std)
         if attack is not None:
             r_mean, r_std = mean_std(robust)
             results[arch].update(robust_accs=robust, robust_mean=r_mean, robust_std=r_std)
@@ -488,6 +583,9 @@ def evaluate_synset(
     }
     if attack is not None:
         report["attack"] = attack.describe()
+    if tester is not None:
+        report["best_note"] = (f"best_*: the best test accuracy over tests every {proto.test_every} epochs and after "
+                               "the last, as papers that report a maximum do; mean/std are the last epoch's")
     if teacher_card is not None:
         report["teacher"] = teacher_card
     if len(archs) > 1:
@@ -518,4 +616,5 @@ def with_counts(protocol: Union[str, Protocol], epochs: Optional[int] = None, nu
         epochs=epochs,
         lr_drop_epoch=epochs // 2,
         num_models=proto.num_models if num_models is None else num_models,
+        epochs_by_ipc=proto.epochs_by_ipc if epochs == proto.epochs else (),  # given epochs win over the IPC rule
     )

@@ -307,3 +307,103 @@ def test_pgd_moves_every_pixel_the_gradient_asks_for_even_at_the_edge_of_the_ran
                           torch.Generator().manual_seed(0))
     assert torch.allclose(seen[-1], torch.full_like(seen[-1], eps))  # every pixel pushed to the budget
     assert acc == 0.0
+
+
+# ---- the hard-label protocol of Minimax Diffusion ---------------------------------------------
+def test_minimax_protocols_hold_the_public_codes_settings():
+    small, big = PROTOCOLS["minimax"], PROTOCOLS["minimax-imagenet"]
+    for p in (small, big):
+        assert (p.lr, p.momentum, p.weight_decay, p.batch_size, p.schedule, p.milestones, p.gamma, p.cutmix) == \
+            (0.01, 0.9, 5e-4, 64, "multistep", ((2, 3), (5, 6)), 0.2, 1.0)
+    assert (small.epochs, small.cutmix_p, small.dsa_drop, small.tests) == (1000, 0.5, ("cutout",), 0)
+    assert (big.dsa, big.augment, big.cutmix_p, big.tests) == (False, "imagenet", 1.0, 100)
+    epochs = {ipc: big.for_set(ipc, 10).epochs for ipc in (1, 10, 50, 100, 500, 1000)}
+    assert epochs == {1: 3000, 10: 2000, 50: 1500, 100: 1000, 500: 500, 1000: 300}
+    assert big.for_set(10, 100).epochs == 1300 and big.for_set(10, 10).test_every == 20
+    assert with_counts(big, epochs=7).for_set(1, 10).epochs == 7  # given epochs win over the IPC rule
+    assert small.for_set(1, 10) is small
+
+
+def test_multistep_lowers_the_lr_at_its_milestones_and_keeps_the_optimiser(tmp_path):
+    """gamma 0 at half time: the second half changes nothing, so 4 epochs end where 2 did."""
+    frozen = Protocol("m", epochs=4, lr_drop_epoch=4, num_models=1, batch_size=16, schedule="multistep",
+                      milestones=((1, 2),), gamma=0.0)
+    half = Protocol("m", epochs=2, lr_drop_epoch=2, num_models=1, batch_size=16, schedule="multistep")
+    a, b = _tiny_run(tmp_path, state=False, proto=frozen), _tiny_run(tmp_path, state=False, proto=half)
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(x, y)
+    c = _tiny_run(tmp_path, state=False, proto=Protocol("m", epochs=4, lr_drop_epoch=4, num_models=1, batch_size=16,
+                                                        schedule="multistep", milestones=((1, 2),), gamma=0.2))
+    assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
+
+
+def test_best_of_the_periodic_tests_survives_a_kill(tmp_path):
+    proto = Protocol("b", epochs=6, lr_drop_epoch=3, num_models=1, batch_size=16, tests=3)  # tests after 2, 4, 6
+    scores = {2: 0.3, 4: 0.8, 6: 0.5}
+
+    def run(stop_after=None):
+        torch.manual_seed(0)
+        net = create_net("convnet", 1, 10, 28, width=8)
+        epoch = [0]
+
+        def on_epoch():
+            epoch[0] += 1
+            if epoch[0] == stop_after:
+                raise KeyboardInterrupt
+
+        timing = {}
+        seen = []
+
+        def tester(trained):
+            seen.append(1)
+            return scores[start[0] + 2 * len(seen)]
+
+        train_net(net, torch.randn(20, 1, 28, 28), torch.arange(20) % 10, proto, None, torch.Generator().manual_seed(0),
+                  on_epoch=on_epoch, state_path=tmp_path / "s.safetensors", save_every=2, timing=timing,
+                  tester=tester)
+        return timing
+
+    start = [0]
+    assert run()["best_acc"] == 0.8 and run()["best_epoch"] == 4
+    with pytest.raises(KeyboardInterrupt):
+        run(stop_after=5)  # tested after 2 and 4; the state of epoch 4 holds the best so far
+    start[0] = 4
+    timing = run()  # resumes after epoch 4: one more test, after epoch 6
+    assert (timing["best_acc"], timing["best_epoch"]) == (0.8, 4)
+
+
+def test_imagenet_augment_crops_flips_and_jitters_in_pixel_space():
+    from genprior.augment import ImageNetAugment
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    aug = ImageNetAugment(mean, std)
+    flat = ((torch.full((4, 3, 32, 32), 0.5) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
+    out = aug(flat, generator=torch.Generator().manual_seed(0))
+    pixels = out * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    # a flat grey image stays flat through crop and flip; jitter and lighting shift each image as a whole
+    assert torch.allclose(pixels, pixels.mean(dim=(2, 3), keepdim=True), atol=1e-5)
+    assert not torch.allclose(pixels, torch.full_like(pixels, 0.5), atol=1e-3)
+    assert torch.equal(out, aug(flat, generator=torch.Generator().manual_seed(0)))  # seeded
+    # no jitter, no lighting: a left-to-right ramp stays a ramp (cropped, stretched), reversed on
+    # about half of the images (the flip)
+    crop_only = ImageNetAugment(mean, std, jitter=0.0, lighting=0.0)
+    ramp = torch.linspace(0, 1.5, 32).view(1, 1, 1, 32).expand(64, 3, 32, 32).contiguous()
+    moved = crop_only(ramp, generator=torch.Generator().manual_seed(1))
+    rising = (moved[..., 1:] - moved[..., :-1] >= -1e-6).flatten(1).all(dim=1)
+    falling = (moved[..., 1:] - moved[..., :-1] <= 1e-6).flatten(1).all(dim=1)
+    assert bool((rising | falling).all()) and 16 < int(falling.sum()) < 48
+
+
+def test_minimax_protocol_runs_and_reports_the_best_beside_the_last(digits):
+    from dataclasses import replace
+
+    train, test = digits
+    s = random_real(train, ipc=2, seed=0)
+    proto = replace(with_counts("minimax-imagenet", epochs=4, num_models=1), tests=2)
+    report = evaluate_synset(s, protocol=proto, test=test, device="cpu", progress=False)
+    r = report["results"]["convnet"]
+    assert r["best_mean"] >= r["mean"] - 1e-9 and len(r["best_accs"]) == 1 and "best_note" in report
+    assert report["dsa_strategy"].startswith("imagenet")
+    small = evaluate_synset(s, protocol=with_counts("minimax", epochs=3, num_models=1), test=test, device="cpu",
+                            progress=False)
+    assert small["dsa_strategy"] == "color_crop_scale_rotate" and "best_mean" not in small["results"]["convnet"]
