@@ -163,15 +163,19 @@ def _describe_protocol(p) -> str:
         schedule = f"lr x{p.gamma:g} at " + " and ".join(f"{n}/{d}" for n, d in p.milestones) + " of the epochs"
     else:
         schedule = f"{p.schedule} schedule"
-    text = f"{p.epochs} epochs, {p.optimizer} lr {p.lr:g} ({schedule}), batch {p.batch_size}, {p.num_models} models"
+    epochs = (", ".join(f"IPC <= {b}: {e}" if b < 10 ** 9 else f"more: {e}" for b, e in p.epochs_by_ipc) + " epochs"
+              if p.epochs_by_ipc else f"{p.epochs} epochs")
+    text = f"{epochs}, {p.optimizer} lr {p.lr:g} ({schedule}), batch {p.batch_size}, {p.num_models} models"
+    if p.augment != "dsa":
+        text += f", {p.augment} augmentation"
     if p.temperature:
         text += f"; soft labels from a teacher at T={p.temperature:g}"
     if p.cutmix:
         text += ", CutMix" + (f" on {p.cutmix_p:.0%} of the batches" if p.cutmix_p < 1 else "")
     if p.dsa_drop:
         text += f", DSA without {', '.join(p.dsa_drop)}"
-    if p.test_every:
-        text += f"; best of tests every {p.test_every} epochs reported too"
+    if p.tests:
+        text += f"; the best of {p.tests} tests over the run reported too"
     return text
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -44,7 +45,8 @@ class Protocol:
     dsa: bool = True
     #: ``sgd`` (with ``momentum``) or ``adamw``
     optimizer: str = "sgd"
-    #: ``step`` (lr x0.1 and a fresh optimiser at ``lr_drop_epoch``) or ``cosine`` (per epoch, to 0)
+    #: ``step`` (lr x0.1 and a fresh optimiser at ``lr_drop_epoch``), ``cosine`` (per epoch, to 0) or
+    #: ``multistep`` (lr x ``gamma`` at each of ``milestones``, keeping the optimiser)
     schedule: str = "step"
     #: > 0: knowledge distillation at this temperature from a teacher labelling every augmented
     #: batch (the soft-label protocol); 0: the set's own labels
@@ -222,8 +224,8 @@ def train_net(
     teacher: Optional[torch.nn.Module] = None,
     tester=None,
 ) -> torch.nn.Module:
-    """SGD on (images, targets) for ``protocol.epochs``; lr ×0.1 and a fresh optimiser at the drop
-    (or AdamW and a cosine schedule, as the protocol says). With ``protocol.temperature`` > 0,
+    """SGD on (images, targets) for ``protocol.epochs``; lr ×0.1 and a fresh optimiser at the drop,
+    or the protocol's multistep or cosine schedule (and AdamW, where it says so). With ``protocol.temperature`` > 0,
     ``teacher`` labels every augmented (and CutMix-ed) batch and the network learns by KL
     divergence at that temperature (the soft-label protocol); ``targets`` then only order the set.
 
@@ -280,7 +282,8 @@ def train_net(
                 opt.state[p]["momentum_buffer"] = momentum[i]
     net.train()
     n = images.shape[0]
-    milestone_epochs = {protocol.epochs * num // den for num, den in protocol.milestones}
+    # how many milestones fall on each epoch (MultiStepLR multiplies by gamma once for each)
+    milestone_epochs = Counter(protocol.epochs * num // den for num, den in protocol.milestones)
     testing = protocol.tests > 0 and tester is not None
     for epoch in range(start, protocol.epochs):
         if protocol.schedule == "cosine":
@@ -289,7 +292,7 @@ def train_net(
                 group["lr"] = lr
         elif protocol.schedule == "multistep":
             if epoch in milestone_epochs:
-                lr *= protocol.gamma
+                lr *= protocol.gamma ** milestone_epochs[epoch]
                 for group in opt.param_groups:
                     group["lr"] = lr
         elif epoch == protocol.lr_drop_epoch:
@@ -609,6 +612,7 @@ def with_counts(protocol: Union[str, Protocol], epochs: Optional[int] = None, nu
     for flag, value in (("--epochs", epochs), ("--models", num_models)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise GenpriorError(f"{flag} must be a positive integer, got {value!r}")
+    given = epochs
     epochs = proto.epochs if epochs is None else epochs
     return replace(
         proto,
@@ -616,5 +620,5 @@ def with_counts(protocol: Union[str, Protocol], epochs: Optional[int] = None, nu
         epochs=epochs,
         lr_drop_epoch=epochs // 2,
         num_models=proto.num_models if num_models is None else num_models,
-        epochs_by_ipc=proto.epochs_by_ipc if epochs == proto.epochs else (),  # given epochs win over the IPC rule
+        epochs_by_ipc=proto.epochs_by_ipc if given is None else (),  # given epochs win over the IPC rule
     )

@@ -17,12 +17,18 @@ from genprior.cli import recipe_teacher, run_sampling_recipe
 SNAPSHOTS = (0, 5, 16, 40)
 DEFAULTS = {"method": "igd", "prior": "mnist5k-diffusion", "dataset": "mnist5k", "ipc": 10,
             "option": {"scale": 5.0, "diversity": 120.0, "start": 0.1, "stop": 0.4, "memory_size": 64,
-                       "grad_images": 200, "snapshots": list(SNAPSHOTS)},
+                       "grad_images": 200},
             "prior_option": {"num_inference_steps": 50, "guidance_scale": 4.0}}
 
 
 def setup(args, options):
-    return {} if "surrogate" in options else {"surrogate": recipe_teacher(args, snapshots=SNAPSHOTS)}
+    """A surrogate given with ``--option surrogate=DIR`` is used with the snapshots it saved (or
+    ``--option snapshots=[...]``); otherwise one is trained once with the snapshots asked for."""
+    if "surrogate" in options:
+        return {}
+    snapshots = options.get("snapshots", list(SNAPSHOTS))
+    snapshots = [snapshots] if isinstance(snapshots, int) else snapshots
+    return {"surrogate": recipe_teacher(args, snapshots=snapshots), "snapshots": snapshots}
 
 
 if __name__ == "__main__":

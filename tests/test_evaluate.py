@@ -321,6 +321,7 @@ def test_minimax_protocols_hold_the_public_codes_settings():
     assert epochs == {1: 3000, 10: 2000, 50: 1500, 100: 1000, 500: 500, 1000: 300}
     assert big.for_set(10, 100).epochs == 1300 and big.for_set(10, 10).test_every == 20
     assert with_counts(big, epochs=7).for_set(1, 10).epochs == 7  # given epochs win over the IPC rule
+    assert with_counts(big, epochs=2000).for_set(1, 10).epochs == 2000  # also when they equal the default
     assert small.for_set(1, 10) is small
 
 

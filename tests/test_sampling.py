@@ -253,6 +253,9 @@ def test_d3hr_and_igd_make_seeded_sets(prior28, three_classes, surrogate):
     assert s.images.shape == (6, 1, 28, 28) and torch.isfinite(s.images).all() and s.method == "igd"
     with pytest.raises(GenpriorError, match="genprior teacher --dataset digits --snapshots"):
         synthesize("igd", prior, three_classes, ipc=1, progress=False)
+    with pytest.raises(GenpriorError, match=r"snapshots are epochs, e.g. --option snapshots=\[0,5,16,40\]"):
+        synthesize("igd", prior, three_classes, ipc=1, options={"surrogate": str(surrogate), "snapshots": "0,2"},
+                   progress=False)
 
 
 def test_cao2_keeps_the_most_confident_right_samples(prior28, three_classes, surrogate):

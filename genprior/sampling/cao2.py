@@ -30,8 +30,9 @@ from .sampler import guided_sample
 
 def select_confident(probs: torch.Tensor, labels: torch.Tensor, keep: int) -> torch.Tensor:
     """Indices of the ``keep`` rows CaO2 keeps: those whose argmax is their label, by confidence
-    (the largest probability), highest first; then, if too few are right, the most confident
-    of the others."""
+    (the largest probability), highest first; then, if too few are right, the others by the
+    same confidence, as the public code ranks them (their confidence in the class the
+    classifier took them for, not in their own)."""
     if not 1 <= keep <= probs.shape[0]:
         raise GenpriorError(f"cannot keep {keep} of {probs.shape[0]} candidates")
     confidence, guess = probs.max(dim=1)

@@ -9,11 +9,12 @@ The group score (lower is better) is
 
 the group's per-dimension mean, (population) standard deviation and sample skewness across its
 members against the fitted Gaussian's μ, σ and zero skewness. Settings of the public code
-(DiT-XL/2 at 256 px, 50 DDIM steps, CFG 4): inversion to the 30th of 50 steps, denoising over
-the last 32 steps (here: one ``strength``, 0.64, for both, so the inverted level is exactly the
-level denoising starts from; the public code starts one step above it), w = 0.1, and 10⁸
+(DiT-XL/2 at 256 px, 50 DDIM steps, CFG 4): the statistics of the latents inverted to t ≈ 600,
+denoising from step index 18 of 50 (t ≈ 620, 32 steps run), w = 0.1, and 10⁸
 candidate groups per class (here ``candidates``, default 10,000: on this scale the best score
-stops improving long before). genprior inverts with the conditional model without guidance.
+stops improving long before). genprior has one ``strength`` (0.64: 32 of 50 steps run) for
+both, so the inverted level is exactly the level denoising starts from (the public code starts
+one step above it), and inverts with the conditional model without guidance.
 """
 from __future__ import annotations
 
@@ -51,11 +52,12 @@ def moment_score(groups: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, sk
 
 
 def best_group(mu: torch.Tensor, sigma: torch.Tensor, size: int, candidates: int, generator: torch.Generator,
-               skew_weight: float = 0.1, batch: int = 1000) -> Tuple[torch.Tensor, float]:
+               skew_weight: float = 0.1, batch: Optional[int] = None) -> Tuple[torch.Tensor, float]:
     """The best of ``candidates`` groups of ``size`` draws from N(μ, σ²) (per dimension): (size, D)
-    and its score."""
+    and its score. Groups are drawn ``batch`` at a time (default: about 2²⁴ values a batch)."""
     if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
         raise GenpriorError(f"D3HR needs at least one candidate group, got {candidates!r}")
+    batch = batch or max(1, min(1000, 2 ** 24 // (size * mu.shape[0])))
     best, best_score = None, float("inf")
     for lo, hi in _chunks(candidates, batch):
         groups = mu + sigma * torch.randn((hi - lo, size, mu.shape[0]), generator=generator)
@@ -87,7 +89,7 @@ def d3hr(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, stren
             inverted = torch.cat([ddim_invert(prior._denoiser(labels[lo:hi], None), x0[lo:hi], timesteps[first:],
                                               alphas, prior.scheduler.config.prediction_type,
                                               final_alpha_cumprod=final)
-                                  for lo, hi in _chunks(x0.shape[0], chunk_size)]).flatten(1).cpu()
+                                  for lo, hi in _chunks(x0.shape[0], chunk_size)]).flatten(1).float().cpu()
         mu, sigma = inverted.mean(dim=0), inverted.std(dim=0, unbiased=False)
         group, _ = best_group(mu, sigma, ipc, candidates, gen, skew_weight)
         group = group.view(ipc, *x0.shape[1:])

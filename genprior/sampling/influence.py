@@ -42,15 +42,16 @@ def _flat_grad(loss: torch.Tensor, params: Sequence[torch.Tensor], create_graph:
 
 @contextmanager
 def _live(nets: Sequence[torch.nn.Module]):
-    """Parameters that autograd differentiates for the time being (the surrogate stays frozen otherwise)."""
-    for net in nets:
-        net.requires_grad_(True)
+    """Parameters that autograd differentiates for the time being (each keeps its own flag after)."""
+    flags = [(p, p.requires_grad) for net in nets for p in net.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(True)
     try:
         with torch.enable_grad():
             yield
     finally:
-        for net in nets:
-            net.requires_grad_(False)
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def class_gradients(net: torch.nn.Module, real: RealData, per_class: int = 200, seed: int = 0,
@@ -158,8 +159,12 @@ def load_surrogate(folder: Any, real: RealData, snapshots: Optional[Sequence[int
                                 "0 5 16 40`, or pass --option snapshots=final")
     if snapshots == "final":
         return [load_teacher(folder, real, device=str(device))[0]]
-    if isinstance(snapshots, int):
+    if isinstance(snapshots, int) and not isinstance(snapshots, bool):
         snapshots = [snapshots]
+    if not isinstance(snapshots, (list, tuple)) or not snapshots or \
+            any(isinstance(e, bool) or not isinstance(e, int) for e in snapshots):
+        raise GenpriorError(f"IGD's snapshots are epochs, e.g. --option snapshots=[0,5,16,40], or 'final'; "
+                            f"got {snapshots!r}")
     return [load_teacher(folder, real, device=str(device), epoch=int(e))[0] for e in snapshots]
 
 

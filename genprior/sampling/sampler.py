@@ -132,7 +132,7 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
             x0_hat = x0_hat.clamp(-config.clip_sample_range, config.clip_sample_range)
         alpha_prev = alphas[int(timesteps[i + 1])] if i + 1 < steps else torch.tensor(final, device=device)
         sigma = eta * ((1 - alpha_prev) / (1 - alpha)).sqrt() * (1 - alpha / alpha_prev).sqrt()
-        x = alpha_prev.sqrt() * x0_hat + (1 - alpha_prev - sigma ** 2).clamp_min(0).sqrt() * eps
+        x = (alpha_prev.sqrt() * x0_hat + (1 - alpha_prev - sigma ** 2).clamp_min(0).sqrt() * eps).float()
         if eta > 0 and i + 1 < steps:
             x = x + sigma * torch.randn(x.shape, generator=generator).to(device)
     if return_x0:
