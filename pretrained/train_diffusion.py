@@ -1,41 +1,44 @@
-"""Train the class-conditional pixel diffusion prior shipped as ``mnist5k-diffusion``.
+"""Train a class-conditional diffusion prior on mnist5k: the pixel UNet shipped as
+``mnist5k-diffusion``, or a latent DiT on the VAE of ``pretrained/train_vae.py``.
 
     python pretrained/train_diffusion.py --output_dir pretrained/mnist5k-diffusion
+    python pretrained/train_vae.py --output_dir pretrained/mnist5k-vae
+    python pretrained/train_diffusion.py --arch dit --vae pretrained/mnist5k-vae --output_dir pretrained/mnist5k-dit
 
-A small ``UNet2DModel`` (28 px, block_out_channels (16, 32, 64), one attention block at
-7 px; 0.69 M parameters, 2.8 MB) learns DDPM noise prediction on the mnist5k **train split only** (4,000 images).
-10% of the labels are dropped to the null class (index 10) so sampling can use
-classifier-free guidance; the prior ships the EMA weights with a DDIM sampler.
+``--arch unet``: a small ``UNet2DModel`` (28 px, block_out_channels (16, 32, 64), one attention
+block at 7 px; 0.69 M parameters, 2.8 MB) learns DDPM noise prediction on the mnist5k **train
+split only** (4,000 images). ``--arch dit``: a ``DiTTransformer2DModel`` (patch 1 over the
+VAE's 4 x 7 x 7 latents, 6 blocks of width 128, AdaLN-Zero label conditioning) learns the same
+in the VAE's scaled latent space (each image encoded once, by its posterior mean); the folder
+it writes has the layout of a diffusers ``DiTPipeline`` (``model_index.json``, transformer/,
+vae/, scheduler/) plus genprior's card, so it loads like ``facebook/DiT-XL-2-256``. 10% of the
+labels are dropped to the null class so sampling can use classifier-free guidance; the prior
+ships the EMA weights with a DDIM sampler.
 
-Checkpoints (the accelerate state: model, optimiser, lr schedule, EMA, RNG states,
-elapsed time) go to ``--checkpoint_dir`` every ``--checkpointing_steps``, outside the
-prior folder so that they are never shipped; ``--resume_from_checkpoint latest``
-continues exactly. Batches are a function of the step (one seeded permutation per
-epoch), so a resumed run sees the same batches as an uninterrupted one.
+The loop, its checkpoints (``--checkpoint_dir``, outside the prior folder so that they are
+never shipped; ``--resume_from_checkpoint latest`` continues exactly) and its batches are
+``pretrained/training.py``'s.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
-from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiTTransformer2DModel, UNet2DModel
 
 from genprior.data import load_dataset
-from genprior.priors.diffusion import DiffusionPrior
+from genprior.priors.diffusion import DiffusionPrior, LatentDiffusionPrior
 from genprior.synset import save_grid, write_json_atomic
+
+try:  # run as a script (python pretrained/train_diffusion.py) or as a module of the package
+    from .training import add_loop_args, finish_args, make_accelerator, train
+except ImportError:
+    from training import add_loop_args, finish_args, make_accelerator, train
 
 DATASET = "mnist5k"
 DATA = "mnist5k train split (4,000 images)"
@@ -45,36 +48,20 @@ SAMPLES_PER_CLASS = 10
 def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", type=Path, default=Path("pretrained/mnist5k-diffusion"),
-                        help="the prior folder written at the end: prior.json, unet/, scheduler/, samples.png, "
+                        help="the prior folder written at the end: prior.json, the model, scheduler/, samples.png, "
                              "training.json")
-    parser.add_argument("--checkpoint_dir", type=Path, default=None,
-                        help="where checkpoint-N folders go (default: runs/<output_dir name>-checkpoints)")
-    parser.add_argument("--max_steps", type=int, default=20000)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--learning_rate", type=float, default=5e-4)
-    parser.add_argument("--lr_scheduler", default="cosine",
-                        help="a diffusers.optimization schedule: constant, constant_with_warmup, linear, cosine, ...")
-    parser.add_argument("--lr_warmup_steps", type=int, default=500)
-    parser.add_argument("--adam_beta1", type=float, default=0.9)
-    parser.add_argument("--adam_beta2", type=float, default=0.999)
-    parser.add_argument("--adam_weight_decay", type=float, default=1e-4)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--ema_max_decay", type=float, default=0.9999)
-    parser.add_argument("--ema_inv_gamma", type=float, default=1.0)
-    parser.add_argument("--ema_power", type=float, default=0.75)
+    parser.add_argument("--arch", choices=["unet", "dit"], default="unet",
+                        help="unet: pixel space; dit: the latent space of --vae")
+    parser.add_argument("--vae", type=Path, help="the AutoencoderKL folder of pretrained/train_vae.py (--arch dit)")
+    add_loop_args(parser)
     parser.add_argument("--label_dropout", type=float, default=0.1, help="share of labels replaced by the null class")
     parser.add_argument("--num_train_timesteps", type=int, default=1000)
     parser.add_argument("--beta_schedule", default="linear")
-    parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
-    parser.add_argument("--checkpointing_steps", type=int, default=1000)
-    parser.add_argument("--checkpoints_total_limit", type=int, default=2)
-    parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-N folder")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_inference_steps", type=int, default=20, help="DDIM steps the shipped prior decodes with")
     parser.add_argument("--guidance_scale", type=float, default=2.0, help="CFG scale the shipped prior decodes with")
-    args = parser.parse_args(argv)
-    if args.checkpoint_dir is None:
-        args.checkpoint_dir = Path("runs") / f"{args.output_dir.name}-checkpoints"
+    args = finish_args(parser.parse_args(argv))
+    if args.arch == "dit" and args.vae is None:
+        parser.error("--arch dit trains in a VAE's latent space: pass --vae DIR (pretrained/train_vae.py)")
     return args
 
 
@@ -89,145 +76,77 @@ def build_unet(num_classes: int) -> UNet2DModel:
     )
 
 
-def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int, world: int) -> torch.Tensor:
-    """The images of one process's batch at ``step``: epochs are seeded permutations, so
-    the batch depends on nothing but the step."""
-    per_epoch = n // (batch_size * world)
-    epoch, k = divmod(step, per_epoch)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    start = (k * world + rank) * batch_size
-    return order[start:start + batch_size]
+def build_dit(num_classes: int, latent_channels: int, latent_size: int, label_dropout: float) -> DiTTransformer2DModel:
+    """Patch 1 over the latent grid (49 tokens at 7 x 7), 6 AdaLN-Zero blocks of width 128. The
+    label tables drop ``label_dropout`` of the labels to their null row while training."""
+    from diffusers.models.embeddings import LabelEmbedding
+
+    dit = DiTTransformer2DModel(num_attention_heads=4, attention_head_dim=32, in_channels=latent_channels,
+                                out_channels=latent_channels, num_layers=6, sample_size=latent_size, patch_size=1,
+                                num_embeds_ada_norm=num_classes)
+    for m in dit.modules():
+        if isinstance(m, LabelEmbedding):
+            m.dropout_prob = label_dropout
+    return dit
 
 
-class Clock:
-    """Training time that survives resumes (checkpointed with the accelerate state)."""
-
-    def __init__(self) -> None:
-        self.time_s = 0.0
-        self._since = time.time()
-
-    def lap(self) -> float:
-        now = time.time()
-        self.time_s += now - self._since
-        self._since = now
-        return self.time_s
-
-    def state_dict(self) -> dict:
-        return {"time_s": self.lap()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.time_s = float(state["time_s"])
-        self._since = time.time()
-
-
-def checkpoint_step(path: Path) -> int:
-    return int(path.name.split("-")[1])
-
-
-def find_checkpoint(checkpoint_dir: Path, which: str) -> Optional[Path]:
-    if which != "latest":
-        path = Path(which)
-        if not path.is_dir():
-            raise SystemExit(f"no checkpoint folder {path}")
-        return path
-    found = sorted(checkpoint_dir.glob("checkpoint-*"), key=checkpoint_step)
-    return found[-1] if found else None
-
-
-def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, step: int) -> None:
-    """``accelerator.save_state`` into checkpoint-``step``, keeping at most the newest
-    ``checkpoints_total_limit`` folders."""
-    if accelerator.is_main_process and args.checkpoints_total_limit:
-        old = sorted(args.checkpoint_dir.glob("checkpoint-*"), key=checkpoint_step)
-        for path in old[:max(0, len(old) - args.checkpoints_total_limit + 1)]:
-            shutil.rmtree(path)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(args.checkpoint_dir / f"checkpoint-{step}"))
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    threads = torch.get_num_threads()
-    return f"{device.type} ({threads} thread{'' if threads == 1 else 's'})"
+@torch.no_grad()
+def encode_all(vae: AutoencoderKL, pixels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The scaled posterior means of ``pixels`` ([-1, 1]): the DiT's training data."""
+    factor, shift = float(vae.config.scaling_factor), float(vae.config.shift_factor or 0.0)
+    z = torch.cat([vae.encode(pixels[i:i + batch_size]).latent_dist.mean for i in range(0, len(pixels), batch_size)])
+    return (z - shift) * factor
 
 
 def main(args: argparse.Namespace) -> None:
-    accelerator = Accelerator(mixed_precision=args.mixed_precision,
-                              project_config=ProjectConfiguration(project_dir=str(args.checkpoint_dir)))
-    set_seed(args.seed, device_specific=True)
+    accelerator = make_accelerator(args)
     data = load_dataset(DATASET, "train")
     pixels = data.denormalize(data.images) * 2 - 1
     num_classes = data.num_classes
-
-    unet = build_unet(num_classes)
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
                                     prediction_type="epsilon")
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                                  weight_decay=args.adam_weight_decay)
-    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
-                                 num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-                                 num_training_steps=args.max_steps * accelerator.num_processes)
-    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    ema = EMAModel(unet.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
-                   power=args.ema_power, model_cls=UNet2DModel, model_config=accelerator.unwrap_model(unet).config)
-    ema.to(accelerator.device)
-    clock = Clock()
-    accelerator.register_for_checkpointing(ema, clock)
+    vae = None
+    if args.arch == "unet":
+        model, model_cls = build_unet(num_classes), UNet2DModel
+        clean_all = pixels
+    else:
+        vae = AutoencoderKL.from_pretrained(args.vae).eval().requires_grad_(False)
+        clean_all = encode_all(vae, pixels)
+        model = build_dit(num_classes, clean_all.shape[1], clean_all.shape[-1], args.label_dropout)
+        model_cls = DiTTransformer2DModel
 
-    global_step = 0
-    if args.resume_from_checkpoint:
-        path = find_checkpoint(args.checkpoint_dir, args.resume_from_checkpoint)
-        if path is None:
-            accelerator.print(f"no checkpoint in {args.checkpoint_dir}; starting a new run")
-        else:
-            accelerator.print(f"resuming from {path}")
-            accelerator.load_state(str(path))
-            global_step = checkpoint_step(path)
-
-    n_params = sum(p.numel() for p in unet.parameters())
-    accelerator.print(f"UNet2DModel: {n_params:,} parameters; {DATA}; "
-                      f"{args.max_steps} steps of batch {args.batch_size}")
-    progress = tqdm(total=args.max_steps, initial=global_step, desc="train", disable=not accelerator.is_main_process)
-    unet.train()
-    first_step, started = global_step, time.time()
-    loss = torch.tensor(math.nan)
-    while global_step < args.max_steps:
-        idx = batch_indices(global_step, len(pixels), args.batch_size, args.seed, accelerator.process_index,
-                            accelerator.num_processes)
-        clean = pixels[idx].to(accelerator.device)
+    def loss_of(net: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
+        clean = clean_all[idx].to(accelerator.device)
         labels = data.labels[idx].to(accelerator.device)
-        labels = torch.where(torch.rand(labels.shape, device=labels.device) < args.label_dropout, num_classes, labels)
+        if args.arch == "unet":  # the DiT's label tables drop labels themselves (build_dit)
+            labels = torch.where(torch.rand(labels.shape, device=labels.device) < args.label_dropout, num_classes,
+                                 labels)
         noise = torch.randn_like(clean)
         timesteps = torch.randint(0, args.num_train_timesteps, labels.shape, device=labels.device)
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-        loss = F.mse_loss(unet(noisy, timesteps, class_labels=labels).sample.float(), noise)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.step(unet.parameters())
-        global_step += 1
-        progress.update(1)
-        progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
-        if global_step % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, args, global_step)
-    progress.close()
-    steps_run = global_step - first_step
-    seconds_per_step = (time.time() - started) / steps_run if steps_run else None
-    train_time = clock.lap()
+        if args.arch == "unet":
+            out = net(noisy, timesteps, class_labels=labels).sample
+        else:
+            out = net(noisy, timestep=timesteps, class_labels=labels).sample
+        return F.mse_loss(out.float(), noise)
 
-    accelerator.wait_for_everyone()
+    run = train(args, accelerator, model, model_cls, loss_of, len(pixels), DATA)
     if accelerator.is_main_process:
-        final = accelerator.unwrap_model(unet).eval()
-        ema.copy_to(final.parameters())
+        final = run["model"]
         sampler = DDIMScheduler.from_config(noise_scheduler.config, clip_sample=False, timestep_spacing="trailing")
-        prior = DiffusionPrior.from_components(final, sampler, mean=data.mean, std=data.std,
-                                               num_inference_steps=args.num_inference_steps,
-                                               guidance_scale=args.guidance_scale)
+        options = {"mean": data.mean, "std": data.std, "num_inference_steps": args.num_inference_steps,
+                   "guidance_scale": args.guidance_scale}
+        if args.arch == "unet":
+            prior = DiffusionPrior.from_components(final, sampler, **options)
+        else:
+            prior = LatentDiffusionPrior.from_components(final, vae, sampler, **options)
         prior.card.update(dataset=DATASET, data=DATA)
         prior.save_pretrained(args.output_dir)
+        if args.arch == "dit":  # the layout of a diffusers DiTPipeline, so it also loads as one
+            write_json_atomic({"_class_name": "DiTPipeline", "_diffusers_version": _diffusers_version(),
+                               "transformer": ["diffusers", "DiTTransformer2DModel"],
+                               "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "DDIMScheduler"]},
+                              args.output_dir / "model_index.json")
         labels = torch.arange(num_classes).repeat_interleave(SAMPLES_PER_CLASS)
         with torch.no_grad():
             latents = prior.init_latents(labels, space="x_T", generator=torch.Generator().manual_seed(args.seed))
@@ -235,19 +154,27 @@ def main(args: argparse.Namespace) -> None:
         save_grid(data.denormalize(images).clamp(0, 1), labels, num_classes, args.output_dir / "samples.png")
         write_json_atomic({
             "command": shlex.join(["python", *sys.argv]),
-            "steps": global_step,
+            "arch": args.arch,
+            "vae": str(args.vae) if args.vae else None,
+            "steps": run["steps"],
             "batch_size": args.batch_size,
-            "time_s": train_time,
-            "seconds_per_step": seconds_per_step,
-            "final_loss": loss.item(),
-            "device": device_name(accelerator.device),
+            "time_s": run["time_s"],
+            "seconds_per_step": run["seconds_per_step"],
+            "final_loss": run["final_loss"],
+            "device": run["device"],
             "mixed_precision": args.mixed_precision,
-            "parameters": n_params,
+            "parameters": run["parameters"],
             "data": DATA,
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         }, args.output_dir / "training.json")
         accelerator.print(f"wrote {args.output_dir}")
     accelerator.end_training()
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__
 
 
 if __name__ == "__main__":
