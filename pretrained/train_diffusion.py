@@ -4,6 +4,7 @@
     python pretrained/train_diffusion.py --output_dir pretrained/mnist5k-diffusion
     python pretrained/train_vae.py --output_dir pretrained/mnist5k-vae
     python pretrained/train_diffusion.py --arch dit --vae pretrained/mnist5k-vae --output_dir pretrained/mnist5k-dit
+    python pretrained/train_diffusion.py --arch text --vae pretrained/mnist5k-vae --output_dir pretrained/mnist5k-text
 
 ``--arch unet``: a small ``UNet2DModel`` (28 px, block_out_channels (16, 32, 64), one attention
 block at 7 px; 0.69 M parameters, 2.8 MB) learns DDPM noise prediction on the mnist5k **train
@@ -13,7 +14,11 @@ in the VAE's scaled latent space (each image encoded once, by its posterior mean
 it writes has the layout of a diffusers ``DiTPipeline`` (``model_index.json``, transformer/,
 vae/, scheduler/) plus genprior's card, so it loads like ``facebook/DiT-XL-2-256``. 10% of the
 labels are dropped to the null class so sampling can use classifier-free guidance; the prior
-ships the EMA weights with a DDIM sampler.
+ships the EMA weights with a DDIM sampler. ``--arch text``: a prompt-conditioned
+``UNet2DConditionModel`` in the same latent space, each class's prompt ("a handwritten digit
+7") read by a small frozen CLIP text encoder through a character tokenizer whose files the
+script writes; the folder has Stable Diffusion's layout (unet/, vae/, text_encoder/,
+tokenizer/, scheduler/), and dropped labels get the empty negative prompt.
 
 The loop, its checkpoints (``--checkpoint_dir``, outside the prior folder so that they are
 never shipped; ``--resume_from_checkpoint latest`` continues exactly) and its batches are
@@ -43,6 +48,10 @@ except ImportError:
 DATASET = "mnist5k"
 DATA = "mnist5k train split (4,000 images)"
 SAMPLES_PER_CLASS = 10
+#: the prompt of a class for --arch text (the class names are mnist5k's: "0" ... "9")
+TEXT_TEMPLATE = "a handwritten digit {name}"
+#: the text encoder's context: the longest prompt above is 23 tokens with its start and end
+TEXT_CONTEXT = 32
 
 
 def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
@@ -50,8 +59,10 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     parser.add_argument("--output_dir", type=Path, default=Path("pretrained/mnist5k-diffusion"),
                         help="the prior folder written at the end: prior.json, the model, scheduler/, samples.png, "
                              "training.json")
-    parser.add_argument("--arch", choices=["unet", "dit"], default="unet",
-                        help="unet: pixel space; dit: the latent space of --vae")
+    parser.add_argument("--arch", choices=["unet", "dit", "text"], default="unet",
+                        help="unet: pixel space; dit: the latent space of --vae; text: a prompt-conditioned UNet in "
+                             "the latent space of --vae (Stable Diffusion's layout)")
+    parser.add_argument("--template", default=TEXT_TEMPLATE, help="--arch text: the prompt of a class")
     parser.add_argument("--vae", type=Path, help="the AutoencoderKL folder of pretrained/train_vae.py (--arch dit)")
     add_loop_args(parser)
     parser.add_argument("--label_dropout", type=float, default=0.1, help="share of labels replaced by the null class")
@@ -60,8 +71,8 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     parser.add_argument("--num_inference_steps", type=int, default=20, help="DDIM steps the shipped prior decodes with")
     parser.add_argument("--guidance_scale", type=float, default=2.0, help="CFG scale the shipped prior decodes with")
     args = finish_args(parser.parse_args(argv))
-    if args.arch == "dit" and args.vae is None:
-        parser.error("--arch dit trains in a VAE's latent space: pass --vae DIR (pretrained/train_vae.py)")
+    if args.arch in ("dit", "text") and args.vae is None:
+        parser.error(f"--arch {args.arch} trains in a VAE's latent space: pass --vae DIR (pretrained/train_vae.py)")
     return args
 
 
@@ -90,6 +101,31 @@ def build_dit(num_classes: int, latent_channels: int, latent_size: int, label_dr
     return dit
 
 
+def build_text_model(args: argparse.Namespace, class_names, vae: AutoencoderKL, latent_channels: int,
+                     latent_size: int):
+    """--arch text: a one-level ``UNet2DConditionModel`` (the 7 x 7 latent grid is not halved;
+    2 cross-attention ResNet blocks of width 96 and a cross-attention middle block), a frozen
+    2-layer CLIP text encoder of width 64 (seeded, like the UNet; Stable Diffusion's text encoder
+    is frozen too) and the character tokenizer, assembled as the prior they make, whose table
+    of encoded prompts (the negative prompt, empty, is the null row) conditions training."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from genprior.priors.text_diffusion import TextDiffusionPrior, char_tokenizer
+
+    tokenizer = char_tokenizer(args.checkpoint_dir / "tokenizer", TEXT_CONTEXT)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer.get_vocab()), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=TEXT_CONTEXT, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    unet = UNet2DConditionModel(sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels,
+                                block_out_channels=(96,), layers_per_block=2, down_block_types=("CrossAttnDownBlock2D",),
+                                up_block_types=("CrossAttnUpBlock2D",), cross_attention_dim=64, norm_num_groups=32,
+                                attention_head_dim=8)
+    prior = TextDiffusionPrior(unet, vae, text_encoder, tokenizer, class_names, template=args.template)
+    unet.requires_grad_(True)  # the prior froze it; here it learns
+    return unet, prior
+
+
 @torch.no_grad()
 def encode_all(vae: AutoencoderKL, pixels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """The scaled posterior means of ``pixels`` ([-1, 1]): the DiT's training data."""
@@ -105,20 +141,26 @@ def main(args: argparse.Namespace) -> None:
     num_classes = data.num_classes
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.num_train_timesteps, beta_schedule=args.beta_schedule,
                                     prediction_type="epsilon")
-    vae = None
+    vae = text_prior = None
     if args.arch == "unet":
         model, model_cls = build_unet(num_classes), UNet2DModel
         clean_all = pixels
     else:
         vae = AutoencoderKL.from_pretrained(args.vae).eval().requires_grad_(False)
         clean_all = encode_all(vae, pixels)
-        model = build_dit(num_classes, clean_all.shape[1], clean_all.shape[-1], args.label_dropout)
-        model_cls = DiTTransformer2DModel
+        if args.arch == "dit":
+            model = build_dit(num_classes, clean_all.shape[1], clean_all.shape[-1], args.label_dropout)
+            model_cls = DiTTransformer2DModel
+        else:
+            from diffusers import UNet2DConditionModel
+
+            model, text_prior = build_text_model(args, data.class_names, vae, clean_all.shape[1], clean_all.shape[-1])
+            model_cls = UNet2DConditionModel
 
     def loss_of(net: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
         clean = clean_all[idx].to(accelerator.device)
         labels = data.labels[idx].to(accelerator.device)
-        if args.arch == "unet":  # the DiT's label tables drop labels themselves (build_dit)
+        if args.arch != "dit":  # the DiT's label tables drop labels themselves (build_dit)
             labels = torch.where(torch.rand(labels.shape, device=labels.device) < args.label_dropout, num_classes,
                                  labels)
         noise = torch.randn_like(clean)
@@ -126,8 +168,11 @@ def main(args: argparse.Namespace) -> None:
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         if args.arch == "unet":
             out = net(noisy, timesteps, class_labels=labels).sample
-        else:
+        elif args.arch == "dit":
             out = net(noisy, timestep=timesteps, class_labels=labels).sample
+        else:  # the encoded prompt of each label; the null label is the (empty) negative prompt
+            states = text_prior.prompt_table[labels].view(-1, text_prior.tokens, text_prior.width)
+            out = net(noisy, timesteps, encoder_hidden_states=states).sample
         return F.mse_loss(out.float(), noise)
 
     run = train(args, accelerator, model, model_cls, loss_of, len(pixels), DATA)
@@ -138,8 +183,13 @@ def main(args: argparse.Namespace) -> None:
                    "guidance_scale": args.guidance_scale}
         if args.arch == "unet":
             prior = DiffusionPrior.from_components(final, sampler, **options)
-        else:
+        elif args.arch == "dit":
             prior = LatentDiffusionPrior.from_components(final, vae, sampler, **options)
+        else:
+            from genprior.priors.text_diffusion import TextDiffusionPrior
+
+            prior = TextDiffusionPrior(final, vae, text_prior.text_encoder, text_prior.tokenizer, data.class_names,
+                                       template=args.template, scheduler=sampler, **options)
         prior.card.update(dataset=DATASET, data=DATA)
         prior.save_pretrained(args.output_dir)
         if args.arch == "dit":  # the layout of a diffusers DiTPipeline, so it also loads as one
@@ -147,6 +197,12 @@ def main(args: argparse.Namespace) -> None:
                                "transformer": ["diffusers", "DiTTransformer2DModel"],
                                "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "DDIMScheduler"]},
                               args.output_dir / "model_index.json")
+        elif args.arch == "text":  # Stable Diffusion's layout
+            write_json_atomic({"_class_name": "StableDiffusionPipeline", "_diffusers_version": _diffusers_version(),
+                               "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+                               "text_encoder": ["transformers", "CLIPTextModel"],
+                               "tokenizer": ["transformers", "CLIPTokenizer"],
+                               "scheduler": ["diffusers", "DDIMScheduler"]}, args.output_dir / "model_index.json")
         labels = torch.arange(num_classes).repeat_interleave(SAMPLES_PER_CLASS)
         with torch.no_grad():
             latents = prior.init_latents(labels, space="x_T", generator=torch.Generator().manual_seed(args.seed))

@@ -25,10 +25,16 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
-def test_latent_dit_prior_loads_as_a_prior_and_as_a_dit_pipeline(tmp_path):
-    _vae(tmp_path, "vae", 2)
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vae")
+    _vae(root, "vae", 2)
+    return root / "vae"
+
+
+def test_latent_dit_prior_loads_as_a_prior_and_as_a_dit_pipeline(tmp_path, vae_dir):
     train_diffusion.main(train_diffusion.parse_args([
-        "--arch", "dit", "--vae", str(tmp_path / "vae"), "--output_dir", str(tmp_path / "dit"),
+        "--arch", "dit", "--vae", str(vae_dir), "--output_dir", str(tmp_path / "dit"),
         "--checkpoint_dir", str(tmp_path / "dit-ck"), "--max_steps", "2", "--batch_size", "8",
         "--num_inference_steps", "2"]))
     prior = load_prior(str(tmp_path / "dit"))
@@ -44,3 +50,19 @@ def test_latent_dit_prior_loads_as_a_prior_and_as_a_dit_pipeline(tmp_path):
     assert a.shape == (2, 1, 28, 28) and torch.allclose(prior.to_m11(a), pipe.to_m11(b), atol=1e-5)
     with pytest.raises(SystemExit):
         train_diffusion.parse_args(["--arch", "dit"])
+
+
+def test_text_prior_has_stable_diffusions_layout_and_its_own_tokenizer(tmp_path, vae_dir):
+    from genprior.priors.text_diffusion import TextDiffusionPrior
+
+    train_diffusion.main(train_diffusion.parse_args([
+        "--arch", "text", "--vae", str(vae_dir), "--output_dir", str(tmp_path / "text"),
+        "--checkpoint_dir", str(tmp_path / "text-ck"), "--max_steps", "2", "--batch_size", "8",
+        "--num_inference_steps", "2"]))
+    for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "model_index.json"):
+        assert (tmp_path / "text" / part).exists()
+    prior = load_prior(str(tmp_path / "text"))
+    assert isinstance(prior, TextDiffusionPrior) and prior.card["prompts"][7] == "a handwritten digit 7"
+    images = prior.decode(prior.init_latents(torch.tensor([3]), generator=torch.Generator().manual_seed(0)),
+                          torch.tensor([3]))
+    assert images.shape == (1, 1, 28, 28) and torch.isfinite(images).all()

@@ -8,20 +8,11 @@ import torch
 from genprior.errors import GenpriorError
 from genprior.priors.load import load_prior
 
-CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
-
-
 def _tokenizer(folder, context=16):
-    from transformers import CLIPTokenizer
+    from genprior.priors.text_diffusion import char_tokenizer
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in CHARS:
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=context), len(vocab)
+    tokenizer = char_tokenizer(folder, context)
+    return tokenizer, len(tokenizer.get_vocab())
 
 
 @pytest.fixture(scope="module")

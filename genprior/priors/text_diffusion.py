@@ -33,6 +33,30 @@ DEFAULT_TEMPLATE = "a photo of a {name}"
 SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
+#: what ``char_tokenizer`` spells with: lower-case letters and digits
+TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def char_tokenizer(folder: Any, context: int = 32, chars: str = TOKEN_CHARS) -> Any:
+    """A CLIP tokenizer of single characters (each also in its word-final form, no merges),
+    its files written to ``folder``: the small tokenizer of genprior's own text-conditioned
+    priors, which know a handful of prompts and no pretrained vocabulary. Ids 0 and 1 are
+    the start and end (and padding) tokens."""
+    import json
+
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in chars:
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=context)
+
+
 def prompts_for(class_names: Sequence[str], template: str) -> list:
     """The prompt of every class; a template without ``{name}`` is refused."""
     if not isinstance(template, str) or "{name}" not in template:
