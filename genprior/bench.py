@@ -270,7 +270,16 @@ def build_command(config: Dict[str, Any], method: str, ipc: int, seed: int, out:
                 *expand(spec.get("args", []), out), "--overwrite"], folder
     head = ["-m", "genprior", "distill", *spec["distill"]] if "distill" in spec else \
         ["-m", f"genprior.recipes.{spec['recipe']}", *spec.get("args", [])]
+    if "recipe" in spec and is_sampling_recipe(spec["recipe"]):  # training-free: writes the set folder itself
+        return [*expand(head, out), *common, "--no-evaluate", "--out-dir", str(folder), "--overwrite"], folder
     return [*expand(head, out), *common, "--no-evaluate", "--output-dir", str(folder)], folder / "synset"
+
+
+def is_sampling_recipe(name: str) -> bool:
+    """A recipe of a training-free method (``genprior generate --method``) rather than a distillation."""
+    from .priors.load import package_folder
+
+    return "run_sampling_recipe" in (package_folder("genprior.recipes", "recipes") / f"{name}.py").read_text()
 
 
 def run_cell(config: Dict[str, Any], out: Path, key: str, threads: int, cache: Dict[str, Any]) -> Dict[str, Any]:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import json
 import math
+import re
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from .errors import GenpriorError
 from .runtime import memory_setting
@@ -154,6 +156,62 @@ def _run_evaluation(synset, out_dir: Path, args) -> dict:
         print(f"{'diversity':>12}: {value} (mean pairwise LPIPS within classes; {d['backbone']}, {d['weights']})")
     print(f"report: {out}")
     return report
+
+
+def random_real_report(synset, args, report: dict) -> Tuple[dict, Path, bool]:
+    """The evaluation of random real images of the set's dataset, IPC and size under the same
+    protocol, networks and seed: read from runs/baselines/ when an earlier run evaluated them,
+    otherwise evaluated now and kept there. Returns (report, its path, whether computed now)."""
+    from dataclasses import asdict
+
+    from .baselines import random_real
+    from .data import load_dataset
+    from .evaluate import evaluate_synset, with_counts
+    from .synset import save_synset, write_json_atomic
+
+    proto = with_counts(args.protocol, args.epochs, args.models).for_set(synset.ipc, synset.num_classes)
+    archs = list(report["results"])
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", synset.dataset)
+    if name != synset.dataset:  # a dataset named by its folder: a readable part and a digest of the whole
+        name = f"{name[-40:]}-{hashlib.sha256(synset.dataset.encode()).hexdigest()[:8]}"
+    folder = Path("runs") / "baselines" / f"{name}-{synset.resolution}px-random-ipc{synset.ipc}-seed{args.seed}"
+    path = folder / f"eval_{proto.name}_{'+'.join(archs)}.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("protocol") == json.loads(json.dumps(asdict(proto))) and list(saved.get("results", {})) == archs:
+            return saved, path, False
+    train = load_dataset(synset.dataset, "train", root=args.data_root, resolution=synset.resolution)
+    real = random_real(train, synset.ipc, seed=args.seed)
+    if not (folder / "meta.json").is_file():
+        save_synset(real, folder, overwrite=True)
+    print(f"evaluating {synset.ipc} random real images per class under the same protocol, once: {folder}")
+    base = evaluate_synset(real, archs=archs, protocol=proto, data_root=args.data_root, seed=args.seed,
+                           device=args.device, progress=True)
+    write_json_atomic(base, path)
+    return base, path, True
+
+
+def compare_with_random(report: dict, synset, args) -> dict:
+    """Print how the set compares with random real images of the same IPC under the same
+    protocol: per network and across networks, the gain and whether it exceeds the spread
+    over models (the larger of the two standard deviations)."""
+    base, path, computed = random_real_report(synset, args, report)
+    source = "evaluated now" if computed else "read from an earlier evaluation"
+    print(f"random real, IPC {synset.ipc}, same protocol and seeds ({source}: {path}):")
+    out = {"baseline": str(path), "networks": {}}
+    for arch, r in report["results"].items():
+        b = base["results"][arch]
+        gain, spread = 100 * (r["mean"] - b["mean"]), 100 * max(r["std"], b["std"])
+        verdict = "beats it by more than the spread" if gain > spread else (
+            "ahead, within the spread" if gain > 0 else "does not beat it")
+        print(f"{arch:>12}: {100 * b['mean']:.2f} ± {100 * b['std']:.2f} %; this set {gain:+.2f} points "
+              f"(spread {spread:.2f}): {verdict}")
+        out["networks"][arch] = {"gain": gain, "spread": spread}
+    if "cross_arch_mean" in report and "cross_arch_mean" in base:
+        gain = 100 * (report["cross_arch_mean"] - base["cross_arch_mean"])
+        print(f"{'cross-arch':>12}: {100 * base['cross_arch_mean']:.2f} %; this set {gain:+.2f} points")
+        out["cross_arch_gain"] = gain
+    return out
 
 
 def _describe_protocol(p) -> str:
@@ -399,7 +457,9 @@ def run_distill(args, defaults: Optional[dict] = None, command: str = "") -> Non
         return
     print(f"synthetic set: {out / 'synset'} (preview: {out / 'synset' / 'grid.png'})")
     if not args.no_evaluate:
-        _run_evaluation(synset, out / "synset", args)
+        report = _run_evaluation(synset, out / "synset", args)
+        if not getattr(args, "no_compare", False):
+            compare_with_random(report, synset, args)
 
 
 def cmd_distill(args) -> None:
@@ -738,6 +798,9 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--output-dir")
     g.add_argument("--resume", help="'latest' or a checkpoint directory")
     g.add_argument("--no-evaluate", action="store_true", help="skip the evaluation after distillation")
+    g.add_argument("--no-compare", action="store_true",
+                   help="skip the comparison with random real images of the same IPC under the same protocol "
+                        "(evaluated once into runs/baselines/, then read from there)")
     _add_eval_args(p)
 
 

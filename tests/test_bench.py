@@ -63,7 +63,7 @@ def test_two_processes_share_a_bench_without_running_a_cell_twice(tmp_path):
     ({"protocol": "slow"}, UnknownNameError, "quick"),
     ({"attack": {"eps": 3}}, GenpriorError, "pixel units"),
     ({"methods": {"x": {"baseline": "nope"}}}, UnknownNameError, "random"),
-    ({"methods": {"x": {"recipe": "nope"}}}, GenpriorError, "no recipe 'nope'; known recipes: dc"),
+    ({"methods": {"x": {"recipe": "nope"}}}, GenpriorError, "no recipe 'nope'; known recipes: cao2, d3hr, d4m, dc"),
     ({"methods": {"x": {"recipe": "glad", "baseline": "random"}}}, GenpriorError, "exactly one of"),
     ({"methods": {"x|y": {"baseline": "random"}}}, GenpriorError, "cannot be empty or hold"),
     ({"models": {"convnet": 0}}, GenpriorError, "models is a positive integer"),
@@ -191,3 +191,19 @@ def test_a_bench_with_failed_cells_exits_with_an_error(tmp_path, capsys):
     (tmp_path / "broken.json").write_text(json.dumps(broken))
     assert main(["bench", str(tmp_path / "broken.json"), "--out", str(tmp_path / "b")]) == 2
     assert "1 cell(s) failed (build|dm|1|0)" in capsys.readouterr().err
+
+
+def test_a_training_free_recipe_writes_its_set_folder_itself(tmp_path):
+    import argparse
+
+    from genprior.bench import build_command
+    from genprior.cli import add_generate_args
+
+    config = {"dataset": "mnist5k", "methods": {"d4m": {"recipe": "d4m", "args": ["--option", "strength=0.5"]}}}
+    cmd, folder = build_command(config, "d4m", 10, 0, tmp_path)
+    assert cmd[:2] == ["-m", "genprior.recipes.d4m"] and folder.name == "d4m-ipc10-s0"
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-root")
+    add_generate_args(parser, recipe=True)
+    args = parser.parse_args(cmd[2:])  # the recipe takes every flag the benchmark gives it
+    assert args.out_dir == str(folder) and args.ipc == 10 and not args.evaluate and args.option == ["strength=0.5"]

@@ -127,9 +127,12 @@ def test_baseline_at_another_resolution_evaluates(tmp_path):
     assert main(["evaluate", str(out), "--epochs", "1", "--models", "1", "--device", "cpu"]) == 0
 
 
-def test_distill_at_a_chosen_resolution_then_evaluates(tmp_path):
-    """Datasets that take a size (ImageFolders, ImageNet subsets) distill and evaluate at --resolution."""
+def test_distill_at_a_chosen_resolution_then_evaluates(tmp_path, monkeypatch, capsys):
+    """Datasets that take a size (ImageFolders, ImageNet subsets) distill and evaluate at --resolution,
+    and compare with random real images of theirs (evaluated once, then read back)."""
     import numpy as np
+
+    monkeypatch.chdir(tmp_path)
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -145,6 +148,15 @@ def test_distill_at_a_chosen_resolution_then_evaluates(tmp_path):
                  "--epochs", "1", "--models", "1", "--device", "cpu", "--output-dir", str(out)]) == 0
     assert load_synset(out / "synset").resolution == 28
     assert json.loads((out / "synset" / "eval_quick-custom_convnet.json").read_text())["dataset"].startswith("imagefolder")
+    printed = capsys.readouterr().out
+    assert "random real, IPC 1, same protocol and seeds (evaluated now" in printed and "this set" in printed
+    (baseline,) = Path("runs/baselines").iterdir()
+    assert "_data-" in baseline.name and baseline.name.endswith("-28px-random-ipc1-seed0")  # one folder, named safely
+    assert load_synset(baseline).method == "random"
+    assert main(["distill", "--dataset", f"imagefolder:{tmp_path / 'data'}", "--resolution", "28", "--prior", "pixel",
+                 "--loss", "dm", "--ipc", "1", "--iterations", "1", "--batch-real", "2", "--init", "invert",
+                 "--epochs", "1", "--models", "1", "--device", "cpu", "--output-dir", str(tmp_path / "run2")]) == 0
+    assert "(read from an earlier evaluation" in capsys.readouterr().out
 
 
 def test_sample_takes_prior_options(tmp_path):
