@@ -69,7 +69,7 @@ CONFIG_KEYS = {"name", "dataset", "protocol", "ipcs", "seeds", "archs", "models"
 WHOLE = "whole"
 METHOD_KINDS = ("baseline", "distill", "recipe", "generate")
 #: ``genprior`` commands a setup step may run once for the methods that name it in ``after``
-SETUP_COMMANDS = ("experts", "train")
+SETUP_COMMANDS = ("experts", "train", "teacher")
 
 
 def load_config(path: Optional[str]) -> Dict[str, Any]:

@@ -167,6 +167,10 @@ def test_the_gpu_config_is_refused_at_once_without_a_gpu():
         load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "gpu_paper_mnist5k.json"))
     assert len(cells(load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" /
                                      "leaderboard_mnist5k.json")))) == 501
+    # the training-free methods' benchmark: 11 methods x 3 IPCs x (3 ConvNet + 6 pool networks) + 2 setup steps
+    sampling = load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" /
+                                "sampling_mnist5k.json"))
+    assert len(cells(sampling)) == 11 * 3 * (1 + 9) + 2
 
 
 @pytest.mark.parametrize("change, message", [
