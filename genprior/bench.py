@@ -147,6 +147,9 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
                 or argv[0] not in SETUP_COMMANDS:
             raise GenpriorError(f"setup step {name!r} must be a genprior command ({', '.join(SETUP_COMMANDS)}) and "
                                 f"its flags as a list of strings, got {argv!r}")
+        if argv[0] == "teacher" and "--out" not in argv:
+            raise GenpriorError(f"setup step {name!r} trains a teacher: give it --out (e.g. {{out}}/{name}) so that "
+                                "the methods can read it and --redo can forget it")
         if argv[0] == "train" and "--output-dir" not in argv:
             raise GenpriorError(f"setup step {name!r} trains a generator: give it --output-dir (e.g. {{out}}/{name}) so "
                                 "that the methods can generate from it and a killed run resumes")
@@ -564,7 +567,7 @@ def forget(config: Dict[str, Any], out: Path, text: str) -> List[str]:
         paths = [cell_file(out, key)]
         if parts[0] == "setup":
             argv = expand(config["setup"][parts[1]], out)
-            flag = "--output-dir" if "--output-dir" in argv else "--out-dir" if "--out-dir" in argv else None
+            flag = next((f for f in ("--output-dir", "--out-dir", "--out") if f in argv), None)
             if flag:
                 paths.append(Path(argv[argv.index(flag) + 1]))
         elif parts[0] == "build":

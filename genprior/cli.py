@@ -125,7 +125,7 @@ def _attack(args):
     return PGDAttack(eps=args.pgd, steps=args.pgd_steps) if getattr(args, "pgd", None) is not None else None
 
 
-def _run_evaluation(synset, out_dir: Path, args) -> dict:
+def _run_evaluation(synset, out_dir: Path, args, compare: bool = False) -> dict:
     from .evaluate import evaluate_synset, with_counts
     from .synset import write_json_atomic
 
@@ -142,7 +142,7 @@ def _run_evaluation(synset, out_dir: Path, args) -> dict:
     tag = POOL_ALIAS if len(archs) > 1 and set(archs) == set(_archs([POOL_ALIAS])) else "+".join(archs)
     out = Path(args.out) if getattr(args, "out", None) else out_dir / f"eval_{proto.name}_{tag}.json"
     report["synset"] = str(out_dir)
-    write_json_atomic(report, out)
+    write_json_atomic(report, out)  # before the comparison, which may evaluate for minutes
     under = f" at PGD L-inf eps {attack.eps:.4g}, {attack.steps} steps" if attack is not None else ""
     for arch, r in report["results"].items():
         robust = f", robust {100 * r['robust_mean']:.2f} ± {100 * r['robust_std']:.2f} %{under}" if attack else ""
@@ -154,14 +154,20 @@ def _run_evaluation(synset, out_dir: Path, args) -> dict:
         d = report["diversity"]
         value = f"{d['mean']:.4f}" if d["mean"] is not None else "undefined at IPC 1 (no pair in a class)"
         print(f"{'diversity':>12}: {value} (mean pairwise LPIPS within classes; {d['backbone']}, {d['weights']})")
+    if compare:
+        comparison = compare_with_random(report, synset, args)
+        if comparison is not None:
+            report["random_real_comparison"] = comparison
+            write_json_atomic(report, out)
     print(f"report: {out}")
     return report
 
 
 def random_real_report(synset, args, report: dict) -> Tuple[dict, Path, bool]:
     """The evaluation of random real images of the set's dataset, IPC and size under the same
-    protocol, networks and seed: read from runs/baselines/ when an earlier run evaluated them,
-    otherwise evaluated now and kept there. Returns (report, its path, whether computed now)."""
+    protocol, networks, seed, device, data and teacher: read from runs/baselines/ when an
+    earlier run evaluated them, otherwise evaluated now and kept there (one file per such
+    setting). Returns (report, its path, whether computed now)."""
     from dataclasses import asdict
 
     from .baselines import random_real
@@ -171,14 +177,19 @@ def random_real_report(synset, args, report: dict) -> Tuple[dict, Path, bool]:
 
     proto = with_counts(args.protocol, args.epochs, args.models).for_set(synset.ipc, synset.num_classes)
     archs = list(report["results"])
+    teacher = getattr(args, "teacher", None)
+    key = {"protocol": json.loads(json.dumps(asdict(proto))), "archs": archs, "device": report.get("device"),
+           "data_root": str(Path(args.data_root).resolve()) if args.data_root else None,
+           "teacher": (report.get("teacher") or {}).get("weights_fingerprint")}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", synset.dataset)
     if name != synset.dataset:  # a dataset named by its folder: a readable part and a digest of the whole
         name = f"{name[-40:]}-{hashlib.sha256(synset.dataset.encode()).hexdigest()[:8]}"
     folder = Path("runs") / "baselines" / f"{name}-{synset.resolution}px-random-ipc{synset.ipc}-seed{args.seed}"
-    path = folder / f"eval_{proto.name}_{'+'.join(archs)}.json"
+    path = folder / f"eval_{proto.name}_{'+'.join(archs)}_{digest}.json"
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved.get("protocol") == json.loads(json.dumps(asdict(proto))) and list(saved.get("results", {})) == archs:
+        if saved.get("baseline_key") == key:
             return saved, path, False
     train = load_dataset(synset.dataset, "train", root=args.data_root, resolution=synset.resolution)
     real = random_real(train, synset.ipc, seed=args.seed)
@@ -186,16 +197,22 @@ def random_real_report(synset, args, report: dict) -> Tuple[dict, Path, bool]:
         save_synset(real, folder, overwrite=True)
     print(f"evaluating {synset.ipc} random real images per class under the same protocol, once: {folder}")
     base = evaluate_synset(real, archs=archs, protocol=proto, data_root=args.data_root, seed=args.seed,
-                           device=args.device, progress=True)
+                           device=args.device, progress=True, teacher=teacher)
+    base["baseline_key"] = key
     write_json_atomic(base, path)
     return base, path, True
 
 
-def compare_with_random(report: dict, synset, args) -> dict:
+def compare_with_random(report: dict, synset, args) -> Optional[dict]:
     """Print how the set compares with random real images of the same IPC under the same
     protocol: per network and across networks, the gain and whether it exceeds the spread
-    over models (the larger of the two standard deviations)."""
-    base, path, computed = random_real_report(synset, args, report)
+    over models (the larger of the two standard deviations). Returns what it printed (None,
+    with a note, where random real images of that IPC cannot be drawn)."""
+    try:
+        base, path, computed = random_real_report(synset, args, report)
+    except GenpriorError as e:
+        print(f"no comparison with random real images: {e}")
+        return None
     source = "evaluated now" if computed else "read from an earlier evaluation"
     print(f"random real, IPC {synset.ipc}, same protocol and seeds ({source}: {path}):")
     out = {"baseline": str(path), "networks": {}}
@@ -206,11 +223,12 @@ def compare_with_random(report: dict, synset, args) -> dict:
             "ahead, within the spread" if gain > 0 else "does not beat it")
         print(f"{arch:>12}: {100 * b['mean']:.2f} ± {100 * b['std']:.2f} %; this set {gain:+.2f} points "
               f"(spread {spread:.2f}): {verdict}")
-        out["networks"][arch] = {"gain": gain, "spread": spread}
+        out["networks"][arch] = {"random_mean": b["mean"], "random_std": b["std"], "gain_points": gain,
+                                 "spread_points": spread, "beats_by_more_than_spread": gain > spread}
     if "cross_arch_mean" in report and "cross_arch_mean" in base:
         gain = 100 * (report["cross_arch_mean"] - base["cross_arch_mean"])
         print(f"{'cross-arch':>12}: {100 * base['cross_arch_mean']:.2f} %; this set {gain:+.2f} points")
-        out["cross_arch_gain"] = gain
+        out.update(random_cross_arch_mean=base["cross_arch_mean"], cross_arch_gain_points=gain)
     return out
 
 
@@ -457,9 +475,7 @@ def run_distill(args, defaults: Optional[dict] = None, command: str = "") -> Non
         return
     print(f"synthetic set: {out / 'synset'} (preview: {out / 'synset' / 'grid.png'})")
     if not args.no_evaluate:
-        report = _run_evaluation(synset, out / "synset", args)
-        if not getattr(args, "no_compare", False):
-            compare_with_random(report, synset, args)
+        _run_evaluation(synset, out / "synset", args, compare=not getattr(args, "no_compare", False))
 
 
 def cmd_distill(args) -> None:

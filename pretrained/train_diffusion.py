@@ -12,7 +12,9 @@ split only** (4,000 images). ``--arch dit``: a ``DiTTransformer2DModel`` (patch 
 VAE's 4 x 7 x 7 latents, 6 blocks of width 128, AdaLN-Zero label conditioning) learns the same
 in the VAE's scaled latent space (each image encoded once, by its posterior mean); the folder
 it writes has the layout of a diffusers ``DiTPipeline`` (``model_index.json``, transformer/,
-vae/, scheduler/) plus genprior's card, so it loads like ``facebook/DiT-XL-2-256``. 10% of the
+vae/, scheduler/) plus genprior's card, so genprior loads it through the code path of
+``facebook/DiT-XL-2-256`` (diffusers' own ``DiTPipeline`` assumes ImageNet's 1,000 classes for
+its null label, so call it with ``guidance_scale=1`` there). 10% of the
 labels are dropped to the null class so sampling can use classifier-free guidance; the prior
 ships the EMA weights with a DDIM sampler. ``--arch text``: a prompt-conditioned
 ``UNet2DConditionModel`` in the same latent space, each class's prompt ("a handwritten digit
@@ -87,9 +89,11 @@ def build_unet(num_classes: int) -> UNet2DModel:
     )
 
 
-def build_dit(num_classes: int, latent_channels: int, latent_size: int, label_dropout: float) -> DiTTransformer2DModel:
-    """Patch 1 over the latent grid (49 tokens at 7 x 7), 6 AdaLN-Zero blocks of width 128. The
-    label tables drop ``label_dropout`` of the labels to their null row while training."""
+def build_dit(num_classes: int, latent_channels: int, latent_size: int) -> DiTTransformer2DModel:
+    """Patch 1 over the latent grid (49 tokens at 7 x 7), 6 AdaLN-Zero blocks of width 128. Each
+    block has its own label table (num_classes + 1 rows, the last the null class) that would drop
+    labels on its own draw while training; that is switched off, so a dropped label (``loss_of``)
+    is the null class in every block at once, as classifier-free guidance samples it."""
     from diffusers.models.embeddings import LabelEmbedding
 
     dit = DiTTransformer2DModel(num_attention_heads=4, attention_head_dim=32, in_channels=latent_channels,
@@ -97,7 +101,7 @@ def build_dit(num_classes: int, latent_channels: int, latent_size: int, label_dr
                                 num_embeds_ada_norm=num_classes)
     for m in dit.modules():
         if isinstance(m, LabelEmbedding):
-            m.dropout_prob = label_dropout
+            m.dropout_prob = 0.0  # the table keeps its null row; only the per-block random drop goes
     return dit
 
 
@@ -149,20 +153,19 @@ def main(args: argparse.Namespace) -> None:
         vae = AutoencoderKL.from_pretrained(args.vae).eval().requires_grad_(False)
         clean_all = encode_all(vae, pixels)
         if args.arch == "dit":
-            model = build_dit(num_classes, clean_all.shape[1], clean_all.shape[-1], args.label_dropout)
+            model = build_dit(num_classes, clean_all.shape[1], clean_all.shape[-1])
             model_cls = DiTTransformer2DModel
         else:
             from diffusers import UNet2DConditionModel
 
             model, text_prior = build_text_model(args, data.class_names, vae, clean_all.shape[1], clean_all.shape[-1])
             model_cls = UNet2DConditionModel
+            prompt_table = text_prior.prompt_table.to(accelerator.device)
 
     def loss_of(net: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
         clean = clean_all[idx].to(accelerator.device)
         labels = data.labels[idx].to(accelerator.device)
-        if args.arch != "dit":  # the DiT's label tables drop labels themselves (build_dit)
-            labels = torch.where(torch.rand(labels.shape, device=labels.device) < args.label_dropout, num_classes,
-                                 labels)
+        labels = torch.where(torch.rand(labels.shape, device=labels.device) < args.label_dropout, num_classes, labels)
         noise = torch.randn_like(clean)
         timesteps = torch.randint(0, args.num_train_timesteps, labels.shape, device=labels.device)
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
@@ -171,7 +174,7 @@ def main(args: argparse.Namespace) -> None:
         elif args.arch == "dit":
             out = net(noisy, timestep=timesteps, class_labels=labels).sample
         else:  # the encoded prompt of each label; the null label is the (empty) negative prompt
-            states = text_prior.prompt_table[labels].view(-1, text_prior.tokens, text_prior.width)
+            states = prompt_table[labels].view(-1, text_prior.tokens, text_prior.width)
             out = net(noisy, timesteps, encoder_hidden_states=states).sample
         return F.mse_loss(out.float(), noise)
 
@@ -191,6 +194,7 @@ def main(args: argparse.Namespace) -> None:
             prior = TextDiffusionPrior(final, vae, text_prior.text_encoder, text_prior.tokenizer, data.class_names,
                                        template=args.template, scheduler=sampler, **options)
         prior.card.update(dataset=DATASET, data=DATA)
+        prior.to(accelerator.device)  # its VAE, text encoder and buffers beside the trained model
         prior.save_pretrained(args.output_dir)
         if args.arch == "dit":  # the layout of a diffusers DiTPipeline, so it also loads as one
             write_json_atomic({"_class_name": "DiTPipeline", "_diffusers_version": _diffusers_version(),

@@ -62,6 +62,20 @@ def reconstruction(vae: AutoencoderKL, pixels: torch.Tensor, batch_size: int = 2
     return torch.cat(recons), torch.cat(latents)
 
 
+class Autoencoding(torch.nn.Module):
+    """The VAE's training pass as one ``forward`` (what accelerate wraps for mixed precision and
+    several processes): the reconstruction of a posterior sample, and each image's KL term."""
+
+    def __init__(self, vae: AutoencoderKL):
+        super().__init__()
+        self.vae = vae
+        self.config = vae.config  # what the EMA records
+
+    def forward(self, x: torch.Tensor):
+        posterior = self.vae.encode(x).latent_dist
+        return self.vae.decode(posterior.sample()).sample, posterior.kl()
+
+
 def main(args: argparse.Namespace) -> None:
     accelerator = make_accelerator(args)
     data = load_dataset(DATASET, "train")
@@ -70,13 +84,12 @@ def main(args: argparse.Namespace) -> None:
 
     def loss_of(net: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
         x = pixels[idx].to(accelerator.device)
-        posterior = net.encode(x).latent_dist
-        recon = net.decode(posterior.sample()).sample
-        return (recon.float() - x).abs().mean() + args.kl_weight * posterior.kl().mean() / x[0].numel()
+        recon, kl = net(x)
+        return (recon.float() - x).abs().mean() + args.kl_weight * kl.float().mean() / x[0].numel()
 
-    run = train(args, accelerator, vae, AutoencoderKL, loss_of, len(pixels), DATA)
+    run = train(args, accelerator, Autoencoding(vae), AutoencoderKL, loss_of, len(pixels), DATA)
     if accelerator.is_main_process:
-        final = run["model"]
+        final = run["model"].vae
         _, train_latents = reconstruction(final, pixels.to(accelerator.device))
         final.register_to_config(scaling_factor=float(1.0 / train_latents.std()))
         test = load_dataset(DATASET, "test")

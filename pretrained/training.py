@@ -132,6 +132,9 @@ def train(args: argparse.Namespace, accelerator: Accelerator, model: torch.nn.Mo
     """Train ``model`` for ``args.max_steps`` steps of ``loss_of(model, batch indices)`` over
     ``n_items`` items; returns the unwrapped model carrying the EMA weights (``model``) and
     the run's figures (steps, time, seconds per step, final loss, parameters)."""
+    if n_items < args.batch_size * accelerator.num_processes:
+        raise SystemExit(f"--batch_size {args.batch_size} x {accelerator.num_processes} processes is more than the "
+                         f"{n_items} training items; lower --batch_size")
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
                                   weight_decay=args.adam_weight_decay)
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
@@ -152,6 +155,7 @@ def train(args: argparse.Namespace, accelerator: Accelerator, model: torch.nn.Mo
         else:
             accelerator.print(f"resuming from {path}")
             accelerator.load_state(str(path))
+            ema.to(accelerator.device)  # accelerate loads registered objects onto the CPU
             global_step = checkpoint_step(path)
 
     n_params = sum(p.numel() for p in model.parameters())

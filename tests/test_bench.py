@@ -67,6 +67,7 @@ def test_two_processes_share_a_bench_without_running_a_cell_twice(tmp_path):
     ({"methods": {"x": {"recipe": "glad", "baseline": "random"}}}, GenpriorError, "exactly one of"),
     ({"methods": {"x|y": {"baseline": "random"}}}, GenpriorError, "cannot be empty or hold"),
     ({"models": {"convnet": 0}}, GenpriorError, "models is a positive integer"),
+    ({"setup": {"t": ["teacher", "--dataset", "mnist5k"]}}, GenpriorError, "give it --out"),
 ])
 def test_bad_configs_fail_before_any_work(change, error, message):
     with pytest.raises(error, match=message):

@@ -153,6 +153,8 @@ def test_distill_at_a_chosen_resolution_then_evaluates(tmp_path, monkeypatch, ca
     (baseline,) = Path("runs/baselines").iterdir()
     assert "_data-" in baseline.name and baseline.name.endswith("-28px-random-ipc1-seed0")  # one folder, named safely
     assert load_synset(baseline).method == "random"
+    saved = json.loads((out / "synset" / "eval_quick-custom_convnet.json").read_text())["random_real_comparison"]
+    assert saved["baseline"].startswith(str(Path("runs/baselines"))) and "gain_points" in saved["networks"]["convnet"]
     assert main(["distill", "--dataset", f"imagefolder:{tmp_path / 'data'}", "--resolution", "28", "--prior", "pixel",
                  "--loss", "dm", "--ipc", "1", "--iterations", "1", "--batch-real", "2", "--init", "invert",
                  "--epochs", "1", "--models", "1", "--device", "cpu", "--output-dir", str(tmp_path / "run2")]) == 0
