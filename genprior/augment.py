@@ -252,6 +252,8 @@ class ImageNetAugment:
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
         self.scale, self.jitter, self.lighting = scale, float(jitter), float(lighting)
+        # the lighting basis: eigenvector columns scaled by their eigenvalues (alpha @ basis is the RGB shift)
+        self.basis = torch.tensor(IMAGENET_EIGVAL).view(3, 1) * torch.tensor(IMAGENET_EIGVEC).T
 
     def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         _check_images(x)
@@ -284,7 +286,7 @@ class ImageNetAugment:
             img = img.clamp(0, 1)
         if c == 3 and self.lighting > 0:
             alpha = torch.randn(n, 3, generator=generator) * self.lighting
-            rgb = (alpha * torch.tensor(IMAGENET_EIGVAL)) @ torch.tensor(IMAGENET_EIGVEC).T
+            rgb = alpha @ self.basis
             img = img + rgb.to(img.device, img.dtype).view(n, 3, 1, 1)
         return (img - mean) / std
 

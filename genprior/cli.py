@@ -494,30 +494,12 @@ def cmd_export(args) -> None:
 
 
 def cmd_synthesize(args) -> None:
-    from .data import load_dataset
-    from .evaluate import resolve_device
-    from .priors.load import load_prior
-    from .sampling import SAMPLING_METHODS, synthesize
-    from .synset import save_synset
-
-    SAMPLING_METHODS.entry(args.method)
-    _check_ipc(args.ipc)
-    if args.chunk_size < 1:
-        raise GenpriorError(f"--chunk-size must be at least 1, got {args.chunk_size}")
-    if args.evaluate:
-        _check_eval_args(args)
-    out = Path(args.out_dir)
-    if out.exists() and not args.overwrite:
-        raise GenpriorError(f"{out} already exists; choose another directory or pass --overwrite")
-    real = load_dataset(args.dataset, "train", root=args.data_root)
-    prior = load_prior(args.prior, dataset_classes=real.class_names, **_key_values(args.prior_option, "--prior-option"))
-    synset = synthesize(args.method, prior, real, args.ipc, seed=args.seed, chunk_size=args.chunk_size,
-                        options=_key_values(args.option, "--option"), prior_ref=args.prior, resize=args.resize,
-                        device=str(resolve_device(args.device)))
-    save_synset(synset, out, overwrite=args.overwrite)
-    print(f"wrote {args.method} IPC {args.ipc} from {args.prior}: {out} (preview: {out / 'grid.png'})")
-    if args.evaluate:
-        _run_evaluation(synset, out, args)
+    """``genprior synthesize METHOD PRIOR OUT_DIR`` is ``genprior generate PRIOR OUT_DIR --method
+    METHOD``, with the generate flags it does not take at their defaults."""
+    for name, value in (("space", None), ("resolution", None), ("mixed_precision", "no"), ("guidance_scale", None),
+                        ("class_map", None), ("allow_pickle", False)):
+        setattr(args, name, value)
+    cmd_generate(args)
 
 
 def cmd_teacher(args) -> None:
