@@ -187,27 +187,45 @@ def _check_images(x: Tensor) -> None:
 
 class DSA:
     """One op family per call, chosen at random among the strategy's ops
-    (DSA's single mode): it keeps an augmented batch close to the data."""
+    (DSA's single mode): it keeps an augmented batch close to the data.
 
-    def __init__(self, strategy: str = DEFAULT_STRATEGY, params: DSAParams = DSAParams()):
+    ``compose=True`` is IDC's evaluation augmentation (``DiffAug(single=False)``, which Minimax
+    Diffusion's evaluation inherits): flip and colour (when in the strategy) on every call, then
+    one of the other geometric ops, then cutout (when in the strategy); every draw per image."""
+
+    ALWAYS = ("flip", "color")
+
+    def __init__(self, strategy: str = DEFAULT_STRATEGY, params: DSAParams = DSAParams(), compose: bool = False):
         ops = tuple(strategy.split("_"))
         for op in ops:
             if op not in OPS:
                 raise UnknownNameError(
                     f"unknown DSA op {op!r} in strategy {strategy!r}; valid ops: {', '.join(OPS)}"
                 )
-        self.strategy = strategy
+        self.strategy = strategy + (" (composed: flip, color, one of the rest, cutout)" if compose else "")
         self.ops = ops
         self.params = params
+        self.compose = compose
+        self.single_ops = tuple(op for op in ops if op not in self.ALWAYS + ("cutout",)) if compose else ops
 
     def _pick(self, generator: Optional[torch.Generator]) -> str:
-        return self.ops[int(_randint(1, 0, len(self.ops), generator))]
+        return self.single_ops[int(_randint(1, 0, len(self.single_ops), generator))]
+
+    def _apply(self, op: str, x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        draw, apply = OPS[op]
+        return apply(x, **draw(x.shape[0], x.shape[-2], x.shape[-1], self.params, generator))
 
     def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """Augment with parameters drawn independently for every image."""
         _check_images(x)
-        draw, apply = OPS[self._pick(generator)]
-        return apply(x, **draw(x.shape[0], x.shape[-2], x.shape[-1], self.params, generator))
+        if not self.compose:
+            return self._apply(self._pick(generator), x, generator)
+        for op in self.ALWAYS:
+            if op in self.ops:
+                x = self._apply(op, x, generator)
+        if self.single_ops:
+            x = self._apply(self._pick(generator), x, generator)
+        return self._apply("cutout", x, generator) if "cutout" in self.ops else x
 
     def siamese(self, *batches: Tensor, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, ...]:
         """Augment every image of every batch with one shared draw, so real and
@@ -219,6 +237,8 @@ class DSA:
         sizes = {tuple(x.shape[-2:]) for x in batches}
         if len(sizes) > 1:
             raise GenpriorError(f"DSA.siamese needs batches of one image size, got {sorted(sizes)}")
+        if self.compose:
+            raise GenpriorError("DSA.siamese draws one op family; build the DSA without compose=True")
         draw, apply = OPS[self._pick(generator)]
         shared = draw(1, batches[0].shape[-2], batches[0].shape[-1], self.params, generator)
         return tuple(apply(x, **_broadcast(shared, x.shape[0])) for x in batches)
@@ -234,18 +254,16 @@ class ImageNetAugment:
     Diffusion's and IDC's ``transform_imagenet``), per image on a normalised batch:
 
     - random-resized crop of 50-100 % of the area, aspect ratio 3/4 to 4/3, back to the image
-      size (bilinear); a crop that would leave the image is clamped to it (torchvision retries
-      its draw instead);
+      size (bilinear); as torchvision, up to 10 draws until the crop fits in the image, else the
+      whole image;
     - horizontal flip with probability 1/2;
-    - colour jitter 0.4 (brightness, contrast, saturation factors in [0.6, 1.4], in one random
-      order per batch);
+    - colour jitter 0.4 (brightness, contrast, saturation factors in [0.6, 1.4], in a random
+      order per image, unclamped as the reference's own jitter);
     - PCA lighting noise of standard deviation 0.1 along ImageNet's RGB eigenvectors.
 
-    Saturation and lighting act on 3-channel images only. Pixels are jittered in [0, 1]
+    Saturation and lighting act on 3-channel images only. Pixels are jittered in [0, 1] units
     (``mean``/``std`` undo and redo the normalisation), as the reference's transforms run
     before normalising."""
-
-    strategy = "imagenet: rrc 0.5-1, flip, jitter 0.4, lighting 0.1"
 
     def __init__(self, mean, std, scale: Tuple[float, float] = (0.5, 1.0), jitter: float = 0.4,
                  lighting: float = 0.1):
@@ -254,15 +272,22 @@ class ImageNetAugment:
         self.scale, self.jitter, self.lighting = scale, float(jitter), float(lighting)
         # the lighting basis: eigenvector columns scaled by their eigenvalues (alpha @ basis is the RGB shift)
         self.basis = torch.tensor(IMAGENET_EIGVAL).view(3, 1) * torch.tensor(IMAGENET_EIGVEC).T
+        self.strategy = (f"imagenet: rrc {scale[0]:g}-{scale[1]:g}, flip"
+                         + (f", jitter {jitter:g}" if jitter else "") + (f", lighting {lighting:g}" if lighting else ""))
 
     def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         _check_images(x)
         n, c = x.shape[:2]
+        tries = torch.rand(n, 10, 2, generator=generator)
         u = torch.rand(n, 8, generator=generator)
-        area = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 0]
-        ratio = torch.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[:, 1])
-        w = (area * ratio).sqrt().clamp(max=1.0)
-        h = (area / ratio).sqrt().clamp(max=1.0)
+        area = self.scale[0] + (self.scale[1] - self.scale[0]) * tries[..., 0]
+        ratio = torch.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * tries[..., 1])
+        ws, hs = (area * ratio).sqrt(), (area / ratio).sqrt()
+        fits = (ws <= 1) & (hs <= 1)
+        first = fits.float().argmax(dim=1, keepdim=True)  # the first draw that fits (torchvision's loop)
+        found = fits.any(dim=1)
+        w = torch.where(found, ws.gather(1, first).squeeze(1), torch.ones(n))
+        h = torch.where(found, hs.gather(1, first).squeeze(1), torch.ones(n))
         cx = (1 - w) * (2 * u[:, 2] - 1)
         cy = (1 - h) * (2 * u[:, 3] - 1)
         flip = torch.where(u[:, 4] < 0.5, -1.0, 1.0)
@@ -271,19 +296,19 @@ class ImageNetAugment:
         grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         mean, std = self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype)
-        img = (x * std + mean).clamp(0, 1)
+        if not self.jitter and not self.lighting:
+            return x
+        img = x * std + mean
         factors = 1 + self.jitter * (2 * u[:, 5:8] - 1)  # brightness, contrast, saturation
-        for op in torch.randperm(3, generator=generator).tolist():
-            f = _per_image(factors[:, op], img)
-            if op == 0:
-                img = img * f
-            elif op == 1:
-                grey = _grey(img).mean(dim=(1, 2, 3), keepdim=True)
-                img = grey + f * (img - grey)
-            elif c == 3:
-                grey = _grey(img)
-                img = grey + f * (img - grey)
-            img = img.clamp(0, 1)
+        order = torch.rand(n, 3, generator=generator).argsort(dim=1)  # a random order per image
+        for k in range(3):
+            op = order[:, k].to(img.device).view(n, 1, 1, 1)
+            f = _per_image(factors.gather(1, order[:, k:k + 1]).squeeze(1), img)
+            bright = img * f
+            grey = _grey(img).mean(dim=(1, 2, 3), keepdim=True)
+            contrast = grey + f * (img - grey)
+            saturated = _grey(img) + f * (img - _grey(img)) if c == 3 else img
+            img = torch.where(op == 0, bright, torch.where(op == 1, contrast, saturated))
         if c == 3 and self.lighting > 0:
             alpha = torch.randn(n, 3, generator=generator) * self.lighting
             rgb = alpha @ self.basis

@@ -217,9 +217,11 @@ def models_for(config: Dict[str, Any], arch: str) -> int:
 
 def cells(config: Dict[str, Any]) -> List[str]:
     """Every cell, method by method: the build, then its evaluation networks; with ``scores``,
-    the first network trained without augmentation too (``plain``), and, last, the whole train
-    split on the first network (the full-data accuracy)."""
+    the first network trained without augmentation too (``plain``), under a protocol that
+    distils from a teacher the first network trained on the hard labels too (``hard``), and,
+    last, the whole train split on the first network (the full-data accuracy, with hard labels)."""
     first = config["archs"][0]
+    hard = "hard" if config.get("scores") and protocol(config).temperature > 0 else "eval"
     keys = [f"setup|{name}" for name in config.get("setup", {})]
     for ipc in config["ipcs"]:
         for method in config["methods"]:
@@ -229,8 +231,10 @@ def cells(config: Dict[str, Any]) -> List[str]:
                          for i in range(models_for(config, arch))]
                 if config.get("scores"):
                     keys += [f"plain|{method}|{ipc}|{seed}|{first}|{i}" for i in range(models_for(config, first))]
+                    if hard == "hard":
+                        keys += [f"hard|{method}|{ipc}|{seed}|{first}|{i}" for i in range(models_for(config, first))]
     if config.get("scores"):
-        keys += [f"build|{WHOLE}|0|0", *[f"eval|{WHOLE}|0|0|{first}|{i}" for i in range(models_for(config, first))]]
+        keys += [f"build|{WHOLE}|0|0", *[f"{hard}|{WHOLE}|0|0|{first}|{i}" for i in range(models_for(config, first))]]
     return keys
 
 
@@ -238,7 +242,7 @@ def dependencies(config: Dict[str, Any]):
     """A cell's dependencies: an evaluation waits on its set, a build on its method's setup step."""
     def deps(key: str) -> List[str]:
         parts = key.split("|")
-        if parts[0] in ("eval", "plain"):
+        if parts[0] in ("eval", "plain", "hard"):
             return [f"build|{'|'.join(parts[1:4])}"]
         after = config["methods"].get(parts[1], {}).get("after") if parts[0] == "build" else None
         return [f"setup|{after}"] if after else []
@@ -327,14 +331,24 @@ def _compute(config: Dict[str, Any], out: Path, key: str, threads: int, cache: D
     if "test" not in cache:
         cache["test"] = load_dataset(config["dataset"], "test", root=config.get("data_root"))
     attack = PGDAttack(**config["attack"]) if config.get("attack") and parts[0] == "eval" else None
-    proto = protocol(config)
-    if parts[0] == "plain":  # the same protocol without augmentation (DD-Ranking's ARS)
-        proto = replace(proto, name=f"{proto.name}-noaug", dsa=False)
+    proto = cell_protocol(config, parts[0])
     synset = load_synset(json.loads(cell_file(out, f"build|{method}|{ipc}|{seed}").read_text())["synset"])
-    teacher = expand([config["teacher"]], out)[0] if config.get("teacher") else None
+    teacher = expand([config["teacher"]], out)[0] if config.get("teacher") and proto.temperature > 0 else None
     return eval_unit(synset, cache["test"], arch, model, proto, threads,
                      state_dir=out / "state" / key.replace("|", "-"), attack=attack, device=config["device"],
                      teacher=teacher)
+
+
+def cell_protocol(config: Dict[str, Any], kind: str):
+    """The protocol an evaluation cell trains under: the config's (``eval``), the same without
+    any augmentation (``plain``, DD-Ranking's ARS: no DSA, crops nor CutMix), or the same on the
+    set's hard labels without a teacher (``hard``, DD-Ranking's HLR under a soft-label protocol)."""
+    proto = protocol(config)
+    if kind == "plain":
+        return replace(proto, name=f"{proto.name}-noaug", dsa=False, augment="dsa", cutmix=0.0)
+    if kind == "hard":
+        return replace(proto, name=f"{proto.name}-hard", temperature=0.0)
+    return proto
 
 
 def machine() -> str:
@@ -390,17 +404,22 @@ def _accs(config: Dict[str, Any], units: Dict[str, Any], kind: str, method: str,
 
 def scores(config: Dict[str, Any], units: Dict[str, Any], method: str, ipc: int) -> Dict[str, Any]:
     """DD-Ranking's label- and augmentation-robust scores of a method at an IPC on the first
-    network, against random real images of the same size under the same protocol (hard labels:
-    the set's own labels are hard, so IOR compares hard-label accuracies)."""
+    network, against random real images of the same size under the same protocol. HLR always
+    compares hard-label accuracies (the whole train split and the set, trained on their labels);
+    IOR compares the set and random real images under the protocol itself: hard labels under a
+    hard-label protocol, the teacher's soft labels under one that distils from a teacher."""
     from .scores import augmentation_robust_score, label_robust_score
 
     rnd = random_method(config)
-    full = _accs(config, units, "eval", WHOLE, 0)
+    hard = "hard" if protocol(config).temperature > 0 else "eval"
+    full = _accs(config, units, hard, WHOLE, 0)
     own, rnd_own = _accs(config, units, "eval", method, ipc), _accs(config, units, "eval", rnd, ipc)
+    own_hard = _accs(config, units, hard, method, ipc)
     plain, rnd_plain = _accs(config, units, "plain", method, ipc), _accs(config, units, "plain", rnd, ipc)
     out: Dict[str, Any] = {"lrs": None, "ars": None, "full": None if full is None else mean_std(full)}
-    if full is not None and own is not None and rnd_own is not None:
-        out["lrs"] = label_robust_score(full_hard=mean_std(full)[0], set_hard=own, set_own=own, random_own=rnd_own)
+    if full is not None and own is not None and rnd_own is not None and own_hard is not None:
+        out["lrs"] = label_robust_score(full_hard=mean_std(full)[0], set_hard=own_hard, set_own=own,
+                                        random_own=rnd_own)
     if own is not None and rnd_own is not None and plain is not None and rnd_plain is not None:
         out["ars"] = augmentation_robust_score(set_aug=own, random_aug=rnd_own, set_plain=plain,
                                                random_plain=rnd_plain)
@@ -425,10 +444,13 @@ def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) ->
     scored = bool(config.get("scores"))
     if scored:
         full = scores(config, results["units"], random_method(config), config["ipcs"][0])["full"]
-        lines[-1:-1] = [f"Scores (DD-Ranking, Li et al. 2025; hard labels, {archs[0]}, against `{random_method(config)}` "
+        labels = ("IOR and ARS on the teacher's soft labels, HLR on hard labels (the same protocol, no teacher)"
+                  if proto.temperature > 0 else "hard labels")
+        lines[-1:-1] = [f"Scores (DD-Ranking, Li et al. 2025; {labels}, {archs[0]}, against `{random_method(config)}` "
                         "under the same protocol, w = 0.5, accuracies as fractions): LRS from HLR = full-data minus set "
                         "accuracy and IOR = set minus random accuracy; ARS from the gains over random with the "
-                        "protocol's augmentation and without it. Full data (the whole train split, class-balanced, "
+                        "protocol's augmentation and without it (no DSA, crops nor CutMix). Full data (the whole "
+                        "train split, class-balanced, hard labels, "
                         f"{archs[0]}): " + (f"{100 * full[0]:.2f} ± {100 * full[1]:.2f} %." if full else "not yet.")]
     diverse = bool(config.get("diversity"))
     if diverse:

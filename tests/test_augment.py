@@ -192,3 +192,42 @@ def test_strategy_for_digits_has_no_flip():
     assert "flip" not in strategy_for("svhn").split("_")
     assert "flip" in strategy_for("cifar10").split("_")
     assert "flip" in strategy_for("fashionmnist").split("_")
+
+
+def test_composed_dsa_applies_colour_and_cutout_on_every_call_and_one_geometric_op():
+    """IDC's evaluation augmentation: flip and colour always, one of the rest, cutout last."""
+    x = images(16, size=16).abs() + 1  # no pixel is 0 before cutout
+    out = DSA("color_cutout", DSAParams(cutout=0.25), compose=True)(x, generator=seeded())
+    assert ((out == 0).flatten(1).any(dim=1)).all()  # every image lost a box
+    kept = out != 0
+    assert not torch.allclose(out[kept], x[kept])  # and every call recoloured the rest
+    single = DSA("color_cutout", DSAParams(cutout=0.25))(x, generator=seeded())
+    assert not (((single == 0).flatten(1).any(dim=1)).all() and not torch.allclose(single[single != 0], x[single != 0]))
+    composed = DSA("crop_scale_rotate_flip_color", compose=True)
+    assert composed.single_ops == ("crop", "scale", "rotate")
+    with pytest.raises(GenpriorError, match="without compose"):
+        composed.siamese(x, generator=seeded())
+
+
+def test_crop_augment_is_a_resized_crop_and_flip_without_colour():
+    from genprior.augment import ImageNetAugment
+
+    x = images(8, channels=1, size=16)
+    crop = ImageNetAugment((0.5,), (0.5,), jitter=0.0, lighting=0.0)
+    assert crop.strategy == "imagenet: rrc 0.5-1, flip"
+    out = crop(x, generator=seeded())
+    assert out.shape == x.shape and not torch.allclose(out, x)
+    full = ImageNetAugment((0.5,), (0.5,), scale=(1.0, 1.0), jitter=0.0, lighting=0.0)(x, generator=seeded())
+    # a crop of the whole area fits only at aspect 1, which no draw hits: torchvision's fallback,
+    # the whole image, mirrored or not
+    for a, b in zip(full, x):
+        assert torch.allclose(a, b, atol=1e-5) or torch.allclose(a, b.flip(-1), atol=1e-5)
+
+
+def test_imagenet_jitter_does_not_clamp():
+    from genprior.augment import ImageNetAugment
+
+    x = torch.full((64, 3, 8, 8), 0.9)  # normalised = pixels (mean 0, std 1)
+    x[:, 0] = 0.2
+    out = ImageNetAugment((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), lighting=0.0)(x, generator=seeded())
+    assert out.max() > 1.0  # brightness x1.4 of 0.9 is not clamped to 1

@@ -101,7 +101,22 @@ def test_scores_add_the_full_data_and_no_augmentation_cells_and_rank_with_lrs_an
                                     acc["plain|all|1|0|convnet|0"], acc["plain|random|1|0|convnet|0"])["ars"]
     row = next(line for line in (out / "leaderboard.md").read_text().splitlines() if "| all |" in line)
     assert f"| {lrs:.3f} ± 0.000 | {ars:.3f} ± 0.000 |" in row
-    assert "Full data (the whole train split, class-balanced, convnet):" in (out / "leaderboard.md").read_text()
+    assert "Full data (the whole train split, class-balanced, hard labels, convnet):" in \
+        (out / "leaderboard.md").read_text()
+
+
+def test_scores_under_a_soft_label_protocol_take_hlr_from_hard_label_cells():
+    """DD-Ranking's HLR compares hard-label accuracies even when the protocol distils from a
+    teacher; the no-augmentation cells drop crops and CutMix as well as DSA."""
+    from genprior.bench import cell_protocol
+
+    config = check_config({**TINY, "protocol": {"name": "soft", "epochs": 1}, "teacher": "t", "scores": True,
+                           "methods": {"random": {"baseline": "random"}}})
+    assert cells(config) == ["build|random|1|0", "eval|random|1|0|convnet|0", "plain|random|1|0|convnet|0",
+                             "hard|random|1|0|convnet|0", "build|whole|0|0", "hard|whole|0|0|convnet|0"]
+    hard, plain, own = (cell_protocol(config, kind) for kind in ("hard", "plain", "eval"))
+    assert own.temperature == 20.0 and hard.temperature == 0.0 and hard.augment == own.augment == "crop"
+    assert (plain.dsa, plain.augment, plain.cutmix) == (False, "dsa", 0.0)
 
 
 def test_diversity_is_measured_on_every_built_set(tmp_path):

@@ -29,6 +29,7 @@ def test_protocols_hold_the_published_counts():
     soft = PROTOCOLS["soft"]  # SRe2L / RDED's soft-label protocol (README, "Evaluation protocol")
     assert (soft.epochs, soft.lr, soft.weight_decay, soft.optimizer, soft.schedule, soft.temperature, soft.cutmix) == \
         (300, 1e-3, 0.01, "adamw", "cosine", 20.0, 1.0)
+    assert (soft.dsa, soft.augment, soft.tests, soft.batch_size) == (False, "crop", 30, 100)  # RDED's crops, best of 30
     assert with_counts("quick", epochs=10).name == "quick-custom"
     assert with_counts("quick") is quick
 
@@ -315,7 +316,8 @@ def test_minimax_protocols_hold_the_public_codes_settings():
     for p in (small, big):
         assert (p.lr, p.momentum, p.weight_decay, p.batch_size, p.schedule, p.milestones, p.gamma, p.cutmix) == \
             (0.01, 0.9, 5e-4, 64, "multistep", ((2, 3), (5, 6)), 0.2, 1.0)
-    assert (small.epochs, small.cutmix_p, small.dsa_drop, small.tests) == (1000, 0.5, ("cutout",), 0)
+    assert (small.epochs, small.cutmix_p, small.dsa_drop, small.tests, small.augment) == \
+        (1000, 0.5, ("cutout",), 0, "idc")
     assert (big.dsa, big.augment, big.cutmix_p, big.tests) == (False, "imagenet", 1.0, 100)
     epochs = {ipc: big.for_set(ipc, 10).epochs for ipc in (1, 10, 50, 100, 500, 1000)}
     assert epochs == {1: 3000, 10: 2000, 50: 1500, 100: 1000, 500: 500, 1000: 300}
@@ -407,4 +409,5 @@ def test_minimax_protocol_runs_and_reports_the_best_beside_the_last(digits):
     assert report["dsa_strategy"].startswith("imagenet")
     small = evaluate_synset(s, protocol=with_counts("minimax", epochs=3, num_models=1), test=test, device="cpu",
                             progress=False)
-    assert small["dsa_strategy"] == "color_crop_scale_rotate" and "best_mean" not in small["results"]["convnet"]
+    assert small["dsa_strategy"].startswith("color_crop_scale_rotate (composed") and \
+        "best_mean" not in small["results"]["convnet"]

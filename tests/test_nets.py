@@ -16,8 +16,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+#: nets too deep for small images, and the smallest size they take
+MIN_RESOLUTION = {"convnetd6": 64}
+
+
 def check_net(name, channels, resolution, batch=2, classes=10):
     torch.manual_seed(0)
+    resolution = max(resolution, MIN_RESOLUTION.get(name, 0))
     net = create_net(name, channels, classes, resolution)
     x = torch.randn(batch, channels, resolution, resolution)
     assert net(x).shape == (batch, classes)
@@ -37,7 +42,7 @@ def test_every_net_builds_and_runs(name, channels, resolution):
 
 @pytest.mark.parametrize(
     "name,resolution",
-    [("convnetd4", 64), ("convnetd5", 128), ("resnet_ap10", 64), ("resnet18", 128), ("vit", 64), ("vit", 128)],
+    [("convnetd4", 64), ("convnetd5", 128), ("convnetd6", 128), ("resnet_ap10", 64), ("resnet18", 128), ("vit", 64), ("vit", 128)],
 )
 def test_large_resolutions(name, resolution):
     check_net(name, 3, resolution)
@@ -46,8 +51,9 @@ def test_large_resolutions(name, resolution):
 @pytest.mark.parametrize("name", list_nets())
 def test_gradients_reach_input(name):
     torch.manual_seed(0)
-    net = create_net(name, 1, 10, 28)
-    x = torch.randn(2, 1, 28, 28).requires_grad_()
+    size = max(28, MIN_RESOLUTION.get(name, 0))
+    net = create_net(name, 1, 10, size)
+    x = torch.randn(2, 1, size, size).requires_grad_()
     net(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 
@@ -90,7 +96,7 @@ def test_convnet_overrides():
 
 def test_cross_arch_pool_is_registered():
     assert set(CROSS_ARCH_POOL) <= set(list_nets())
-    assert list_nets("convnet*") == ["convnet", "convnet_bn", "convnet_nn", "convnetd4", "convnetd5"]
+    assert list_nets("convnet*") == ["convnet", "convnet_bn", "convnet_nn", "convnetd4", "convnetd5", "convnetd6"]
 
 
 def test_every_entry_has_metadata():

@@ -170,6 +170,16 @@ def convnetd5(channels, num_classes, resolution, *, width=128, norm="instancenor
 
 
 @NETS.register(
+    "convnetd6",
+    summary="ConvNet-6 (for 256 px): six conv blocks, the Minimax Diffusion evaluator on ImageNet subsets",
+    paper=PAPER,
+    default_norm="instancenorm",
+)
+def convnetd6(channels, num_classes, resolution, *, width=128, norm="instancenorm", act="relu", pool="avgpool"):
+    return ConvNet(channels, num_classes, resolution, 6, width, norm, act, pool)
+
+
+@NETS.register(
     "convnet_bn",
     summary="ConvNet-3 with batch norm",
     paper=PAPER,
