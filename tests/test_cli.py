@@ -54,6 +54,22 @@ def test_default_run_dirs_never_collide(tmp_path, monkeypatch):
     assert default_run_dir(cfg, resume=False).name.endswith("-ipc10-3")
 
 
+def test_the_main_job_starts_from_inverted_real_images_and_other_runs_keep_the_loops_defaults():
+    from genprior.cli import build_parser, distill_config_from_args, distill_defaults
+
+    def config(*flags):
+        args = build_parser().parse_args(["distill", *flags])
+        return distill_config_from_args(args, distill_defaults(args))
+
+    main_job = config()
+    assert (main_job.method, main_job.prior, main_job.init, main_job.invert_steps, main_job.optimizer,
+            main_job.lr, main_job.ipc) == ("glad-dm", "mnist5k-stylegan", "invert", 200, "adam", 0.01, 10)
+    assert main_job.space is None  # the prior's own: w+ for the StyleGAN
+    assert config("--ipc", "1", "--init", "random").init == "random"  # flags still win
+    pixel = config("--prior", "pixel")
+    assert (pixel.init, pixel.optimizer) == ("random", "sgd")
+
+
 def test_distill_bad_inputs_fail_before_any_work(tmp_path, capsys, monkeypatch):
     """Each distill mistake is one line, and none of them leaves a run directory behind."""
     monkeypatch.chdir(tmp_path)
