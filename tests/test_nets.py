@@ -139,3 +139,23 @@ def test_convnet_pre_pool_maps_are_the_block_maps_before_pooling():
     for i, block in enumerate(net.blocks):
         assert torch.equal(block.pool(pre[i]), post[i])
     assert torch.equal(pre[-1], post[-1])
+
+
+def test_idc_stems_keep_the_map_sizes_of_minimax_diffusions_evaluators():
+    """IDC's stem: a 3x3 conv alone up to 64 px, a halving pool up to 128 px, a 7x7 conv and a
+    pool beyond (56-px map at 224 px); convolutions He-normal over the fan-out."""
+    from genprior.nets.resnet import ResNet
+
+    x = torch.randn(1, 3, 128, 128)
+    for name in ("resnet_ap10_idc", "resnet18_idc"):
+        assert create_net(name, 3, 10, 128).stem(x).shape[-1] == 64
+        assert create_net(name, 1, 10, 28).stem(torch.randn(1, 1, 28, 28)).shape[-1] == 28
+    assert create_net("resnet_ap10", 3, 10, 128).stem(x).shape[-1] == 32  # genprior's own stem, for contrast
+    big = torch.randn(1, 3, 224, 224)
+    for downsample in ("avgpool", "stride"):
+        assert ResNet(3, 10, 224, (1, 1, 1, 1), downsample=downsample, stem="idc").stem(big).shape[-1] == 56
+    torch.manual_seed(0)
+    conv = create_net("resnet18_idc", 3, 10, 32).stages[3][0].conv2  # 512 x 512 x 3 x 3
+    assert abs(float(conv.weight.detach().std()) - (2 / (9 * 512)) ** 0.5) < 1e-3
+    with pytest.raises(GenpriorError, match="valid: cifar, idc"):
+        ResNet(3, 10, 32, stem="imagenet")

@@ -65,6 +65,23 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+STEMS = ("cifar", "idc")
+
+
+def _idc_stem(channels: int, resolution: int, downsample: str):
+    """IDC's (and Minimax Diffusion's) stem by image size: up to 64 px a 3x3 conv alone; up to 128 px
+    a 3x3 conv and a pool halving the map; larger, a 7x7 conv (stride 2 for the strided nets) and
+    a pool (max 3x3 stride 2; average 4x4 for the AP nets), so 224 px leaves a 56-px map."""
+    if resolution <= 64:
+        return nn.Conv2d(channels, WIDTHS[0], 3, padding=1, bias=False), nn.Identity()
+    if resolution <= 128:
+        pool = nn.AvgPool2d(2, 2) if downsample == "avgpool" else nn.MaxPool2d(3, 2, padding=1)
+        return nn.Conv2d(channels, WIDTHS[0], 3, padding=1, bias=False), pool
+    if downsample == "avgpool":
+        return nn.Conv2d(channels, WIDTHS[0], 7, padding=3, bias=False), nn.AvgPool2d(4, 4)
+    return nn.Conv2d(channels, WIDTHS[0], 7, stride=2, padding=3, bias=False), nn.MaxPool2d(3, 2, padding=1)
+
+
 class ResNet(nn.Module):
     def __init__(
         self,
@@ -74,20 +91,27 @@ class ResNet(nn.Module):
         layers: Sequence[int] = (2, 2, 2, 2),
         norm: str = "instancenorm",
         downsample: str = "stride",
+        stem: str = "cifar",
     ):
         super().__init__()
         if downsample not in DOWNSAMPLES:
             raise GenpriorError(f"unknown ResNet downsample {downsample!r}; valid: {', '.join(DOWNSAMPLES)}")
-        factor = max(1, resolution // 32)
-        strided_stem = downsample == "stride" and factor > 1
-        self.stem_conv = nn.Conv2d(channels, WIDTHS[0], kernel_size=3, stride=2 if strided_stem else 1, padding=1, bias=False)
-        self.stem_norm = make_norm(norm, WIDTHS[0])
-        if downsample == "avgpool" and factor > 1:
-            self.stem_pool = nn.AvgPool2d(kernel_size=factor, stride=factor)
-        elif strided_stem and factor > 2:
-            self.stem_pool = nn.MaxPool2d(kernel_size=3, stride=factor // 2, padding=1)
+        if stem not in STEMS:
+            raise GenpriorError(f"unknown ResNet stem {stem!r}; valid: {', '.join(STEMS)}")
+        if stem == "idc":
+            self.stem_conv, self.stem_pool = _idc_stem(channels, resolution, downsample)
         else:
-            self.stem_pool = nn.Identity()
+            factor = max(1, resolution // 32)
+            strided_stem = downsample == "stride" and factor > 1
+            self.stem_conv = nn.Conv2d(channels, WIDTHS[0], kernel_size=3, stride=2 if strided_stem else 1, padding=1,
+                                       bias=False)
+            if downsample == "avgpool" and factor > 1:
+                self.stem_pool = nn.AvgPool2d(kernel_size=factor, stride=factor)
+            elif strided_stem and factor > 2:
+                self.stem_pool = nn.MaxPool2d(kernel_size=3, stride=factor // 2, padding=1)
+            else:
+                self.stem_pool = nn.Identity()
+        self.stem_norm = make_norm(norm, WIDTHS[0])
         stages = []
         in_ch = WIDTHS[0]
         for i, (width, blocks) in enumerate(zip(WIDTHS, layers)):
@@ -101,6 +125,10 @@ class ResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = in_ch
         self.classifier = nn.Linear(self.feature_dim, num_classes)
+        if stem == "idc":  # IDC's initialisation: He-normal (fan-out) convolutions
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.normal_(m.weight, 0.0, (2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)) ** 0.5)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.stem_pool(F.relu(self.stem_norm(self.stem_conv(x))))
@@ -164,3 +192,26 @@ def resnet18_ap(channels, num_classes, resolution, *, norm="instancenorm"):
 )
 def resnet_ap10(channels, num_classes, resolution, *, norm="instancenorm"):
     return ResNet(channels, num_classes, resolution, (1, 1, 1, 1), norm, "avgpool")
+
+
+@NETS.register(
+    "resnet_ap10_idc",
+    summary="ResNet-AP-10 with IDC's size-dependent stem (a 64-px map at 128 px, 56 at 224) and He-normal init",
+    paper=(
+        "Kim et al., Dataset Condensation via Efficient Synthetic-Data Parameterization, ICML 2022; "
+        "Gu et al., Efficient Dataset Distillation via Minimax Diffusion, CVPR 2024"
+    ),
+    default_norm="instancenorm",
+)
+def resnet_ap10_idc(channels, num_classes, resolution, *, norm="instancenorm"):
+    return ResNet(channels, num_classes, resolution, (1, 1, 1, 1), norm, "avgpool", stem="idc")
+
+
+@NETS.register(
+    "resnet18_idc",
+    summary="ResNet-18, instance norm, with IDC's size-dependent stem and He-normal init (Minimax Diffusion's)",
+    paper=RESNET_PAPER + "; stem: Kim et al., ICML 2022",
+    default_norm="instancenorm",
+)
+def resnet18_idc(channels, num_classes, resolution, *, norm="instancenorm"):
+    return ResNet(channels, num_classes, resolution, (2, 2, 2, 2), norm, "stride", stem="idc")
