@@ -202,11 +202,16 @@ class DSA:
                 raise UnknownNameError(
                     f"unknown DSA op {op!r} in strategy {strategy!r}; valid ops: {', '.join(OPS)}"
                 )
-        self.strategy = strategy + (" (composed: flip, color, one of the rest, cutout)" if compose else "")
         self.ops = ops
         self.params = params
         self.compose = compose
         self.single_ops = tuple(op for op in ops if op not in self.ALWAYS + ("cutout",)) if compose else ops
+        if compose:  # the order the ops run in, named from the ops present
+            steps = [op for op in self.ALWAYS if op in ops] + (["one of " + "/".join(self.single_ops)]
+                                                               if self.single_ops else [])
+            steps += ["cutout"] if "cutout" in ops else []
+            strategy += f" (composed: {', '.join(steps)})"
+        self.strategy = strategy
 
     def _pick(self, generator: Optional[torch.Generator]) -> str:
         return self.single_ops[int(_randint(1, 0, len(self.single_ops), generator))]
@@ -272,7 +277,7 @@ class ImageNetAugment:
         self.scale, self.jitter, self.lighting = scale, float(jitter), float(lighting)
         # the lighting basis: eigenvector columns scaled by their eigenvalues (alpha @ basis is the RGB shift)
         self.basis = torch.tensor(IMAGENET_EIGVAL).view(3, 1) * torch.tensor(IMAGENET_EIGVEC).T
-        self.strategy = (f"imagenet: rrc {scale[0]:g}-{scale[1]:g}, flip"
+        self.strategy = (f"{'imagenet' if jitter or lighting else 'crop'}: rrc {scale[0]:g}-{scale[1]:g}, flip"
                          + (f", jitter {jitter:g}" if jitter else "") + (f", lighting {lighting:g}" if lighting else ""))
 
     def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:

@@ -14,7 +14,10 @@ custom; ``soft`` needs ``"teacher": "DIR"``, a ``genprior teacher`` folder); ``d
 robust accuracy under an L-inf PGD attack; ``"diversity": true`` the mean pairwise LPIPS
 distance within each class of every set (``genprior.perceptual``); ``"scores": true`` adds DD-Ranking's LRS and ARS
 (``genprior.scores``), which need a ``{"baseline": "random"}`` method, the first network trained
-without augmentation (``plain`` cells) and the whole train split on it (the ``whole`` cells). A method is a baseline (``random``, ``herding``,
+without any augmentation (``plain`` cells: no DSA, crops nor CutMix) and the whole train split on it
+(the ``whole`` cells); under a protocol that distils from a teacher, the first network also trains
+on the sets' hard labels without it (``hard`` cells), and the whole train split does too, since
+DD-Ranking's HLR compares hard-label accuracies. A method is a baseline (``random``, ``herding``,
 ``kcenter``), ``genprior distill`` flags, or a recipe with flags; the benchmark adds the
 dataset, IPC, seed and output folder.
 
@@ -24,7 +27,9 @@ process (time and peak memory measured; a distillation resumes from its checkpoi
 Each finished cell is written at once to ``OUT/cells/<cell>.json`` with the resolved config
 and versions, so a killed benchmark resumes where it stopped, several processes share the
 work without running a cell twice, and a finished cell is never recomputed (``--redo TEXT``
-forgets the matching cells). ``OUT/leaderboard.md`` ranks the methods per IPC (mean ± std
+forgets the matching cells; ``OUT/protocols.json`` keeps the protocols the cells were computed
+under, settings and code revision, and a folder computed under others is refused rather than
+mixed). ``OUT/leaderboard.md`` ranks the methods per IPC (mean ± std
 per network, cross-architecture mean, robust accuracy, build time and memory) and
 ``OUT/plots/`` holds accuracy against IPC, cross-architecture bars and build time against
 accuracy.
@@ -441,6 +446,9 @@ def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) ->
              + (f" Robust: accuracy under L-inf PGD, eps {attack['eps']:.4g} in pixel units, "
                 f"{attack.get('steps', 10)} steps." if attack else ""),
              f"Machine: {results.get('machine', machine())}. Written by `genprior bench`; cells in `cells/`.", ""]
+    if proto.tests > 0:
+        lines[-1:-1] = [f"Accuracies are the last epoch's; the protocol also tests {proto.tests} times during training "
+                        "and each cell keeps the best of those (`best_acc`), the number its papers report."]
     scored = bool(config.get("scores"))
     if scored:
         full = scores(config, results["units"], random_method(config), config["ipcs"][0])["full"]
@@ -554,6 +562,7 @@ def run_bench(config: Dict[str, Any], out: Path, threads: int = 1, max_units: Op
         raise GenpriorError(f"{out} holds a benchmark with another config ({saved}); use another --out, or "
                             "--redo the cells a change concerns after editing that file")
     write_json_atomic(config, saved)
+    _check_protocols(config, out)
     order = cells(config)
 
     def initial() -> dict:
@@ -578,6 +587,24 @@ def run_bench(config: Dict[str, Any], out: Path, threads: int = 1, max_units: Op
     with locked(results_path, initial) as results:
         write_outputs(config, out, results)
     return ran
+
+
+def _check_protocols(config: Dict[str, Any], out: Path) -> None:
+    """The protocols the cells train under, resolved (settings and code revision), kept beside the
+    config: a folder whose cells were computed under another resolution of the same names (a
+    protocol whose settings or code changed since) is refused rather than mixed."""
+    from dataclasses import asdict
+
+    from .evaluate import protocol_revision
+
+    resolved = {kind: {**json.loads(json.dumps(asdict(p))), "revision": protocol_revision(p)}
+                for kind, p in ((k, cell_protocol(config, k)) for k in ("eval", "plain", "hard"))}
+    path = out / "protocols.json"
+    if path.exists() and json.loads(path.read_text()) != resolved:
+        raise GenpriorError(f"{out} holds cells computed under other settings or code of protocol "
+                            f"{protocol(config).name!r} ({path}); use another --out, or --redo 'eval|' (and 'plain|', "
+                            f"'hard|') and delete {path.name}")
+    write_json_atomic(resolved, path)
 
 
 def forget(config: Dict[str, Any], out: Path, text: str) -> List[str]:

@@ -172,7 +172,7 @@ def random_real_report(synset, args, report: dict) -> Tuple[dict, Path, bool]:
 
     from .baselines import random_real
     from .data import load_dataset
-    from .evaluate import evaluate_synset, with_counts
+    from .evaluate import evaluate_synset, protocol_revision, with_counts
     from .synset import save_synset, write_json_atomic
 
     proto = with_counts(args.protocol, args.epochs, args.models).for_set(synset.ipc, synset.num_classes)
@@ -181,6 +181,8 @@ def random_real_report(synset, args, report: dict) -> Tuple[dict, Path, bool]:
     key = {"protocol": json.loads(json.dumps(asdict(proto))), "archs": archs, "device": report.get("device"),
            "data_root": str(Path(args.data_root).resolve()) if args.data_root else None,
            "teacher": (report.get("teacher") or {}).get("weights_fingerprint")}
+    if protocol_revision(proto):  # results of the protocol's earlier code are not read back
+        key["revision"] = protocol_revision(proto)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", synset.dataset)
     if name != synset.dataset:  # a dataset named by its folder: a readable part and a digest of the whole

@@ -155,7 +155,23 @@ def _fingerprint(images: torch.Tensor, targets: torch.Tensor, protocol: Protocol
             f"{tuple(targets.shape)}:{targets.dtype}:{float(targets.sum(dtype=torch.float64)):.9e}")
     n_params = sum(p.numel() for p in net.parameters())
     proto = {k: v for k, v in asdict(protocol).items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
-    return json.dumps({"data": data, "protocol": proto, "net": f"{type(net).__name__}:{n_params}"}, sort_keys=True)
+    found = {"data": data, "protocol": proto, "net": f"{type(net).__name__}:{n_params}"}
+    revision = protocol_revision(protocol)
+    if revision:  # the code behind these fields changed: states and results of the earlier code stay apart
+        found["revision"] = revision
+    return json.dumps(found, sort_keys=True)
+
+
+def protocol_revision(protocol: Protocol) -> Dict[str, int]:
+    """Revisions of the code a protocol field stands for, where it changed after results were saved:
+    ``augment`` imagenet/crop 2 (torchvision's crop retries, unclamped jitter in a per-image order),
+    ``optimizer`` adamw 2 (no decay on biases and norm parameters)."""
+    revision = {}
+    if protocol.augment in ("imagenet", "crop"):
+        revision["augment"] = 2
+    if protocol.optimizer == "adamw":
+        revision["optimizer"] = 2
+    return revision
 
 
 def _save_train_state(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
@@ -218,6 +234,15 @@ def _load_train_state(path: Path, net: torch.nn.Module, generator: torch.Generat
     return epoch, lr, momentum, elapsed, saved_best
 
 
+def adamw_groups(net: torch.nn.Module) -> List[Dict[str, Any]]:
+    """SRe2L's and RDED's ``get_parameters``: weight decay on weight matrices and kernels (a name
+    holding ``weight``, two or more dimensions), none on biases, norm parameters and embeddings."""
+    decay, rest = [], []
+    for name, p in net.named_parameters():
+        (decay if "weight" in name and p.dim() > 1 else rest).append(p)
+    return [g for g in ({"params": decay}, {"params": rest, "weight_decay": 0.0}) if g["params"]]
+
+
 def train_net(
     net: torch.nn.Module,
     images: torch.Tensor,
@@ -258,11 +283,8 @@ def train_net(
                             "`genprior teacher`)")
 
     def make_opt(lr: float) -> torch.optim.Optimizer:
-        if protocol.optimizer == "adamw":  # as SRe2L's and RDED's code: no decay on biases and norm parameters
-            params = list(net.parameters())
-            groups = [{"params": [p for p in params if p.dim() > 1]},
-                      {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
-            return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, weight_decay=protocol.weight_decay)
+        if protocol.optimizer == "adamw":
+            return torch.optim.AdamW(adamw_groups(net), lr=lr, weight_decay=protocol.weight_decay)
         return torch.optim.SGD(net.parameters(), lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
 
     start = 0

@@ -225,6 +225,8 @@ def eval_unit(synset, test, arch: str, model: int, protocol, threads: int, state
             "keep_freed_memory": report["memory"]["keep_freed_memory"]}
     if attack is not None:
         unit["robust_acc"] = r["robust_accs"][0]
+    if "best_accs" in r:  # a protocol that tests during training: the best test accuracy beside the last
+        unit["best_acc"] = r["best_accs"][0]
     if "time_note" in r:  # resumed from a training state that did not record its time
         unit["time_note"] = r["time_note"]
     return unit

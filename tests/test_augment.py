@@ -194,7 +194,7 @@ def test_strategy_for_digits_has_no_flip():
     assert "flip" in strategy_for("fashionmnist").split("_")
 
 
-def test_composed_dsa_applies_colour_and_cutout_on_every_call_and_one_geometric_op():
+def test_composed_dsa_applies_colour_and_cutout_on_every_call():
     """IDC's evaluation augmentation: flip and colour always, one of the rest, cutout last."""
     x = images(16, size=16).abs() + 1  # no pixel is 0 before cutout
     out = DSA("color_cutout", DSAParams(cutout=0.25), compose=True)(x, generator=seeded())
@@ -205,6 +205,12 @@ def test_composed_dsa_applies_colour_and_cutout_on_every_call_and_one_geometric_
     assert not (((single == 0).flatten(1).any(dim=1)).all() and not torch.allclose(single[single != 0], x[single != 0]))
     composed = DSA("crop_scale_rotate_flip_color", compose=True)
     assert composed.single_ops == ("crop", "scale", "rotate")
+    assert composed.strategy.endswith("(composed: flip, color, one of crop/scale/rotate)")
+    # one geometric op per call: without flip, colour or cutout, a composed call is the single op
+    # DSA's single mode picks under the same draws
+    geo = DSA("scale_rotate", compose=True)
+    g1, g2 = seeded(3), seeded(3)
+    assert torch.equal(geo(x, generator=g1), DSA("scale_rotate")(x, generator=g2))
     with pytest.raises(GenpriorError, match="without compose"):
         composed.siamese(x, generator=seeded())
 
@@ -214,7 +220,7 @@ def test_crop_augment_is_a_resized_crop_and_flip_without_colour():
 
     x = images(8, channels=1, size=16)
     crop = ImageNetAugment((0.5,), (0.5,), jitter=0.0, lighting=0.0)
-    assert crop.strategy == "imagenet: rrc 0.5-1, flip"
+    assert crop.strategy == "crop: rrc 0.5-1, flip"
     out = crop(x, generator=seeded())
     assert out.shape == x.shape and not torch.allclose(out, x)
     full = ImageNetAugment((0.5,), (0.5,), scale=(1.0, 1.0), jitter=0.0, lighting=0.0)(x, generator=seeded())

@@ -117,6 +117,15 @@ def test_scores_under_a_soft_label_protocol_take_hlr_from_hard_label_cells():
     hard, plain, own = (cell_protocol(config, kind) for kind in ("hard", "plain", "eval"))
     assert own.temperature == 20.0 and hard.temperature == 0.0 and hard.augment == own.augment == "crop"
     assert (plain.dsa, plain.augment, plain.cutmix) == (False, "dsa", 0.0)
+    # HLR reads the hard-label cells: full 0.9 and set 0.5 there, though the soft cells say otherwise
+    from genprior.bench import scores
+    from genprior.scores import label_robust_score
+
+    units = {"hard|whole|0|0|convnet|0": {"acc": 0.9}, "hard|random|1|0|convnet|0": {"acc": 0.5},
+             "eval|random|1|0|convnet|0": {"acc": 0.6}}
+    expected = label_robust_score(full_hard=0.9, set_hard=[0.5], set_own=[0.6], random_own=[0.6])["lrs"]
+    assert scores(config, units, "random", 1)["lrs"]["lrs"] == expected
+    assert expected != label_robust_score(full_hard=0.6, set_hard=[0.6], set_own=[0.6], random_own=[0.6])["lrs"]
 
 
 def test_diversity_is_measured_on_every_built_set(tmp_path):

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 import pytest
 import torch
 
@@ -398,8 +399,6 @@ def test_imagenet_augment_crops_flips_and_jitters_in_pixel_space():
 
 
 def test_minimax_protocol_runs_and_reports_the_best_beside_the_last(digits):
-    from dataclasses import replace
-
     train, test = digits
     s = random_real(train, ipc=2, seed=0)
     proto = replace(with_counts("minimax-imagenet", epochs=4, num_models=1), tests=2)
@@ -411,3 +410,31 @@ def test_minimax_protocol_runs_and_reports_the_best_beside_the_last(digits):
                             progress=False)
     assert small["dsa_strategy"].startswith("color_crop_scale_rotate (composed") and \
         "best_mean" not in small["results"]["convnet"]
+
+
+def test_soft_protocol_decays_weight_matrices_only_and_is_kept_apart_from_its_earlier_code():
+    from genprior.evaluate import _fingerprint, adamw_groups, protocol_revision
+
+    net = create_net("convnet", 1, 10, 28)
+    decay, rest = adamw_groups(net)
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert all("weight" in names[id(p)] and p.dim() > 1 for p in decay["params"])
+    assert rest["weight_decay"] == 0.0 and any("bias" in names[id(p)] for p in rest["params"])
+    assert any("norm" in names[id(p)] or "classifier.bias" in names[id(p)] for p in rest["params"])
+    soft = PROTOCOLS["soft"]
+    assert protocol_revision(soft) == {"augment": 2, "optimizer": 2} and protocol_revision(PROTOCOLS["quick"]) == {}
+    x, y = torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long)
+    assert '"revision"' in _fingerprint(x, y, soft, net) and '"revision"' not in _fingerprint(x, y, PROTOCOLS["quick"], net)
+
+
+def test_crop_and_no_augmentation_protocols_say_what_they_ran(digits):
+    from genprior.bench import cell_protocol
+
+    train, test = digits
+    s = random_real(train, ipc=1, seed=0)
+    crop = replace(with_counts("quick", epochs=2, num_models=1), dsa=False, augment="crop")
+    assert evaluate_synset(s, protocol=crop, test=test, device="cpu", progress=False)["dsa_strategy"] == \
+        "crop: rrc 0.5-1, flip"
+    config = {"protocol": {"name": "minimax", "epochs": 2}}
+    plain = replace(cell_protocol(config, "plain"), num_models=1)
+    assert evaluate_synset(s, protocol=plain, test=test, device="cpu", progress=False)["dsa_strategy"] is None

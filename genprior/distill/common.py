@@ -326,8 +326,11 @@ class TrainingRun(ABC):
                       and (k not in now or json.dumps(v, sort_keys=True, default=str)
                            != json.dumps(now[k], sort_keys=True, default=str)))
         if diff:
-            raise GenpriorError(f"checkpoint {path} was made with other settings ({', '.join(diff)}); "
-                                "resume with the same options or start a new output directory")
+            was = ", ".join(f"{k}={json.dumps(state['config'][k], default=str)}" for k in diff[:6])
+            raise GenpriorError(f"checkpoint {path} was made with other settings ({was}; now "
+                                + ", ".join(f"{k}={json.dumps(now.get(k), default=str)}" for k in diff[:6])
+                                + "); resume with those options (e.g. --init, --optimizer, --lr) or start a new "
+                                "output directory")
         self.restore(tensors, state)
         self.start_it = state["next_iteration"]
         self.best = state.get("best", {})
