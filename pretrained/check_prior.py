@@ -64,7 +64,9 @@ def write_card(folder: Path) -> None:
         f"| weights | {', '.join(str(p.relative_to(folder)) for p in weights)} ({size_mb:.1f} MB, safetensors) |",
         f"| quality | {100 * quality['sample_accuracy']:.1f}% of {quality['num_samples']} class-conditional samples "
         f"classified as their label by a ConvNet-3 trained on the real train split "
-        f"(its real test accuracy: {100 * quality['classifier_test_accuracy']:.1f}%) |",
+        f"(its real test accuracy: {100 * quality['classifier_test_accuracy']:.1f}%)"
+        + (" at the prior's default sampler (" + ", ".join(f"{k} {v}" for k, v in quality["sampler"].items()) + ")"
+           if quality.get("sampler") else "") + " |",
         "| licence | Apache-2.0 (weights trained by genprior) |",
         "",
         "![samples](samples.png)",
@@ -102,6 +104,10 @@ def main() -> None:
         "sampling_time_s": sample_time,
         "seed": args.seed,
     }
+    card = json.loads((folder / "prior.json").read_text()) if (folder / "prior.json").is_file() else {}
+    sampler = {k: card[k] for k in ("num_inference_steps", "guidance_scale") if k in card}
+    if sampler:  # a diffusion prior's samples depend on its sampler's defaults
+        quality["sampler"] = sampler
     write_json_atomic(quality, folder / "quality.json")
     keep = torch.cat([torch.nonzero(synset.labels == c).flatten()[:10] for c in range(train.num_classes)])
     save_grid(synset.pixels()[keep], synset.labels[keep], train.num_classes, folder / "samples.png")
