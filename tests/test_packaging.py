@@ -32,6 +32,7 @@ def test_the_wheel_carries_the_registry_the_priors_and_the_recipes(wheel):
     for prior in ("mnist5k-stylegan/generator", "mnist5k-diffusion/unet"):
         assert f"genprior/pretrained/{prior}/diffusion_pytorch_model.safetensors" in names
         assert f"genprior/pretrained/{prior}/config.json" in names
+    assert "genprior/pretrained/mnist5k-vae/diffusion_pytorch_model.safetensors" in names  # a prior of one model
     for recipe in (ROOT / "recipes").glob("*.py"):
         assert f"genprior/recipes/{recipe.name}" in names
 
