@@ -51,6 +51,7 @@ from genprior.data import load_dataset
 from genprior.evaluate import PROTOCOLS, mean_std
 from genprior.lanes import eval_unit, lane_main, run_process, run_recipe_unit
 from genprior.synset import load_synset
+from reference_shims import stand_in_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "faithfulness_mnist5k.json"
@@ -347,33 +348,6 @@ def build_reference(row: str, ipc: int, seed: int, threads: int) -> dict:
     result["command"] = f"python {script} " + " ".join(a.replace(str(ROOT) + os.sep, "") for a in args)
     result["s_per_iteration"] = timing["loop_time_s"] / ROWS[row]["iterations"][ipc]
     return result
-
-
-def stand_in_modules(*names: str) -> None:
-    """Empty modules in place of packages a reference imports but never calls on the path a row
-    runs (MTT's and GLaD's kornia for ZCA whitening, GLaD's ema_pytorch and its ViT's einops);
-    calling anything from one says which package it stands in for."""
-    import importlib.util
-    import types
-
-    for name in names:
-        try:
-            if importlib.util.find_spec(name) is not None:
-                continue
-        except ModuleNotFoundError:  # the parent package is absent (and stood in for already, or next)
-            pass
-        module = types.ModuleType(name)
-
-        def missing(attr, _name=name):
-            if attr.startswith("__"):  # what the import system asks of a module (e.g. __path__)
-                raise AttributeError(attr)
-
-            def call(*a, **k):
-                raise RuntimeError(f"{_name}.{attr} was called, but {_name} is not installed (a stand-in)")
-            return call
-
-        module.__getattr__ = missing
-        sys.modules[name] = module
 
 
 def stand_in_wandb() -> None:

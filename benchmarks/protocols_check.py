@@ -72,6 +72,7 @@ from genprior.data import load_dataset
 from genprior.evaluate import PROTOCOLS, mean_std, with_counts
 from genprior.lanes import lane_main, run_process
 from genprior.synset import load_synset
+from reference_shims import stand_in_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "protocols_check_mnist5k.json"
@@ -310,27 +311,6 @@ def artifacts(key: str) -> list:
 
 # -- the reference children -----------------------------------------------------------------
 
-def stand_in(name: str) -> None:
-    """An empty module in place of a package a reference imports but never calls on the path
-    run here (unless installed); calling anything else from it says what it stands in for."""
-    import importlib.util
-
-    if importlib.util.find_spec(name) is not None:
-        return
-    module = types.ModuleType(name)
-
-    def missing(attr, _name=name):
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-
-        def call(*a, **k):
-            raise RuntimeError(f"{_name}.{attr} was called, but {_name} is not installed (a stand-in)")
-        return call
-
-    module.__getattr__ = missing
-    sys.modules[name] = module
-
-
 def cpu_only() -> None:
     """Shim (both references), CUDA: their loops move every batch, model and loss with
     ``.cuda()``; on a CPU tensors and modules stay where they are."""
@@ -346,7 +326,7 @@ def idc_child(repo: Path, model: int, epochs: Optional[int], out: Path) -> dict:
 
     cpu_only()
     # Shim 1: train.py imports efficientnet_pytorch for its EfficientNet model, not used here.
-    stand_in("efficientnet_pytorch")
+    stand_in_modules("efficientnet_pytorch")
     # Shim 2, numpy >= 1.24 removed ``np.int``, which IDC's rand_bbox (its CutMix box) calls:
     # the builtin int it aliased.
     np.int = int

@@ -309,10 +309,11 @@ class ImageNetAugment:
         for k in range(3):
             op = order[:, k].to(img.device).view(n, 1, 1, 1)
             f = _per_image(factors.gather(1, order[:, k:k + 1]).squeeze(1), img)
+            luma = _grey(img)
             bright = img * f
-            grey = _grey(img).mean(dim=(1, 2, 3), keepdim=True)
+            grey = luma.mean(dim=(1, 2, 3), keepdim=True)
             contrast = grey + f * (img - grey)
-            saturated = _grey(img) + f * (img - _grey(img)) if c == 3 else img
+            saturated = luma + f * (img - luma) if c == 3 else img
             img = torch.where(op == 0, bright, torch.where(op == 1, contrast, saturated))
         if c == 3 and self.lighting > 0:
             alpha = torch.randn(n, 3, generator=generator) * self.lighting
