@@ -427,6 +427,7 @@ def distill_config_from_args(args, defaults: Optional[dict] = None, command: str
     values = _config_values(args, defaults, DISTILL_FLAGS)
     values["loss_options"] = {**values.get("loss_options", {}), **_key_values(args.loss_option, "--loss-option")}
     values["latent_lrs"] = {**values.get("latent_lrs", {}), **_key_values(args.latent_lr, "--latent-lr")}
+    values["frozen_latents"] = sorted(set(values.get("frozen_latents", [])) | set(args.freeze or []))
     values["command"] = command
     return DistillConfig.from_dict(values)
 
@@ -792,6 +793,8 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
                    help="GAN inversion (--init invert): add WEIGHT x LPIPS to the pixel MSE (default 0: pixels only)")
     g.add_argument("--lr", type=finite_float, help="latent learning rate")
     g.add_argument("--latent-lr", action="append", metavar="KEY=LR", help="learning rate for one latent, e.g. F=10 (repeatable)")
+    g.add_argument("--freeze", action="append", metavar="KEY",
+                   help="a latent that keeps its start, e.g. x_T: only the others move (repeatable)")
     g.add_argument("--optimizer", help="adam or sgd")
     g.add_argument("--batch-real", type=int, help="real images per class per step")
     g.add_argument("--chunk-size", type=int, help="images decoded at once; bounds memory per step")

@@ -68,6 +68,7 @@ def test_the_main_job_starts_from_inverted_real_images_and_other_runs_keep_the_l
     assert config("--ipc", "1", "--init", "random").init == "random"  # flags still win
     pixel = config("--prior", "pixel")
     assert (pixel.init, pixel.optimizer) == ("random", "sgd")
+    assert config("--freeze", "x_T", "--freeze", "x_T").frozen_latents == ["x_T"]
 
 
 def test_distill_bad_inputs_fail_before_any_work(tmp_path, capsys, monkeypatch):
@@ -88,6 +89,7 @@ def test_distill_bad_inputs_fail_before_any_work(tmp_path, capsys, monkeypatch):
     assert "must be numbers" in _error(capsys, base + ["--latent-lr", "x=abc"])
     assert "'nan' is not a finite number" in _error(capsys, base + ["--lr", "nan"])
     assert "latent_lrs.x=inf" in _error(capsys, base + ["--latent-lr", "x=Infinity"])
+    assert "which space 'x' does not have" in _error(capsys, base + ["--freeze", "x_T"])
     assert "loss_options.lr_lr=nan" in _error(capsys, base + ["--loss", "mtt", "--loss-option", "lr_lr=NaN"])
     assert "known losses" in _error(capsys, base + ["--loss", "nope"])
     assert "nothing to resume" in _error(capsys, base + ["--resume", "latest"])

@@ -112,6 +112,42 @@ def test_a_few_distillation_steps_through_the_prompt_embeddings(sd_folder, tmp_p
     assert d.prior.card["prompts"][3] == "a photo of a 3"  # digits' class names made the prompts
 
 
+def test_freezing_x_T_moves_only_the_prompt_embeddings_and_survives_a_resume(sd_folder, tmp_path):
+    """The prompt-embedding space on its own: ``--freeze x_T`` keeps the inverted noise bit-identical
+    through the run and through a checkpoint round trip, while the prompts' embeddings move."""
+    from genprior.distill import DistillConfig, LatentDistiller
+
+    cfg = DistillConfig(dataset="digits", prior=str(sd_folder), space="x_T+class", loss="dm", ipc=1, iterations=2,
+                        init="invert", lr=0.01, prior_options={"num_inference_steps": 2}, frozen_latents=["x_T"],
+                        loss_options={"net_options": {"width": 8}}, batch_real=16, resize=True, checkpoint_every=1)
+    start = LatentDistiller(cfg, tmp_path / "start", progress=False)
+    start.initialize()
+    x_T, emb = start.latents["x_T"].detach().clone(), start.latents["class_emb"].detach().clone()
+    assert not start.latents["x_T"].requires_grad and len(start.opt.param_groups) == 1
+    d = LatentDistiller(cfg, tmp_path / "run", progress=False)
+    d.run()
+    assert torch.equal(d.latents["x_T"], x_T) and not torch.allclose(d.latents["class_emb"].detach(), emb)
+    again = LatentDistiller(cfg, tmp_path / "run", progress=False)
+    again.run(resume=str(tmp_path / "run" / "checkpoints" / "step-000001"))
+    assert torch.equal(again.latents["x_T"], x_T) and not again.latents["x_T"].requires_grad
+    assert torch.equal(again.latents["class_emb"], d.latents["class_emb"])  # the resumed run ends where the first did
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(frozen_latents=["z"]), "does not have"),
+    (dict(frozen_latents=["x_T", "class_emb"]), "nothing to optimise"),
+    (dict(frozen_latents=["x_T"], latent_lrs={"x_T": 1.0}), "frozen and given a learning rate"),
+])
+def test_bad_freezes_are_one_line(sd_folder, tmp_path, change, message):
+    from genprior.distill import DistillConfig, LatentDistiller
+
+    cfg = DistillConfig(dataset="digits", prior=str(sd_folder), space="x_T+class", ipc=1, iterations=1,
+                        prior_options={"num_inference_steps": 2}, resize=True, **change)
+    with pytest.raises(GenpriorError, match=message) as err:
+        LatentDistiller(cfg, tmp_path / "run", progress=False).run()
+    assert "\n" not in str(err.value)
+
+
 def test_d4m_runs_through_the_text_prior_with_vae_prototypes(sd_folder):
     """D4M as its paper runs it: k-means prototypes in the VAE latent space, img2img with each
     class's prompt."""

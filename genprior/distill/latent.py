@@ -73,6 +73,9 @@ class DistillConfig:
     invert_lpips: float = 0.0
     lr: float = 0.01
     latent_lrs: Dict[str, float] = field(default_factory=dict)
+    #: latents of the space that stay as initialised (e.g. ``["x_T"]`` of ``x_T+class``: only the
+    #: class or prompt embeddings move); saved and decoded like the others, never optimised
+    frozen_latents: List[str] = field(default_factory=list)
     optimizer: str = "sgd"
     momentum: float = 0.5
     batch_real: int = 256
@@ -137,6 +140,11 @@ def check_config(cfg: DistillConfig) -> None:
         raise GenpriorError(f"learning rates must be numbers, got {not_numbers}; e.g. --latent-lr F=10")
     if cfg.lr <= 0 or any(v <= 0 for v in cfg.latent_lrs.values()):
         raise GenpriorError(f"learning rates must be positive, got lr={cfg.lr}, latent_lrs={cfg.latent_lrs}")
+    if not isinstance(cfg.frozen_latents, list) or not all(isinstance(k, str) for k in cfg.frozen_latents):
+        raise GenpriorError(f"frozen_latents must be a list of latent names, got {cfg.frozen_latents!r}; e.g. --freeze x_T")
+    both = sorted(set(cfg.frozen_latents) & set(cfg.latent_lrs))
+    if both:
+        raise GenpriorError(f"{', '.join(both)} is frozen and given a learning rate; drop --latent-lr or --freeze for it")
 
 
 # ---- saved latents -------------------------------------------------------------------------
@@ -216,17 +224,30 @@ class LatentDistiller(TrainingRun):
 
     # -- latents --
     def _check_latent_lrs(self) -> None:
-        """``latent_lrs`` may name only the space's latents: checked on one random draw, before
-        any inversion or iteration."""
-        if not self.cfg.latent_lrs:
+        """``latent_lrs`` and ``frozen_latents`` may name only the space's latents, and something
+        must stay trainable: checked on one random draw, before any inversion or iteration."""
+        cfg = self.cfg
+        if not cfg.latent_lrs and not cfg.frozen_latents:
             return
         with torch.random.fork_rng(devices=[]):
             names = set(self.prior.init_latents(self.prior_labels[:1], space=self.space, method="random",
-                                                generator=seeded_generator(self.cfg.seed, "latent-names")))
-        unknown = sorted(set(self.cfg.latent_lrs) - names)
-        if unknown:
-            raise GenpriorError(f"latent_lrs names {', '.join(unknown)}, which space {self.space!r} does not have; "
-                                f"its latents: {', '.join(sorted(names))}")
+                                                generator=seeded_generator(cfg.seed, "latent-names")))
+        for what, given in (("latent_lrs", cfg.latent_lrs), ("frozen_latents", cfg.frozen_latents)):
+            unknown = sorted(set(given) - names)
+            if unknown:
+                raise GenpriorError(f"{what} names {', '.join(unknown)}, which space {self.space!r} does not have; "
+                                    f"its latents: {', '.join(sorted(names))}")
+        if names <= set(cfg.frozen_latents):
+            raise GenpriorError(f"--freeze leaves nothing to optimise in space {self.space!r} "
+                                f"(latents: {', '.join(sorted(names))}); freeze fewer")
+
+    def _as_leaf(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """A latent as the run holds it: a contiguous float leaf that requires grad unless it is
+        frozen. Contiguous because a checkpoint restores it so: an inversion can return another
+        memory layout (e.g. channels-last), and convolutions over another layout round differently,
+        so a resumed run would drift from an uninterrupted one by float noise."""
+        value = value.detach().float().to(self.device).contiguous()
+        return value.requires_grad_(name not in self.cfg.frozen_latents)
 
     def init_latents(self) -> None:
         cfg = self.cfg
@@ -258,7 +279,7 @@ class LatentDistiller(TrainingRun):
             torch.manual_seed(derive_seed(cfg.seed, "init-global"))
             latents = self.prior.init_latents(self.prior_labels, space=self.space, method=cfg.init, images=images,
                                               generator=gen, **kwargs)
-        self.latents = {k: v.detach().float().to(self.device).requires_grad_(True) for k, v in latents.items()}
+        self.latents = {k: self._as_leaf(k, v) for k, v in latents.items()}
         self._build_optimizer()
         if images is not None and self.acc.is_main_process:
             inversion["reconstruction"] = self._reconstruction_error(latents, images, kwargs.get("lpips"))
@@ -315,7 +336,8 @@ class LatentDistiller(TrainingRun):
 
     def _build_optimizer(self) -> None:
         cfg = self.cfg
-        groups = [{"params": [v], "lr": cfg.latent_lrs.get(k, cfg.lr)} for k, v in sorted(self.latents.items())]
+        groups = [{"params": [v], "lr": cfg.latent_lrs.get(k, cfg.lr)} for k, v in sorted(self.latents.items())
+                  if k not in cfg.frozen_latents]
         extra = self.matcher.extra_parameters()
         if extra:
             groups.append({"params": extra, "lr": self.matcher.extra_lr})
@@ -412,6 +434,8 @@ class LatentDistiller(TrainingRun):
         if self.acc.num_processes == 1:
             return
         for tensor in self.latents.values():
+            if not tensor.requires_grad:  # frozen
+                continue
             if tensor.grad is None:
                 tensor.grad = torch.zeros_like(tensor)
             tensor.grad = self.acc.reduce(tensor.grad, reduction="sum")
@@ -439,7 +463,7 @@ class LatentDistiller(TrainingRun):
         return {"optimizer": self._opt_rest, "loss_scaler": self.scaler.state_dict()}
 
     def restore(self, tensors: Dict[str, torch.Tensor], state: Dict[str, Any]) -> None:
-        self.latents = {k[len("latent."):]: v.to(self.device).requires_grad_(True)
+        self.latents = {k[len("latent."):]: self._as_leaf(k[len("latent."):], v)
                         for k, v in tensors.items() if k.startswith("latent.")}
         self.matcher.load_state_dict({k[len("matcher."):]: v for k, v in tensors.items() if k.startswith("matcher.")})
         for i, p in enumerate(self.matcher.extra_parameters()):
