@@ -196,6 +196,9 @@ def test_the_gpu_config_is_refused_at_once_without_a_gpu():
     sampling = load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" /
                                 "sampling_mnist5k.json"))
     assert len(cells(sampling)) == 11 * 3 * (1 + 9) + 2
+    # the text prior's table (issue: text-conditioned priors): 8 methods x 2 IPCs x (build + 9 networks)
+    text = load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "text_prior_mnist5k.json"))
+    assert len(cells(text)) == 8 * 2 * 10
 
 
 @pytest.mark.parametrize("change, message", [
