@@ -7,8 +7,16 @@ Per class, k-means (k = IPC) on the real images encoded into the space the prior
 (VAE latents for a latent prior, pixels for a pixel prior); each prototype is noised to
 ``strength`` and denoised with its class (img2img). D4M runs Stable Diffusion's img2img
 pipeline with the class name as its prompt; on a text-conditioned prior (a Stable-Diffusion
-folder) genprior does the same, on a class-conditional one the class label is the condition. ``strength`` 0.7 and 50 DDIM steps are genprior's defaults, not values read
-from D4M's code.
+folder) genprior does the same, on a class-conditional one the class label is the condition.
+
+Settings, as D4M's public code (suduo94/D4M) runs: ``strength`` 0.7 (its
+``gen_syn_image_imgnt.sh``; the script's own default is 0.75) and 50 DDIM steps (the default
+of its Stable Diffusion img2img pipeline), prototypes the cluster centres of the clean encoded
+images (its ``gen_prototype.py`` fits MiniBatchKMeans with k = IPC on the scaled VAE latents;
+genprior fits full k-means on up to 500 of the class's latents). Two departures, stated: D4M guides at 8
+with the negative prompt "cartoon, anime, painting", values set for Stable Diffusion; genprior
+uses the prior's own guidance (1.25 for ``mnist5k-diffusion``, where its class fidelity was
+measured) and its negative prompt (empty unless the prior's card names one).
 """
 from genprior.cli import run_sampling_recipe
 
