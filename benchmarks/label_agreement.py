@@ -43,12 +43,17 @@ def _set_name(path: Path) -> str:
 
 
 def table_sets() -> list[Path]:
-    """The distillation table's built sets (its ablation rows included), in its row order."""
-    sys.path.insert(0, str(HERE))
-    from distill_table import IPCS, METHODS, measured, synset_path
+    """The distillation table's built sets (``genprior bench benchmarks/configs/distill_table_mnist5k.json``,
+    default folder), in its row order."""
+    import json
 
-    found = [synset_path(m, ipc) for ipc in IPCS for m in METHODS if measured(m, ipc)]
-    return [p for p in found if (p / "meta.json").exists()]
+    from genprior.bench import cell_file, cells, load_config
+
+    config = load_config(str(HERE / "configs" / "distill_table_mnist5k.json"))
+    out = ROOT / "runs" / "bench" / config["name"]
+    found = [cell_file(out, k) for k in cells(config) if k.startswith("build|")]
+    sets = [Path(json.loads(f.read_text())["synset"]) for f in found if f.exists()]
+    return [p for p in sets if (p / "meta.json").exists()]
 
 
 def judge_net(train) -> tuple[torch.nn.Module, str]:
@@ -76,7 +81,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sets = args.sets or table_sets()
     if not sets:
-        raise SystemExit("no synthetic sets found; run benchmarks/distill_table.py first or name set directories")
+        raise SystemExit("no synthetic sets found; run `genprior bench benchmarks/configs/distill_table_mnist5k.json` first or name set directories")
 
     train, test = load_dataset(DATASET, "train"), load_dataset(DATASET, "test")
     judge, how = judge_net(train)

@@ -17,9 +17,15 @@ distance within each class of every set (``genprior.perceptual``); ``"scores": t
 without any augmentation (``plain`` cells: no DSA, crops nor CutMix) and the whole train split on it
 (the ``whole`` cells); under a protocol that distils from a teacher, the first network also trains
 on the sets' hard labels without it (``hard`` cells), and the whole train split does too, since
-DD-Ranking's HLR compares hard-label accuracies. A method is a baseline (``random``, ``herding``,
-``kcenter``), ``genprior distill`` flags, or a recipe with flags; the benchmark adds the
-dataset, IPC, seed and output folder.
+DD-Ranking's HLR compares hard-label accuracies; ``"whole": true`` trains the whole train
+split on the first network without the scores (the full-data line of the report). A method is a
+baseline (``random``, ``herding``, ``kcenter``, ``whole``), ``genprior distill`` flags, a recipe
+with flags, or ``genprior generate`` from a prior or trained generator (``"generate": PRIOR``);
+the benchmark adds the dataset, IPC, seed and output folder. A method may also say at which of
+the config's IPCs it runs (``"ipcs": [10]``), add flags at one IPC only (``"args_by_ipc":
+{"10": [...]}``, e.g. a cheaper setting where the paper's would not fit a CPU) and be built
+without evaluation (``"evaluate": false``: its time and peak memory only, e.g. a generator at
+IPC 1,000), so the project's tables are configs of this command (``benchmarks/configs/``).
 
 Every cell is a unit of ``genprior.lanes``: ``build|method|ipc|seed`` makes a set in its own
 process (time and peak memory measured; a distillation resumes from its checkpoints), and
@@ -68,7 +74,11 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     },
 }
 CONFIG_KEYS = {"name", "dataset", "protocol", "ipcs", "seeds", "archs", "models", "attack", "scores", "diversity",
-               "setup", "methods", "data_root", "device", "teacher"}
+               "whole", "setup", "methods", "data_root", "device", "teacher"}
+#: what a method entry may hold beside its kind: flags, a setup step it waits on, the IPCs it runs
+#: at (some of the config's), flags added at one IPC only, and whether its sets are evaluated
+#: (``"evaluate": false``: build only, for time and memory, e.g. a generator at IPC 1,000)
+METHOD_KEYS = {"args", "after", "ipcs", "args_by_ipc", "evaluate"}
 #: the pseudo-method of the full-data reference (DD-Ranking's scores): the whole train split (its
 #: largest class-balanced part where the classes differ in size; all of mnist5k)
 WHOLE = "whole"
@@ -178,12 +188,28 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
             raise GenpriorError(f"method {name!r}: flags are a list of strings, got {args!r}")
         if not isinstance(spec.get("after", ""), str) or not isinstance(spec.get("generate", ""), str):
             raise GenpriorError(f"method {name!r}: after and generate name one setup step / prior each, got {spec!r}")
+        unknown = set(spec) - set(METHOD_KINDS) - METHOD_KEYS
+        if unknown:
+            raise GenpriorError(f"method {name!r}: unknown key(s) {', '.join(sorted(unknown))}; a method holds one of "
+                                f"{', '.join(METHOD_KINDS)} and any of {', '.join(sorted(METHOD_KEYS))}")
+        ipcs = spec.get("ipcs", config["ipcs"])
+        if not isinstance(ipcs, list) or not ipcs or not set(ipcs) <= set(config["ipcs"]) \
+                or any(isinstance(v, bool) for v in ipcs):
+            raise GenpriorError(f"method {name!r}: ipcs must be a non-empty list of the config's IPCs "
+                                f"{config['ipcs']}, got {ipcs!r}")
+        by_ipc = spec.get("args_by_ipc", {})
+        if not isinstance(by_ipc, dict) or any(k not in {str(i) for i in ipcs} for k in by_ipc) \
+                or not all(isinstance(v, list) and all(isinstance(a, str) for a in v) for v in by_ipc.values()):
+            raise GenpriorError(f"method {name!r}: args_by_ipc maps one of its IPCs (as a string, e.g. \"10\") to a "
+                                f"list of flags, got {by_ipc!r}")
+        if not isinstance(spec.get("evaluate", True), bool):
+            raise GenpriorError(f"method {name!r}: evaluate is true or false, got {spec['evaluate']!r}")
         if "after" in spec and spec["after"] not in setup:
             raise GenpriorError(f"method {name!r} runs after setup step {spec['after']!r}, which the config does not "
                                 f"define (its steps: {', '.join(setup) or 'none'})")
     if WHOLE in methods:
         raise GenpriorError(f"{WHOLE!r} names the full-data reference of the scores; call the method otherwise")
-    for key in ("scores", "diversity"):
+    for key in ("scores", "diversity", "whole"):
         if not isinstance(config.get(key, False), bool):
             raise GenpriorError(f"{key} is true or false, got {config[key]!r}")
     if config.get("scores"):
@@ -209,6 +235,29 @@ def protocol(config: Dict[str, Any]):
     return with_counts(name, epochs)
 
 
+def method_ipcs(config: Dict[str, Any], method: str) -> List[int]:
+    """The IPCs a method runs at: its own ``ipcs`` (some of the config's), else the config's."""
+    return config["methods"][method].get("ipcs", config["ipcs"])
+
+
+def evaluated(config: Dict[str, Any], method: str) -> bool:
+    """Whether a method's sets are evaluated (``"evaluate": false`` builds them only)."""
+    return config["methods"][method].get("evaluate", True)
+
+
+def has_whole(config: Dict[str, Any]) -> bool:
+    """Whether the whole train split is trained on the first network: the full-data reference of
+    the scores, or asked for itself (``"whole": true``)."""
+    return bool(config.get("scores") or config.get("whole"))
+
+
+def whole_kind(config: Dict[str, Any]) -> str:
+    """The cell kind the whole train split (and, under ``scores``, each set's hard-label run) trains
+    as: ``hard`` under scores with a protocol that distils from a teacher (DD-Ranking's HLR compares
+    hard labels), else ``eval``."""
+    return "hard" if config.get("scores") and protocol(config).temperature > 0 else "eval"
+
+
 def models_for(config: Dict[str, Any], arch: str) -> int:
     """Evaluation networks of ``arch`` per set: ``models`` as a number, or per network
     (``{"convnet": 3, "*": 1}``: ``*`` for the others), else the protocol's count."""
@@ -221,24 +270,29 @@ def models_for(config: Dict[str, Any], arch: str) -> int:
 # -- cells ---------------------------------------------------------------------------------
 
 def cells(config: Dict[str, Any]) -> List[str]:
-    """Every cell, method by method: the build, then its evaluation networks; with ``scores``,
-    the first network trained without augmentation too (``plain``), under a protocol that
-    distils from a teacher the first network trained on the hard labels too (``hard``), and,
-    last, the whole train split on the first network (the full-data accuracy, with hard labels)."""
+    """Every cell, method by method at each of its IPCs: the build, then (unless the method is
+    build-only) its evaluation networks; with ``scores``, the first network trained without
+    augmentation too (``plain``), under a protocol that distils from a teacher the first network
+    trained on the hard labels too (``hard``), and, last, with ``scores`` or ``whole``, the whole
+    train split on the first network (the full-data accuracy, with hard labels)."""
     first = config["archs"][0]
-    hard = "hard" if config.get("scores") and protocol(config).temperature > 0 else "eval"
+    hard = whole_kind(config)
     keys = [f"setup|{name}" for name in config.get("setup", {})]
     for ipc in config["ipcs"]:
         for method in config["methods"]:
+            if ipc not in method_ipcs(config, method):
+                continue
             for seed in config["seeds"]:
                 keys.append(f"build|{method}|{ipc}|{seed}")
+                if not evaluated(config, method):
+                    continue
                 keys += [f"eval|{method}|{ipc}|{seed}|{arch}|{i}" for arch in config["archs"]
                          for i in range(models_for(config, arch))]
                 if config.get("scores"):
                     keys += [f"plain|{method}|{ipc}|{seed}|{first}|{i}" for i in range(models_for(config, first))]
                     if hard == "hard":
                         keys += [f"hard|{method}|{ipc}|{seed}|{first}|{i}" for i in range(models_for(config, first))]
-    if config.get("scores"):
+    if has_whole(config):
         keys += [f"build|{WHOLE}|0|0", *[f"{hard}|{WHOLE}|0|0|{first}|{i}" for i in range(models_for(config, first))]]
     return keys
 
@@ -277,11 +331,12 @@ def build_command(config: Dict[str, Any], method: str, ipc: int, seed: int, out:
         common += ["--data-root", config["data_root"]]
     if "baseline" in spec:
         return ["-m", "genprior", "baseline", spec["baseline"], str(folder), *common, "--overwrite"], folder
+    extra = spec.get("args_by_ipc", {}).get(str(ipc), [])
     if "generate" in spec:  # a set drawn from a prior or a trained generator, no distillation
         return ["-m", "genprior", "generate", *expand([spec["generate"]], out), str(folder), *common,
-                *expand(spec.get("args", []), out), "--overwrite"], folder
-    head = ["-m", "genprior", "distill", *spec["distill"]] if "distill" in spec else \
-        ["-m", f"genprior.recipes.{spec['recipe']}", *spec.get("args", [])]
+                *expand([*spec.get("args", []), *extra], out), "--overwrite"], folder
+    head = ["-m", "genprior", "distill", *spec["distill"], *extra] if "distill" in spec else \
+        ["-m", f"genprior.recipes.{spec['recipe']}", *spec.get("args", []), *extra]
     if "recipe" in spec and is_sampling_recipe(spec["recipe"]):  # training-free: writes the set folder itself
         return [*expand(head, out), *common, "--no-evaluate", "--out-dir", str(folder), "--overwrite"], folder
     return [*expand(head, out), *common, "--no-evaluate", "--output-dir", str(folder)], folder / "synset"
@@ -369,7 +424,9 @@ def summarize(config: Dict[str, Any], units: Dict[str, Any]) -> Dict[int, List[D
     for ipc in config["ipcs"]:
         rows = []
         for method in config["methods"]:
-            row: Dict[str, Any] = {"method": method, "archs": {}, "robust": {}}
+            if ipc not in method_ipcs(config, method):
+                continue
+            row: Dict[str, Any] = {"method": method, "archs": {}, "robust": {}, "evaluated": evaluated(config, method)}
             builds = [units[k] for k in (f"build|{method}|{ipc}|{s}" for s in config["seeds"]) if k in units]
             for arch in config["archs"]:
                 found = [units[f"eval|{method}|{ipc}|{s}|{arch}|{i}"] for s in config["seeds"]
@@ -460,6 +517,11 @@ def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) ->
                         "protocol's augmentation and without it (no DSA, crops nor CutMix). Full data (the whole "
                         "train split, class-balanced, hard labels, "
                         f"{archs[0]}): " + (f"{100 * full[0]:.2f} ± {100 * full[1]:.2f} %." if full else "not yet.")]
+    if config.get("whole") and not scored:
+        full = _accs(config, results["units"], whole_kind(config), WHOLE, 0)
+        lines[-1:-1] = [f"Full data (the whole train split, class-balanced, {archs[0]}, "
+                        f"{models_for(config, archs[0])} models): "
+                        + (f"{100 * mean_std(full)[0]:.2f} ± {100 * mean_std(full)[1]:.2f} %." if full else "not yet.")]
     diverse = bool(config.get("diversity"))
     if diverse:
         described = next((b["diversity"] for b in results["units"].values() if "diversity" in b), None)

@@ -239,3 +239,60 @@ def test_a_training_free_recipe_writes_its_set_folder_itself(tmp_path):
     add_generate_args(parser, recipe=True)
     args = parser.parse_args(cmd[2:])  # the recipe takes every flag the benchmark gives it
     assert args.out_dir == str(folder) and args.ipc == 10 and not args.evaluate and args.option == ["strength=0.5"]
+
+
+def test_methods_choose_their_ipcs_add_flags_at_one_and_may_be_build_only(tmp_path):
+    """Per-method IPCs, flags at one IPC, build-only rows and the whole-split line: what lets the
+    project's own tables be configs of ``genprior bench``."""
+    from genprior.bench import build_command
+
+    config = check_config({**TINY, "ipcs": [1, 2], "whole": True, "methods": {
+        "random": {"baseline": "random"},
+        "herding": {"baseline": "herding", "ipcs": [2]},
+        "dm": {"recipe": "dm", "args": ["--iterations", "1"], "args_by_ipc": {"2": ["--lr", "5"]}, "ipcs": [1, 2],
+               "evaluate": False}}})
+    assert cells(config) == ["build|random|1|0", "eval|random|1|0|convnet|0", "build|dm|1|0",
+                             "build|random|2|0", "eval|random|2|0|convnet|0", "build|herding|2|0",
+                             "eval|herding|2|0|convnet|0", "build|dm|2|0",
+                             "build|whole|0|0", "eval|whole|0|0|convnet|0"]
+    at1, _ = build_command(config, "dm", 1, 0, tmp_path)
+    at2, _ = build_command(config, "dm", 2, 0, tmp_path)
+    assert "--lr" not in at1 and at2[at2.index("--lr") + 1] == "5" and at2[at2.index("--ipc") + 1] == "2"
+    small = check_config({**TINY, "whole": True, "methods": {"random": {"baseline": "random"},
+                                                             "again": {"baseline": "random", "evaluate": False}}})
+    out = tmp_path / "w"
+    run_bench(small, out, progress=False)
+    board = (out / "leaderboard.md").read_text()
+    assert "Full data (the whole train split, class-balanced, convnet, 1 models):" in board and "not yet" not in board
+    row = next(line for line in board.splitlines() if "| again |" in line)
+    assert row.startswith("| – | again | – | – |")  # built (time, memory), not evaluated, not ranked
+    assert not (out / "cells" / "eval-again-1-0-convnet-0.json").exists()
+
+
+@pytest.mark.parametrize("method, message", [
+    ({"baseline": "random", "ipcs": [3]}, "ipcs must be a non-empty list of the config's IPCs"),
+    ({"baseline": "random", "args_by_ipc": {"5": ["--x"]}}, "args_by_ipc maps one of its IPCs"),
+    ({"baseline": "random", "evaluate": "no"}, "evaluate is true or false"),
+    ({"baseline": "random", "ipc": [1]}, "unknown key"),
+])
+def test_bad_method_entries_are_one_line(method, message):
+    with pytest.raises(GenpriorError, match=message) as err:
+        check_config({**TINY, "methods": {"x": method}})
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name, count", [
+    # random at IPC 1/10/50, herding and k-center at 10, 3 ConvNets each; the whole split on 3 ConvNets
+    ("foundation_mnist5k.json", 5 * 4 + 1 + 3),
+    # 11 rows at IPC 1 and 10 (the invert-start ablation at 10, pixel MTT at 1): builds, 3 ConvNets,
+    # 1 model of each of the 6 other pool networks; the expert buffer
+    ("distill_table_mnist5k.json", 20 * (1 + 3 + 6) + 1),
+    # the generator table: 3 generators + 2 prior-sample rows + random + pixel DM + the main job, IPC 1/10/50,
+    # with pool; 3 trainings; build-only generate at IPC 10 and 1,000 for the flat-memory check
+    ("generator_table_mnist5k.json", 8 * 3 * (1 + 3 + 6) + 3 + 2),
+])
+def test_the_projects_tables_are_configs_of_bench(name, count):
+    from genprior.bench import load_config
+
+    config = load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / name))
+    assert len(cells(config)) == count
