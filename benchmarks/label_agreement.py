@@ -53,6 +53,7 @@ def table_sets() -> list[Path]:
     out = ROOT / "runs" / "bench" / config["name"]
     found = [cell_file(out, k) for k in cells(config) if k.startswith("build|")]
     sets = [Path(json.loads(f.read_text())["synset"]) for f in found if f.exists()]
+    sets = [p if p.is_absolute() else ROOT / p for p in sets]  # bench records them from the project root
     return [p for p in sets if (p / "meta.json").exists()]
 
 

@@ -83,8 +83,11 @@ METHOD_KEYS = {"args", "after", "ipcs", "args_by_ipc", "evaluate"}
 #: largest class-balanced part where the classes differ in size; all of mnist5k)
 WHOLE = "whole"
 METHOD_KINDS = ("baseline", "distill", "recipe", "generate")
-#: ``genprior`` commands a setup step may run once for the methods that name it in ``after``
-SETUP_COMMANDS = ("experts", "train", "teacher")
+#: ``genprior`` commands a setup step may run once for the methods that name it in ``after``;
+#: ``recipe NAME`` runs a generator recipe (``recipes/dim.py``: its paper's defaults, then the flags)
+SETUP_COMMANDS = ("experts", "train", "teacher", "recipe")
+#: setup commands that train a generator into ``--output-dir`` (checkpointed there; a killed one resumes)
+TRAINING_SETUPS = ("train", "recipe")
 
 
 def load_config(path: Optional[str]) -> Dict[str, Any]:
@@ -165,7 +168,10 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
         if argv[0] == "teacher" and "--out" not in argv:
             raise GenpriorError(f"setup step {name!r} trains a teacher: give it --out (e.g. {{out}}/{name}) so that "
                                 "the methods can read it and --redo can forget it")
-        if argv[0] == "train" and "--output-dir" not in argv:
+        if argv[0] == "recipe" and (len(argv) < 2 or not is_generator_recipe(argv[1])):
+            raise GenpriorError(f"setup step {name!r}: 'recipe' runs a generator recipe ({', '.join(generator_recipes())}) "
+                                f"and its flags, got {argv!r}")
+        if argv[0] in TRAINING_SETUPS and "--output-dir" not in argv:
             raise GenpriorError(f"setup step {name!r} trains a generator: give it --output-dir (e.g. {{out}}/{name}) so "
                                 "that the methods can generate from it and a killed run resumes")
     methods = config.get("methods")
@@ -192,9 +198,14 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
         if unknown:
             raise GenpriorError(f"method {name!r}: unknown key(s) {', '.join(sorted(unknown))}; a method holds one of "
                                 f"{', '.join(METHOD_KINDS)} and any of {', '.join(sorted(METHOD_KEYS))}")
+        ignored = [k for k in ("args", "args_by_ipc") if k in spec and kinds[0] == "baseline"] + \
+            (["args"] if "args" in spec and kinds[0] == "distill" else [])
+        if ignored:
+            raise GenpriorError(f"method {name!r}: a {kinds[0]} takes no {' or '.join(ignored)}"
+                                + (" (its flags are the list of \"distill\")" if kinds[0] == "distill" else ""))
         ipcs = spec.get("ipcs", config["ipcs"])
-        if not isinstance(ipcs, list) or not ipcs or not set(ipcs) <= set(config["ipcs"]) \
-                or any(isinstance(v, bool) for v in ipcs):
+        if not isinstance(ipcs, list) or not ipcs or any(isinstance(v, bool) or not isinstance(v, int) for v in ipcs) \
+                or not set(ipcs) <= set(config["ipcs"]):
             raise GenpriorError(f"method {name!r}: ipcs must be a non-empty list of the config's IPCs "
                                 f"{config['ipcs']}, got {ipcs!r}")
         by_ipc = spec.get("args_by_ipc", {})
@@ -218,12 +229,13 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def random_method(config: Dict[str, Any]) -> str:
-    """The method that draws random real images: the reference of DD-Ranking's scores."""
+    """The method that draws random real images at every IPC of the config, evaluated: the
+    reference of DD-Ranking's scores."""
     for name, spec in config["methods"].items():
-        if spec == {"baseline": "random"}:
+        if spec.get("baseline") == "random" and method_ipcs(config, name) == config["ipcs"] and evaluated(config, name):
             return name
     raise GenpriorError('scores compare every set with random real images of the same size: add a method '
-                        '{"baseline": "random"}')
+                        '{"baseline": "random"} that runs at every IPC of the config and is evaluated')
 
 
 def protocol(config: Dict[str, Any]):
@@ -342,6 +354,20 @@ def build_command(config: Dict[str, Any], method: str, ipc: int, seed: int, out:
     return [*expand(head, out), *common, "--no-evaluate", "--output-dir", str(folder)], folder / "synset"
 
 
+def generator_recipes() -> List[str]:
+    from .priors.load import package_folder
+
+    return sorted(p.stem for p in package_folder("genprior.recipes", "recipes").glob("*.py") if is_generator_recipe(p.stem))
+
+
+def is_generator_recipe(name: str) -> bool:
+    """A recipe that trains a generator (``genprior train`` with its paper's defaults)."""
+    from .priors.load import package_folder
+
+    path = package_folder("genprior.recipes", "recipes") / f"{name}.py"
+    return path.is_file() and "run_generator_recipe" in path.read_text()
+
+
 def is_sampling_recipe(name: str) -> bool:
     """A recipe of a training-free method (``genprior generate --method``) rather than a distillation."""
     from .priors.load import package_folder
@@ -375,14 +401,15 @@ def _compute(config: Dict[str, Any], out: Path, key: str, threads: int, cache: D
     parts = key.split("|")
     if parts[0] == "setup":
         argv = expand(config["setup"][parts[1]], out)
-        run_dir = Path(argv[argv.index("--output-dir") + 1]) if argv[0] == "train" else None
-        return _run_command(["-m", "genprior", *argv], run_dir, threads)
+        run_dir = Path(argv[argv.index("--output-dir") + 1]) if argv[0] in TRAINING_SETUPS else None
+        cmd = ["-m", f"genprior.recipes.{argv[1]}", *argv[2:]] if argv[0] == "recipe" else ["-m", "genprior", *argv]
+        return _run_command(cmd, run_dir, threads)
     method, ipc, seed = parts[1], int(parts[2]), int(parts[3])
     if parts[0] == "build":
         cmd, synset = build_command(config, method, ipc, seed, out)
         value = _run_command(cmd, synset.parent if synset.name == "synset" else None, threads)
         value["synset"] = str(synset)
-        if config.get("diversity") and method != WHOLE:
+        if config.get("diversity") and method != WHOLE and evaluated(config, method):
             from .perceptual import class_diversity
 
             value["diversity"] = class_diversity(load_synset(synset))

@@ -68,6 +68,10 @@ def test_two_processes_share_a_bench_without_running_a_cell_twice(tmp_path):
     ({"methods": {"x|y": {"baseline": "random"}}}, GenpriorError, "cannot be empty or hold"),
     ({"models": {"convnet": 0}}, GenpriorError, "models is a positive integer"),
     ({"setup": {"t": ["teacher", "--dataset", "mnist5k"]}}, GenpriorError, "give it --out"),
+    ({"setup": {"g": ["recipe", "glad", "--output-dir", "x"]}}, GenpriorError, "runs a generator recipe \\(dcgm, dim, minimax\\)"),
+    ({"setup": {"g": ["recipe", "dim"]}}, GenpriorError, "give it --output-dir"),
+    ({"scores": True, "ipcs": [1, 2], "methods": {"random": {"baseline": "random", "ipcs": [1]}}}, GenpriorError,
+     "runs at every IPC of the config"),
 ])
 def test_bad_configs_fail_before_any_work(change, error, message):
     with pytest.raises(error, match=message):
@@ -271,9 +275,12 @@ def test_methods_choose_their_ipcs_add_flags_at_one_and_may_be_build_only(tmp_pa
 
 @pytest.mark.parametrize("method, message", [
     ({"baseline": "random", "ipcs": [3]}, "ipcs must be a non-empty list of the config's IPCs"),
-    ({"baseline": "random", "args_by_ipc": {"5": ["--x"]}}, "args_by_ipc maps one of its IPCs"),
+    ({"recipe": "dm", "args_by_ipc": {"5": ["--x"]}}, "args_by_ipc maps one of its IPCs"),
     ({"baseline": "random", "evaluate": "no"}, "evaluate is true or false"),
     ({"baseline": "random", "ipc": [1]}, "unknown key"),
+    ({"baseline": "random", "ipcs": [[1]]}, "ipcs must be a non-empty list"),
+    ({"baseline": "random", "args": ["--x"]}, "a baseline takes no args"),
+    ({"distill": [], "args": ["--lr", "5"]}, "its flags are the list"),
 ])
 def test_bad_method_entries_are_one_line(method, message):
     with pytest.raises(GenpriorError, match=message) as err:
@@ -296,3 +303,16 @@ def test_the_projects_tables_are_configs_of_bench(name, count):
 
     config = load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / name))
     assert len(cells(config)) == count
+
+
+def test_a_setup_step_trains_a_generator_with_its_recipes_defaults(tmp_path, monkeypatch):
+    """``["recipe", "minimax", ...]`` runs recipes/minimax.py (its paper's prior, iterations and batch),
+    not ``genprior train``'s generic defaults."""
+    import genprior.bench as bench
+
+    seen = {}
+    monkeypatch.setattr(bench, "_run_command", lambda cmd, run_dir, threads: seen.update(cmd=cmd, run_dir=run_dir) or {})
+    config = check_config({**TINY, "setup": {"mm": ["recipe", "minimax", "--no-evaluate", "--output-dir", "{out}/mm"]}})
+    bench._compute(config, tmp_path, "setup|mm", 1, {})
+    assert seen["cmd"] == ["-m", "genprior.recipes.minimax", "--no-evaluate", "--output-dir", f"{tmp_path}/mm"]
+    assert seen["run_dir"] == tmp_path / "mm"  # checkpointed there: a killed training resumes

@@ -77,6 +77,13 @@ def test_existing_run_needs_resume_and_mismatched_resume_is_refused(tmp_path):
     state_path.write_text(json.dumps({**state, "kind": "generator"}))
     with pytest.raises(GenpriorError, match="made by a 'generator' run, not a 'latent' one"):
         run(replace(TINY, iterations=3), tmp_path, resume="latest")
+    # a checkpoint from before a setting existed ran at its default: today's run resumes it at the
+    # default, and is refused, by name, when the setting is given another value
+    older = {k: v for k, v in state["config"].items() if k not in ("momentum", "frozen_latents")}
+    state_path.write_text(json.dumps({**state, "config": older}))
+    with pytest.raises(GenpriorError, match=r"other settings \(momentum=0.5; now momentum=0.9\)"):
+        run(replace(TINY, iterations=3, momentum=0.9), tmp_path, resume="latest")
+    run(replace(TINY, iterations=3), tmp_path, resume="latest")
 
 
 def test_export_round_trip(tmp_path):

@@ -274,6 +274,13 @@ class TrainingRun(ABC):
 
         return asdict(self.cfg)
 
+    def config_defaults(self) -> Dict[str, Any]:
+        """Each setting's default: what a checkpoint written before the setting existed ran with."""
+        from dataclasses import MISSING, fields
+
+        return {f.name: f.default if f.default is not MISSING else f.default_factory()
+                for f in fields(self.cfg) if f.default is not MISSING or f.default_factory is not MISSING}
+
     def check_finite(self, loss: torch.Tensor, it: int, where: str, fix: str) -> None:
         """Stop on a NaN or infinite loss, naming the iteration and the last good checkpoint."""
         if not torch.isfinite(loss).all():
@@ -319,14 +326,17 @@ class TrainingRun(ABC):
                                 "resume it with the command that made it, or start a new output directory")
         if missing:
             raise GenpriorError(corrupted.format(f"state.json lacks {', '.join(missing)}"))
-        # the settings the checkpoint names must be today's (a setting added to genprior since
-        # the checkpoint was written keeps its default)
-        now = self.config_dict()
-        diff = sorted(k for k, v in state["config"].items() if k not in RESUMABLE_CHANGES
-                      and (k not in now or json.dumps(v, sort_keys=True, default=str)
-                           != json.dumps(now[k], sort_keys=True, default=str)))
+        # the settings the checkpoint names must be today's; a setting added to genprior since the
+        # checkpoint was written ran at its default there, so it must be at its default now
+        now, then = self.config_dict(), {**self.config_defaults(), **state["config"]}
+
+        def same(a: Any, b: Any) -> bool:
+            return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+        diff = sorted(k for k in set(then) | set(now) if k not in RESUMABLE_CHANGES
+                      and (k not in now or (k in then and not same(then[k], now[k]))))
         if diff:
-            was = ", ".join(f"{k}={json.dumps(state['config'][k], default=str)}" for k in diff[:6])
+            was = ", ".join(f"{k}={json.dumps(then.get(k), default=str)}" for k in diff[:6])
             raise GenpriorError(f"checkpoint {path} was made with other settings ({was}; now "
                                 + ", ".join(f"{k}={json.dumps(now.get(k), default=str)}" for k in diff[:6])
                                 + "); resume with those options (e.g. --init, --optimizer, --lr) or start a new "
