@@ -33,6 +33,9 @@ def test_the_wheel_carries_the_registry_the_priors_and_the_recipes(wheel):
         assert f"genprior/pretrained/{prior}/diffusion_pytorch_model.safetensors" in names
         assert f"genprior/pretrained/{prior}/config.json" in names
     assert "genprior/pretrained/mnist5k-vae/diffusion_pytorch_model.safetensors" in names  # a prior of one model
+    for part in ("transformer/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                 "scheduler/scheduler_config.json", "model_index.json", "prior.json"):  # DiTPipeline's layout
+        assert f"genprior/pretrained/mnist5k-dit/{part}" in names
     for recipe in (ROOT / "recipes").glob("*.py"):
         assert f"genprior/recipes/{recipe.name}" in names
 

@@ -345,3 +345,20 @@ def test_bad_inputs_are_named():
             block.norm1.emb.class_embedder.embedding_table.weight.data = torch.zeros(3, 16)
         LatentDiffusionPrior.from_components(dit, tiny_vae())
     assert math.isclose(prior.guidance_scale, 1.0)
+
+
+def test_the_shipped_dit_prior_loads_like_a_hub_dit_pipeline():
+    """``mnist5k-dit`` is a DiTPipeline folder: it loads through the code path of a hub DiT
+    (transformer + VAE + scheduler), at its measured default sampler, and decodes seeded digits."""
+    from genprior.priors.diffusion import LatentDiffusionPrior
+    from genprior.priors.load import load_prior
+
+    prior = load_prior("mnist5k-dit")
+    assert isinstance(prior, LatentDiffusionPrior)
+    assert (prior.num_classes, prior.resolution, prior.latent_spaces) == (10, 28, ("x_T", "x_T+class"))
+    assert prior.card["guidance_scale"] == 1.25 and prior.card["dataset"] == "mnist5k"
+    labels = torch.tensor([3, 7])
+    latents = prior.init_latents(labels, space="x_T", method="random", generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = prior.decode(latents, labels), prior.decode(latents, labels)
+    assert a.shape == (2, 1, 28, 28) and torch.equal(a, b) and a.std() > 0.1
