@@ -41,7 +41,8 @@ def test_latent_dit_prior_loads_as_a_prior_and_as_a_dit_pipeline(tmp_path, vae_d
     assert type(prior).__name__ == "LatentDiffusionPrior" and prior.resolution == 28 and prior.num_classes == 10
     shutil.copytree(tmp_path / "dit", tmp_path / "pipe")
     (tmp_path / "pipe" / "prior.json").unlink()  # what a hub DiT snapshot has: model_index.json and the parts
-    pipe = load_prior(str(tmp_path / "pipe"), num_inference_steps=2, guidance_scale=2.0)  # the card's sampler
+    pipe = load_prior(str(tmp_path / "pipe"), num_inference_steps=2,
+                      guidance_scale=prior.card["guidance_scale"])  # the card's sampler
     labels = torch.tensor([0, 9])
     x_T = torch.randn(2, 4, 7, 7, generator=torch.Generator().manual_seed(0))
     prior.configure(num_inference_steps=2)
