@@ -354,6 +354,14 @@ def build_command(config: Dict[str, Any], method: str, ipc: int, seed: int, out:
     return [*expand(head, out), *common, "--no-evaluate", "--output-dir", str(folder)], folder / "synset"
 
 
+def _recipe_runs(name: str, runner: str) -> bool:
+    """Whether recipe ``name`` exists and hands its defaults to ``genprior.cli``'s ``runner``."""
+    from .priors.load import package_folder
+
+    path = package_folder("genprior.recipes", "recipes") / f"{name}.py"
+    return path.is_file() and runner in path.read_text()
+
+
 def generator_recipes() -> List[str]:
     from .priors.load import package_folder
 
@@ -362,17 +370,12 @@ def generator_recipes() -> List[str]:
 
 def is_generator_recipe(name: str) -> bool:
     """A recipe that trains a generator (``genprior train`` with its paper's defaults)."""
-    from .priors.load import package_folder
-
-    path = package_folder("genprior.recipes", "recipes") / f"{name}.py"
-    return path.is_file() and "run_generator_recipe" in path.read_text()
+    return _recipe_runs(name, "run_generator_recipe")
 
 
 def is_sampling_recipe(name: str) -> bool:
     """A recipe of a training-free method (``genprior generate --method``) rather than a distillation."""
-    from .priors.load import package_folder
-
-    return "run_sampling_recipe" in (package_folder("genprior.recipes", "recipes") / f"{name}.py").read_text()
+    return _recipe_runs(name, "run_sampling_recipe")
 
 
 def run_cell(config: Dict[str, Any], out: Path, key: str, threads: int, cache: Dict[str, Any]) -> Dict[str, Any]:
@@ -453,7 +456,7 @@ def summarize(config: Dict[str, Any], units: Dict[str, Any]) -> Dict[int, List[D
         for method in config["methods"]:
             if ipc not in method_ipcs(config, method):
                 continue
-            row: Dict[str, Any] = {"method": method, "archs": {}, "robust": {}, "evaluated": evaluated(config, method)}
+            row: Dict[str, Any] = {"method": method, "archs": {}, "robust": {}}
             builds = [units[k] for k in (f"build|{method}|{ipc}|{s}" for s in config["seeds"]) if k in units]
             for arch in config["archs"]:
                 found = [units[f"eval|{method}|{ipc}|{s}|{arch}|{i}"] for s in config["seeds"]

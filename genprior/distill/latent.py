@@ -218,12 +218,12 @@ class LatentDistiller(TrainingRun):
         mapped = torch.tensor(cfg.class_map) if cfg.class_map is not None else torch.arange(nc)
         self.prior_labels = mapped[self.labels].to(self.device)
         self.my_classes = list(range(self.acc.process_index, nc, self.acc.num_processes))
-        self._check_latent_lrs()
+        self._check_latent_names()
         self.latents: Latents = {}
         self.opt: Optional[torch.optim.Optimizer] = None
 
     # -- latents --
-    def _check_latent_lrs(self) -> None:
+    def _check_latent_names(self) -> None:
         """``latent_lrs`` and ``frozen_latents`` may name only the space's latents, and something
         must stay trainable: checked on one random draw, before any inversion or iteration."""
         cfg = self.cfg
