@@ -33,7 +33,8 @@ process (time and peak memory measured; a distillation resumes from its checkpoi
 Each finished cell is written at once to ``OUT/cells/<cell>.json`` with the resolved config
 and versions, so a killed benchmark resumes where it stopped, several processes share the
 work without running a cell twice, and a finished cell is never recomputed (``--redo TEXT``
-forgets the matching cells; ``OUT/protocols.json`` keeps the protocols the cells were computed
+forgets the matching cells; ``--reuse DIR`` takes the cells another benchmark folder computed
+identically; ``OUT/protocols.json`` keeps the protocols the cells were computed
 under, settings and code revision, and a folder computed under others is refused rather than
 mixed). ``OUT/leaderboard.md`` ranks the methods per IPC (mean ± std
 per network, cross-architecture mean, robust accuracy, build time and memory) and
@@ -552,6 +553,11 @@ def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) ->
         lines[-1:-1] = [f"Full data (the whole train split, class-balanced, {archs[0]}, "
                         f"{models_for(config, archs[0])} models): "
                         + (f"{100 * mean_std(full)[0]:.2f} ± {100 * mean_std(full)[1]:.2f} %." if full else "not yet.")]
+    reused = sorted({Path(u["reused_from"]).parent.parent.name for u in results["units"].values() if "reused_from" in u})
+    if reused:
+        lines[-1:-1] = [f"{sum('reused_from' in u for u in results['units'].values())} cell(s) were taken from other "
+                        f"benchmark folders that computed them identically ({', '.join(reused)}; `--reuse`); each cell "
+                        "file names its source."]
     diverse = bool(config.get("diversity"))
     if diverse:
         described = next((b["diversity"] for b in results["units"].values() if "diversity" in b), None)
@@ -647,14 +653,8 @@ def run_bench(config: Dict[str, Any], out: Path, threads: int = 1, max_units: Op
     cells that failed go to ``failures``)."""
     from .progress import progress_bar
 
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare(config, out)
     results_path = out / "bench.json"
-    saved = out / "config.json"
-    if saved.exists() and json.loads(saved.read_text()) != config:
-        raise GenpriorError(f"{out} holds a benchmark with another config ({saved}); use another --out, or "
-                            "--redo the cells a change concerns after editing that file")
-    write_json_atomic(config, saved)
-    _check_protocols(config, out)
     order = cells(config)
 
     def initial() -> dict:
@@ -681,22 +681,148 @@ def run_bench(config: Dict[str, Any], out: Path, threads: int = 1, max_units: Op
     return ran
 
 
-def _check_protocols(config: Dict[str, Any], out: Path) -> None:
-    """The protocols the cells train under, resolved (settings and code revision), kept beside the
-    config: a folder whose cells were computed under another resolution of the same names (a
-    protocol whose settings or code changed since) is refused rather than mixed."""
+def _prepare(config: Dict[str, Any], out: Path) -> None:
+    """The benchmark folder, holding this config and its protocols (another one's is refused)."""
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "config.json"
+    if saved.exists() and json.loads(saved.read_text()) != config:
+        raise GenpriorError(f"{out} holds a benchmark with another config ({saved}); use another --out, or "
+                            "--redo the cells a change concerns after editing that file")
+    write_json_atomic(config, saved)
+    _check_protocols(config, out)
+
+
+def resolved_protocols(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The protocols the cells train under, resolved: settings and code revision per cell kind."""
     from dataclasses import asdict
 
     from .evaluate import protocol_revision
 
-    resolved = {kind: {**json.loads(json.dumps(asdict(p))), "revision": protocol_revision(p)}
-                for kind, p in ((k, cell_protocol(config, k)) for k in ("eval", "plain", "hard"))}
+    return {kind: {**json.loads(json.dumps(asdict(p))), "revision": protocol_revision(p)}
+            for kind, p in ((k, cell_protocol(config, k)) for k in ("eval", "plain", "hard"))}
+
+
+def _check_protocols(config: Dict[str, Any], out: Path) -> None:
+    """The protocols the cells train under, resolved (settings and code revision), kept beside the
+    config: a folder whose cells were computed under another resolution of the same names (a
+    protocol whose settings or code changed since) is refused rather than mixed."""
+    resolved = resolved_protocols(config)
     path = out / "protocols.json"
     if path.exists() and json.loads(path.read_text()) != resolved:
         raise GenpriorError(f"{out} holds cells computed under other settings or code of protocol "
                             f"{protocol(config).name!r} ({path}); use another --out, or --redo 'eval|' (and 'plain|', "
                             f"'hard|') and delete {path.name}")
     write_json_atomic(resolved, path)
+
+
+# -- reusing another benchmark's cells ---------------------------------------------------------
+
+#: where ``cell_identity`` writes a benchmark folder and a set folder, so that two benchmarks compare
+_OUT, _SET = "{out}", "{set}"
+
+
+def cell_identity(config: Dict[str, Any], key: str, protocols: Dict[str, Any]) -> Optional[str]:
+    """What a cell computes, independent of the benchmark folder and the method's name: the command
+    of a setup step or a build (with the setup step it reads), and for an evaluation the build's
+    identity, the network, the model index, the resolved protocol (``protocols``, by cell kind),
+    device, attack and teacher. Two cells with the same identity compute the same thing; None for
+    a cell not to be shared (the full-data cells; an evaluation of a kind ``protocols`` lacks)."""
+    parts = key.split("|")
+    common = {"dataset": config["dataset"], "data_root": config.get("data_root")}
+    if parts[0] == "setup":
+        return json.dumps({**common, "setup": config["setup"][parts[1]]})
+    method, ipc, seed = parts[1], int(parts[2]), int(parts[3])
+    if method == WHOLE or method not in config["methods"] or (parts[0] != "build" and parts[0] not in protocols):
+        return None
+    cmd, _ = build_command(config, method, ipc, seed, Path(_OUT))
+    folder = str(set_dir(Path(_OUT), method, ipc, seed))
+    after = config["methods"][method].get("after")
+    build = {**common, "build": [_SET if a == folder else a.replace(folder + "/", _SET + "/") for a in cmd],
+             "after": config["setup"][after] if after else None}
+    if parts[0] == "build":
+        return json.dumps(build)
+    return json.dumps({"of": build, "kind": parts[0], "arch": parts[4], "model": int(parts[5]),
+                       "protocol": protocols[parts[0]], "device": config["device"],
+                       "attack": config.get("attack") if parts[0] == "eval" else None,
+                       "teacher": config.get("teacher") if cell_protocol(config, parts[0]).temperature > 0 else None})
+
+
+def _output_folder(argv: List[str]) -> Optional[str]:
+    """The folder a setup step writes (its ``--output-dir``, ``--out-dir`` or ``--out``), unexpanded."""
+    flag = next((f for f in ("--output-dir", "--out-dir", "--out") if f in argv), None)
+    return argv[argv.index(flag) + 1] if flag else None
+
+
+def reuse(config: Dict[str, Any], out: Path, source: Path) -> List[str]:
+    """``--reuse SOURCE``: take the finished cells of another benchmark folder that computed what a
+    cell of this one would (same command, data, network, model, resolved protocol; see
+    ``cell_identity``), so that rows two tables share (random real, pixel DM) are computed once.
+    A setup step's output and a build's set folder are copied; an evaluation is taken only with
+    the set it evaluated. Each taken cell's file names the cell it came from (``reused_from``) and
+    keeps that cell's versions and machine. Returns the keys taken."""
+    import shutil
+
+    out, source = out.resolve(), source.resolve()
+    if source == out:
+        raise GenpriorError(f"--reuse {source} is the benchmark folder itself; name another benchmark's folder")
+    if not (source / "config.json").is_file() or not (source / "bench.json").is_file():
+        raise GenpriorError(f"--reuse {source}: not a genprior bench folder (no config.json and bench.json); "
+                            "name the --out folder of another benchmark")
+    _prepare(config, out)
+    other = json.loads((source / "config.json").read_text())
+    theirs = json.loads((source / "bench.json").read_text())
+    ours = resolved_protocols(config)
+    saved = json.loads((source / "protocols.json").read_text()) if (source / "protocols.json").is_file() else {}
+    same = {kind: p for kind, p in ours.items() if saved.get(kind) == p}  # evaluations under the same protocol only
+    index: Dict[str, str] = {}
+    for k in theirs["units"]:
+        ident = cell_identity(other, k, same)
+        if ident is not None:
+            index.setdefault(ident, k)
+    taken: List[str] = []
+    with locked(out / "bench.json", lambda: {"name": config["name"], "machine": machine(), "units": {},
+                                             "claims": {}}) as results:
+        units = results["units"]
+        for key in cells(config):
+            ident = None if key in units or key in results["claims"] else cell_identity(config, key, same)
+            found = index.get(ident) if ident is not None else None
+            if found is None or any(d not in units for d in dependencies(config)(key)):
+                continue
+            kind, parts = key.split("|")[0], key.split("|")
+            if kind not in ("setup", "build"):  # evaluated on the very set it was taken with
+                built = f"build|{'|'.join(found.split('|')[1:4])}"
+                if units[f"build|{'|'.join(parts[1:4])}"].get("reused_from") != str(cell_file(source, built)):
+                    continue
+            moves: List[Tuple[Path, Path]] = []
+            if kind == "setup" and _output_folder(config["setup"][parts[1]]):
+                folder = _output_folder(config["setup"][parts[1]])
+                moves.append((Path(expand([folder], source)[0]), Path(expand([folder], out)[0])))
+            elif kind == "build":
+                f = found.split("|")
+                moves.append((set_dir(source, f[1], int(f[2]), int(f[3])),
+                              set_dir(out, parts[1], int(parts[2]), int(parts[3]))))
+            text = json.dumps(theirs["units"][found])
+            for src, dst in moves:
+                if dst.exists():
+                    shutil.rmtree(dst)
+                if src.is_dir():
+                    shutil.copytree(src, dst)
+                text = text.replace(str(src), str(dst))
+            value = json.loads(text.replace(str(source), str(out)))
+            if kind == "build" and config.get("diversity") and evaluated(config, parts[1]) and "diversity" not in value:
+                from .perceptual import class_diversity
+                from .synset import load_synset
+
+                value["diversity"] = class_diversity(load_synset(value["synset"]))
+            value["reused_from"] = str(cell_file(source, found))
+            cell = json.loads(cell_file(source, found).read_text()) if cell_file(source, found).is_file() else {}
+            write_json_atomic({"cell": key, **value, "config": config,
+                               "versions": cell.get("versions", library_versions()),
+                               "machine": cell.get("machine", theirs.get("machine", machine()))}, cell_file(out, key))
+            units[key] = value
+            taken.append(key)
+        write_outputs(config, out, results)
+    return taken
 
 
 def forget(config: Dict[str, Any], out: Path, text: str) -> List[str]:
@@ -707,10 +833,9 @@ def forget(config: Dict[str, Any], out: Path, text: str) -> List[str]:
         parts = key.split("|")
         paths = [cell_file(out, key)]
         if parts[0] == "setup":
-            argv = expand(config["setup"][parts[1]], out)
-            flag = next((f for f in ("--output-dir", "--out-dir", "--out") if f in argv), None)
-            if flag:
-                paths.append(Path(argv[argv.index(flag) + 1]))
+            folder = _output_folder(config["setup"][parts[1]])
+            if folder:
+                paths.append(Path(expand([folder], out)[0]))
         elif parts[0] == "build":
             paths.append(set_dir(out, parts[1], int(parts[2]), int(parts[3])))
         else:

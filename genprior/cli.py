@@ -532,7 +532,7 @@ def cmd_teacher(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .bench import forget, load_config, run_bench, write_outputs
+    from .bench import forget, load_config, reuse, run_bench, write_outputs
     from .lanes import locked
 
     config = load_config(args.config)
@@ -544,6 +544,9 @@ def cmd_bench(args) -> None:
         gone = forget(config, out, args.redo)
         print(f"forgot {len(gone)} finished cell(s) matching {args.redo!r}: {', '.join(gone) or 'none'}")
         return
+    for source in args.reuse or []:
+        taken = reuse(config, out, Path(source))
+        print(f"took {len(taken)} finished cell(s) from {source}" + (f": {', '.join(taken)}" if taken else ""))
     if args.table:
         with locked(out / "bench.json", lambda: {"units": {}, "claims": {}}) as results:
             write_outputs(config, out, results)
@@ -960,6 +963,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", metavar="TEXT", help="run only the cells whose key holds TEXT, e.g. 'build|' or '|dm|'")
     p.add_argument("--redo", metavar="TEXT", help="forget the finished cells whose key holds TEXT (results and files), "
                                                   "so that the next run computes them again; then stop")
+    p.add_argument("--reuse", metavar="DIR", action="append",
+                   help="first take the finished cells another benchmark folder computed identically (same command, "
+                        "data, network, model and protocol; e.g. random real or pixel DM rows), copying their sets; "
+                        "repeatable")
     p.add_argument("--table", action="store_true", help="only rewrite the leaderboard and plots")
     p.set_defaults(fn=cmd_bench)
 

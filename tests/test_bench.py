@@ -316,3 +316,32 @@ def test_a_setup_step_trains_a_generator_with_its_recipes_defaults(tmp_path, mon
     bench._compute(config, tmp_path, "setup|mm", 1, {})
     assert seen["cmd"] == ["-m", "genprior.recipes.minimax", "--no-evaluate", "--output-dir", f"{tmp_path}/mm"]
     assert seen["run_dir"] == tmp_path / "mm"  # checkpointed there: a killed training resumes
+
+
+def test_reuse_takes_identically_computed_cells_from_another_benchmark(tmp_path):
+    from genprior.bench import reuse
+
+    first, a = check_config(dict(TINY)), tmp_path / "a"
+    run_bench(first, a, progress=False)
+    # another table: random real under another name, diversity asked, and a method the first lacks
+    second = check_config({**TINY, "name": "second", "diversity": True, "ipcs": [1, 2],
+                           "methods": {"real": {"baseline": "random"}, "kc": {"baseline": "kcenter"}}})
+    b = tmp_path / "b"
+    taken = reuse(second, b, a)
+    assert taken == ["build|real|1|0", "eval|real|1|0|convnet|0"]  # not IPC 2, not k-center
+    cell = json.loads((b / "cells" / "eval-real-1-0-convnet-0.json").read_text())
+    theirs = json.loads((a / "cells" / "eval-random-1-0-convnet-0.json").read_text())
+    assert cell["acc"] == theirs["acc"] and cell["reused_from"].endswith("a/cells/eval-random-1-0-convnet-0.json")
+    built = json.loads((b / "cells" / "build-real-1-0.json").read_text())
+    assert Path(built["synset"]).resolve().is_relative_to(b.resolve()) and Path(built["synset"]).is_dir()
+    assert "diversity" in built  # measured on the taken set, which the first table did not do
+    assert run_bench(second, b, progress=False) == len(cells(second)) - 2  # only the rest is computed
+    assert "taken from other benchmark folders" in (b / "leaderboard.md").read_text()
+    assert reuse(second, b, a) == []  # nothing twice
+    # under another protocol the sets are shared but not their evaluations
+    third = check_config({**TINY, "name": "third", "protocol": {"name": "quick", "epochs": 2}})
+    assert reuse(third, tmp_path / "c", a) == ["build|random|1|0", "build|all|1|0"]
+    with pytest.raises(GenpriorError, match="benchmark folder itself"):
+        reuse(first, a, a)
+    with pytest.raises(GenpriorError, match="not a genprior bench folder"):
+        reuse(first, tmp_path / "d", tmp_path)
