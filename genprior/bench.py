@@ -648,7 +648,7 @@ def plot(config: Dict[str, Any], table: Dict[int, List[Dict[str, Any]]], folder:
 # -- running ---------------------------------------------------------------------------------
 
 def run_bench(config: Dict[str, Any], out: Path, threads: int = 1, max_units: Optional[int] = None,
-              only: Optional[str] = None, progress: bool = True, failures: Optional[List[str]] = None) -> int:
+              only: Optional[List[str]] = None, progress: bool = True, failures: Optional[List[str]] = None) -> int:
     """Run (or resume) this process's share of the cells; return how many it ran (the keys of
     cells that failed go to ``failures``)."""
     from .progress import progress_bar
@@ -673,7 +673,7 @@ def run_bench(config: Dict[str, Any], out: Path, threads: int = 1, max_units: Op
 
     ran = run_lane(results_path, initial, order, dependencies(config),
                    lambda key: run_cell(config, out, key, threads, cache),
-                   on_change=on_change, max_units=max_units, only=(lambda k: only in k) if only else None,
+                   on_change=on_change, max_units=max_units, only=(lambda k: any(t in k for t in only)) if only else None,
                    poll_s=2.0, failures=failures)
     bar.close()
     with locked(results_path, initial) as results:

@@ -960,7 +960,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads of this process; on a 2-core machine run two 1-thread processes side by side")
     p.add_argument("--max-units", type=int, help="stop after this many new cells")
-    p.add_argument("--only", metavar="TEXT", help="run only the cells whose key holds TEXT, e.g. 'build|' or '|dm|'")
+    p.add_argument("--only", metavar="TEXT", action="append",
+                   help="run only the cells whose key holds TEXT, e.g. 'build|' or '|dm|'; repeatable (any of them), "
+                        "e.g. --only 'build|' --only '|convnet|' for every set and its ConvNet cells first")
     p.add_argument("--redo", metavar="TEXT", help="forget the finished cells whose key holds TEXT (results and files), "
                                                   "so that the next run computes them again; then stop")
     p.add_argument("--reuse", metavar="DIR", action="append",

@@ -345,3 +345,9 @@ def test_reuse_takes_identically_computed_cells_from_another_benchmark(tmp_path)
         reuse(first, a, a)
     with pytest.raises(GenpriorError, match="not a genprior bench folder"):
         reuse(first, tmp_path / "d", tmp_path)
+
+
+def test_only_runs_the_cells_matching_any_of_its_texts(tmp_path):
+    config, out = check_config(dict(TINY)), tmp_path / "o"
+    assert run_bench(config, out, only=["build|random", "eval|random"], progress=False) == 2
+    assert sorted(_files(out)) == ["build-random-1-0.json", "eval-random-1-0-convnet-0.json"]
