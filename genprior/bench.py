@@ -730,7 +730,8 @@ def cell_identity(config: Dict[str, Any], key: str, protocols: Dict[str, Any]) -
     parts = key.split("|")
     common = {"dataset": config["dataset"], "data_root": config.get("data_root")}
     if parts[0] == "setup":
-        return json.dumps({**common, "setup": config["setup"][parts[1]]})
+        step = config.get("setup", {}).get(parts[1])
+        return json.dumps({**common, "setup": step}) if step is not None else None
     method, ipc, seed = parts[1], int(parts[2]), int(parts[3])
     if method == WHOLE or method not in config["methods"] or (parts[0] != "build" and parts[0] not in protocols):
         return None

@@ -36,6 +36,10 @@ def test_the_wheel_carries_the_registry_the_priors_and_the_recipes(wheel):
     for part in ("transformer/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
                  "scheduler/scheduler_config.json", "model_index.json", "prior.json"):  # DiTPipeline's layout
         assert f"genprior/pretrained/mnist5k-dit/{part}" in names
+    for part in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                 "text_encoder/model.safetensors", "tokenizer/tokenizer.json", "scheduler/scheduler_config.json",
+                 "model_index.json", "prior.json"):  # Stable Diffusion's layout
+        assert f"genprior/pretrained/mnist5k-text/{part}" in names
     for recipe in (ROOT / "recipes").glob("*.py"):
         assert f"genprior/recipes/{recipe.name}" in names
 

@@ -165,3 +165,22 @@ def test_d4m_runs_through_the_text_prior_with_vae_prototypes(sd_folder):
     s = synthesize("d4m", prior, small, ipc=2, seed=0, options={"strength": 0.5}, progress=False)
     assert s.images.shape == (6, 1, 8, 8) and torch.isfinite(s.images).all()
     assert s.config["prior_card"]["family"] == "text_diffusion"
+
+
+def test_the_shipped_text_prior_loads_like_a_stable_diffusion_folder():
+    """``mnist5k-text`` is a Stable Diffusion folder: it loads through the same code path as the
+    tiny pipeline above, at its measured default sampler, with prompts from its class names, and
+    decodes seeded digits that differ by prompt."""
+    from genprior.priors.text_diffusion import TextDiffusionPrior
+
+    prior = load_prior("mnist5k-text")
+    assert isinstance(prior, TextDiffusionPrior)
+    assert (prior.num_classes, prior.resolution, prior.latent_spaces) == (10, 28, ("x_T", "x_T+class"))
+    assert prior.card["guidance_scale"] == 1.25 and prior.card["prompts"][3] == "a handwritten digit 3"
+    latents = prior.init_latents(torch.tensor([3, 3]), space="x_T", method="random",
+                                 generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = prior.decode(latents, torch.tensor([3, 7]))
+        b = prior.decode(latents, torch.tensor([3, 7]))
+    assert a.shape == (2, 1, 28, 28) and torch.equal(a, b) and a.std() > 0.1
+    assert (a[0] - a[1]).abs().mean() > 0.05  # the same noise, another prompt: another digit
