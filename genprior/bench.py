@@ -760,7 +760,9 @@ def reuse(config: Dict[str, Any], out: Path, source: Path) -> List[str]:
     ``cell_identity``), so that rows two tables share (random real, pixel DM) are computed once.
     A setup step's output and a build's set folder are copied; an evaluation is taken only with
     the set it evaluated. Each taken cell's file names the cell it came from (``reused_from``) and
-    keeps that cell's versions and machine. Returns the keys taken."""
+    keeps that cell's versions and machine. Builds match on their command only: a source whose
+    recipe or prior changed since it ran is the caller's to leave out (or ``--redo`` the row).
+    Returns the keys taken."""
     import shutil
 
     out, source = out.resolve(), source.resolve()

@@ -968,7 +968,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse", metavar="DIR", action="append",
                    help="first take the finished cells another benchmark folder computed identically (same command, "
                         "data, network, model and protocol; e.g. random real or pixel DM rows), copying their sets; "
-                        "repeatable")
+                        "repeatable. Its builds are trusted to come from today's code and priors: --redo a row "
+                        "whose method or prior changed since")
     p.add_argument("--table", action="store_true", help="only rewrite the leaderboard and plots")
     p.set_defaults(fn=cmd_bench)
 
