@@ -721,12 +721,25 @@ def _check_protocols(config: Dict[str, Any], out: Path) -> None:
 _OUT, _SET = "{out}", "{set}"
 
 
+def _steps_read(config: Dict[str, Any], args: List[str]) -> List[List[str]]:
+    """The setup steps whose output folder one of ``args`` reads (``{out}/surrogate`` in a flag):
+    part of what a build or an evaluation computes, since their settings change its result."""
+    steps = []
+    for name in sorted(config.get("setup", {})):
+        folder = _output_folder(config["setup"][name])
+        if folder and any(a == folder or folder + "/" in a or a.endswith("=" + folder) or ("=" + folder + "/") in a
+                          for a in args):
+            steps.append(config["setup"][name])
+    return steps
+
+
 def cell_identity(config: Dict[str, Any], key: str, protocols: Dict[str, Any]) -> Optional[str]:
     """What a cell computes, independent of the benchmark folder and the method's name: the command
-    of a setup step or a build (with the setup step it reads), and for an evaluation the build's
+    of a setup step or a build, with the setup steps it reads, and for an evaluation the build's
     identity, the network, the model index, the resolved protocol (``protocols``, by cell kind),
-    device, attack and teacher. Two cells with the same identity compute the same thing; None for
-    a cell not to be shared (the full-data cells; an evaluation of a kind ``protocols`` lacks)."""
+    device, attack and teacher (with the step that trains it). Two cells with the same identity
+    compute the same thing; None for a cell not to be shared (the full-data cells; an evaluation
+    of a kind ``protocols`` lacks)."""
     parts = key.split("|")
     common = {"dataset": config["dataset"], "data_root": config.get("data_root")}
     if parts[0] == "setup":
@@ -737,15 +750,17 @@ def cell_identity(config: Dict[str, Any], key: str, protocols: Dict[str, Any]) -
         return None
     cmd, _ = build_command(config, method, ipc, seed, Path(_OUT))
     folder = str(set_dir(Path(_OUT), method, ipc, seed))
+    cmd = [_SET if a == folder else a.replace(folder + "/", _SET + "/") for a in cmd]
     after = config["methods"][method].get("after")
-    build = {**common, "build": [_SET if a == folder else a.replace(folder + "/", _SET + "/") for a in cmd],
-             "after": config["setup"][after] if after else None}
+    build = {**common, "build": cmd, "reads": _steps_read(config, cmd + ([_output_folder(config["setup"][after])
+                                                                           or ""] if after else []))}
     if parts[0] == "build":
         return json.dumps(build)
+    teacher = config.get("teacher") if cell_protocol(config, parts[0]).temperature > 0 else None
     return json.dumps({"of": build, "kind": parts[0], "arch": parts[4], "model": int(parts[5]),
                        "protocol": protocols[parts[0]], "device": config["device"],
                        "attack": config.get("attack") if parts[0] == "eval" else None,
-                       "teacher": config.get("teacher") if cell_protocol(config, parts[0]).temperature > 0 else None})
+                       "teacher": [teacher, _steps_read(config, [teacher])] if teacher else None})
 
 
 def _output_folder(argv: List[str]) -> Optional[str]:
@@ -754,16 +769,55 @@ def _output_folder(argv: List[str]) -> Optional[str]:
     return argv[argv.index(flag) + 1] if flag else None
 
 
+def _moved(value: Any, moves: List[Tuple[Path, Path]]) -> Any:
+    """``value`` (a unit) with every path under a moved folder rewritten to its new place: a path
+    string, a word of a command line or a ``key=path`` option, written absolute or relative to the
+    working folder as the source wrote it."""
+    if isinstance(value, dict):
+        return {k: _moved(v, moves) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_moved(v, moves) for v in value]
+    if not isinstance(value, str):
+        return value
+    forms = []
+    for src, dst in moves:  # the most specific folder first
+        forms.append((str(src), str(dst)))
+        rel = os.path.relpath(src)
+        if not rel.startswith(".."):
+            forms.append((rel, os.path.relpath(dst)))
+
+    def word(w: str) -> str:
+        head, eq, tail = w.partition("=")
+        if eq and not tail.startswith("="):
+            return head + eq + word(tail) if "/" in tail else w
+        for s, d in forms:
+            if w == s or w.startswith(s + "/"):
+                return d + w[len(s):]
+        return w
+
+    return " ".join(word(w) for w in value.split(" "))
+
+
+def _digest(value: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
 def reuse(config: Dict[str, Any], out: Path, source: Path) -> List[str]:
     """``--reuse SOURCE``: take the finished cells of another benchmark folder that computed what a
-    cell of this one would (same command, data, network, model, resolved protocol; see
-    ``cell_identity``), so that rows two tables share (random real, pixel DM) are computed once.
-    A setup step's output and a build's set folder are copied; an evaluation is taken only with
-    the set it evaluated. Each taken cell's file names the cell it came from (``reused_from``) and
-    keeps that cell's versions and machine. Builds match on their command only: a source whose
-    recipe or prior changed since it ran is the caller's to leave out (or ``--redo`` the row).
-    Returns the keys taken."""
+    cell of this one would (same command, data, network, model, resolved protocol, and the setup
+    steps they read; see ``cell_identity``), so that rows two tables share (random real, pixel DM)
+    are computed once. A setup step's output folder and a build's set folder are copied (a folder
+    outside the benchmark folder is shared as it is); an evaluation is taken only with the very set
+    it evaluated. Each taken cell's file names the cell it came from (``reused_from``) and keeps
+    that cell's versions and machine. Cells are claimed while they are copied, as lanes claim
+    theirs, so a lane running on this folder meanwhile does not compute them too. Builds match on
+    their command only: a source whose recipe or prior changed since it ran is the caller's to
+    leave out (or ``--redo`` the row). Returns the keys taken."""
     import shutil
+
+    from .lanes import _alive, _claim_id
 
     out, source = out.resolve(), source.resolve()
     if source == out:
@@ -782,49 +836,81 @@ def reuse(config: Dict[str, Any], out: Path, source: Path) -> List[str]:
         ident = cell_identity(other, k, same)
         if ident is not None:
             index.setdefault(ident, k)
-    taken: List[str] = []
-    with locked(out / "bench.json", lambda: {"name": config["name"], "machine": machine(), "units": {},
-                                             "claims": {}}) as results:
+
+    def folders(key: str, found: str) -> Optional[Tuple[Path, Path]]:
+        """The folder a taken cell brings (theirs, ours), or None."""
+        parts, f = key.split("|"), found.split("|")
+        if parts[0] == "build":
+            return set_dir(source, f[1], int(f[2]), int(f[3])), set_dir(out, parts[1], int(parts[2]), int(parts[3]))
+        folder = _output_folder(config["setup"][parts[1]]) if parts[0] == "setup" else None
+        return (Path(expand([folder], source)[0]).resolve(), Path(expand([folder], out)[0]).resolve()) if folder \
+            else None
+
+    def initial() -> dict:
+        return {"name": config["name"], "machine": machine(), "units": {}, "claims": {}}
+
+    me, plan, planned = _claim_id(), [], {}
+    with locked(out / "bench.json", initial) as results:
+        claims = results["claims"]
+        for k, owner in list(claims.items()):
+            if not _alive(owner):
+                del claims[k]
         units = results["units"]
         for key in cells(config):
-            ident = None if key in units or key in results["claims"] else cell_identity(config, key, same)
+            ident = None if key in units or key in claims else cell_identity(config, key, same)
             found = index.get(ident) if ident is not None else None
-            if found is None or any(d not in units for d in dependencies(config)(key)):
+            if found is None or any(d not in units and d not in planned for d in dependencies(config)(key)):
                 continue
             kind, parts = key.split("|")[0], key.split("|")
-            if kind not in ("setup", "build"):  # evaluated on the very set it was taken with
-                built = f"build|{'|'.join(found.split('|')[1:4])}"
-                if units[f"build|{'|'.join(parts[1:4])}"].get("reused_from") != str(cell_file(source, built)):
+            if kind not in ("setup", "build"):  # evaluated on the very set that was taken
+                ours_build, their_build = f"build|{'|'.join(parts[1:4])}", f"build|{'|'.join(found.split('|')[1:4])}"
+                taken_from = planned.get(ours_build) or units[ours_build].get("reused_from")
+                if taken_from != str(cell_file(source, their_build)) or \
+                        units.get(ours_build, {}).get("reused_digest", _digest(theirs["units"][their_build])) != \
+                        _digest(theirs["units"][their_build]):
                     continue
-            moves: List[Tuple[Path, Path]] = []
-            if kind == "setup" and _output_folder(config["setup"][parts[1]]):
-                folder = _output_folder(config["setup"][parts[1]])
-                moves.append((Path(expand([folder], source)[0]), Path(expand([folder], out)[0])))
-            elif kind == "build":
-                f = found.split("|")
-                moves.append((set_dir(source, f[1], int(f[2]), int(f[3])),
-                              set_dir(out, parts[1], int(parts[2]), int(parts[3]))))
-            text = json.dumps(theirs["units"][found])
-            for src, dst in moves:
-                if dst.exists():
-                    shutil.rmtree(dst)
-                if src.is_dir():
-                    shutil.copytree(src, dst)
-                text = text.replace(str(src), str(dst))
-            value = json.loads(text.replace(str(source), str(out)))
+            move = folders(key, found)
+            if move is not None and move[0] != move[1]:
+                if not move[0].is_dir() or move[1] == out or out not in move[1].parents:
+                    continue  # nothing to copy, or a place outside this benchmark's folder: computed here instead
+            claims[key] = me
+            plan.append((key, found, move))
+            planned[key] = str(cell_file(source, found))
+
+    taken: List[str] = []
+    try:
+        for key, found, move in plan:
+            value = json.loads(json.dumps(theirs["units"][found]))
+            moves = [(source, out)]
+            if move is not None and move[0] != move[1]:
+                if move[1].exists():
+                    shutil.rmtree(move[1])
+                shutil.copytree(move[0], move[1])
+                moves.insert(0, move)
+            value = _moved(value, moves)
+            kind, parts = key.split("|")[0], key.split("|")
             if kind == "build" and config.get("diversity") and evaluated(config, parts[1]) and "diversity" not in value:
                 from .perceptual import class_diversity
                 from .synset import load_synset
 
                 value["diversity"] = class_diversity(load_synset(value["synset"]))
             value["reused_from"] = str(cell_file(source, found))
+            if kind == "build":
+                value["reused_digest"] = _digest(theirs["units"][found])
             cell = json.loads(cell_file(source, found).read_text()) if cell_file(source, found).is_file() else {}
             write_json_atomic({"cell": key, **value, "config": config,
                                "versions": cell.get("versions", library_versions()),
                                "machine": cell.get("machine", theirs.get("machine", machine()))}, cell_file(out, key))
-            units[key] = value
+            with locked(out / "bench.json", initial) as results:
+                results["units"][key] = value
+                results["claims"].pop(key, None)
             taken.append(key)
-        write_outputs(config, out, results)
+    finally:
+        with locked(out / "bench.json", initial) as results:
+            for key, _, _ in plan:
+                if results["claims"].get(key) == me:
+                    del results["claims"][key]
+            write_outputs(config, out, results)
     return taken
 
 

@@ -351,3 +351,23 @@ def test_only_runs_the_cells_matching_any_of_its_texts(tmp_path):
     config, out = check_config(dict(TINY)), tmp_path / "o"
     assert run_bench(config, out, only=["build|random", "eval|random"], progress=False) == 2
     assert sorted(_files(out)) == ["build-random-1-0.json", "eval-random-1-0-convnet-0.json"]
+
+
+def test_reuse_copies_setup_outputs_and_rewrites_relative_paths(tmp_path, monkeypatch):
+    from genprior.bench import reuse
+
+    monkeypatch.chdir(tmp_path)
+    teacher = ["teacher", "--dataset", "digits", "--epochs", "1"]
+    first = check_config({**TINY, "setup": {"t": [*teacher, "--out", "{out}/t"], "shared": [*teacher, "--out", "common"]},
+                          "methods": {"random": {"baseline": "random"}}})
+    run_bench(first, Path("a"), progress=False)
+    second = check_config({**first, "name": "second"})
+    assert reuse(second, Path("b"), Path("a")) == cells(second)  # every cell, the setup steps too
+    assert (tmp_path / "b" / "t" / "teacher.json").is_file() and (tmp_path / "a" / "t" / "teacher.json").is_file()
+    assert (tmp_path / "common" / "teacher.json").is_file()  # a folder outside both is shared, not copied away
+    built = json.loads((tmp_path / "b" / "cells" / "build-random-1-0.json").read_text())
+    assert built["synset"].startswith("b/sets/random-ipc1-s0") and " b/sets/random-ipc1-s0 " in built["command"]
+    # a setup step with other settings is another step: neither it nor what reads it is taken
+    third = check_config({**first, "name": "third", "setup": {"t": [*teacher[:-1], "2", "--out", "{out}/t"],
+                                                             "shared": first["setup"]["shared"]}})
+    assert "setup|t" not in reuse(third, Path("c"), Path("a"))
