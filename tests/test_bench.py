@@ -297,6 +297,8 @@ def test_bad_method_entries_are_one_line(method, message):
     # the generator table: 3 generators + 2 prior-sample rows + random + pixel DM + the main job, IPC 1/10/50,
     # with pool; 3 trainings; build-only generate at IPC 10 and 1,000 for the flat-memory check
     ("generator_table_mnist5k.json", 8 * 3 * (1 + 3 + 6) + 3 + 2),
+    # the training-free selections relaxed toward diversity on the DiT: 7 rows x (build + 3 ConvNets) + the surrogate
+    ("sampling_dit_relaxed_mnist5k_ipc10_convnet.json", 7 * (1 + 3) + 1),
 ])
 def test_the_projects_tables_are_configs_of_bench(name, count):
     from genprior.bench import load_config
