@@ -41,8 +41,14 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
                         help="the AutoencoderKL folder written at the end, with quality.json and reconstructions.png")
     add_loop_args(parser, max_steps=5000, learning_rate=1e-3)
     parser.add_argument("--kl_weight", type=float, default=1e-6)
+    parser.add_argument("--measure_images", type=int, default=0,
+                        help="measure the scaling factor and the test reconstruction on the first N images of "
+                             "each split (default 0: all of them)")
     parser.set_defaults(lr_warmup_steps=200, ema_max_decay=0.999)
-    return finish_args(parser.parse_args(argv))
+    args = finish_args(parser.parse_args(argv))
+    if args.measure_images < 0:
+        parser.error(f"--measure_images is a number of images, 0 for all of them; got {args.measure_images}")
+    return args
 
 
 def build_vae(channels: int = 1) -> AutoencoderKL:
@@ -90,10 +96,11 @@ def main(args: argparse.Namespace) -> None:
     run = train(args, accelerator, Autoencoding(vae), AutoencoderKL, loss_of, len(pixels), DATA)
     if accelerator.is_main_process:
         final = run["model"].vae
-        _, train_latents = reconstruction(final, pixels.to(accelerator.device))
+        n = args.measure_images or None
+        _, train_latents = reconstruction(final, pixels[:n].to(accelerator.device))
         final.register_to_config(scaling_factor=float(1.0 / train_latents.std()))
         test = load_dataset(DATASET, "test")
-        test_pixels = (test.denormalize(test.images) * 2 - 1).to(accelerator.device)
+        test_pixels = (test.denormalize(test.images[:n]) * 2 - 1).to(accelerator.device)
         recon, _ = reconstruction(final, test_pixels)
         mse = float(((recon.clamp(-1, 1) - test_pixels) / 2).pow(2).mean())  # in [0, 1] pixel units
         final.save_pretrained(args.output_dir, safe_serialization=True)
@@ -102,7 +109,7 @@ def main(args: argparse.Namespace) -> None:
         write_json_atomic({"test_mse": mse, "test_psnr_db": float(-10 * torch.log10(torch.tensor(mse))),
                            "latent_shape": list(train_latents.shape[1:]),
                            "scaling_factor": float(final.config.scaling_factor),
-                           "test": f"{DATASET} test split ({len(test)} images)"}, args.output_dir / "quality.json")
+                           "test": f"{DATASET} test split ({len(test_pixels)} images)"}, args.output_dir / "quality.json")
         write_json_atomic({"command": shlex.join(["python", *sys.argv]), "steps": run["steps"],
                            "batch_size": args.batch_size, "time_s": run["time_s"],
                            "seconds_per_step": run["seconds_per_step"], "final_loss": run["final_loss"],

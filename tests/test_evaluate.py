@@ -9,7 +9,7 @@ from genprior.errors import GenpriorError, UnknownNameError
 from genprior.evaluate import PROTOCOLS, Protocol, evaluate_synset, train_net, with_counts
 from genprior.nets import create_net
 
-from conftest import make_synset
+from conftest import make_synset, subset
 
 TINY = Protocol("tiny", epochs=2, lr_drop_epoch=1, num_models=2)
 
@@ -176,7 +176,7 @@ def test_pgd_robust_accuracy_beside_clean_accuracy(digits, tmp_path, monkeypatch
     import genprior.evaluate as ev
     from genprior.evaluate import PGDAttack, robust_accuracy
 
-    train, test = digits
+    train, test = digits[0], subset(digits[1], 15)  # 150 test images: the attacks are the cost
     s = random_real(train, ipc=5, seed=0)
     # one trained network: a tiny budget barely moves its accuracy, a large one breaks it
     torch.manual_seed(0)

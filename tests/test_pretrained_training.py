@@ -13,6 +13,7 @@ from genprior.priors.load import load_prior
 def _vae(tmp_path, name, steps, resume=False):
     args = train_vae.parse_args(["--output_dir", str(tmp_path / name), "--checkpoint_dir", str(tmp_path / "ck"),
                                  "--max_steps", str(steps), "--batch_size", "8", "--checkpointing_steps", "2",
+                                 "--measure_images", "64",  # the whole splits' encoding is the cost
                                  *(["--resume_from_checkpoint", "latest"] if resume else [])])
     train_vae.main(args)
     return load_file(str(tmp_path / name / "diffusion_pytorch_model.safetensors"))
