@@ -914,6 +914,30 @@ def reuse(config: Dict[str, Any], out: Path, source: Path) -> List[str]:
     return taken
 
 
+def remeasure_diversity(config: Dict[str, Any], out: Path) -> List[str]:
+    """``--diversity``: measure the LPIPS diversity of every finished set again, with today's
+    metric (after it changed, e.g. the random-backbone fallback became seeded), in the results
+    and the cell files; the sets themselves are not rebuilt. Returns the builds measured."""
+    from .perceptual import class_diversity, lpips_metric
+    from .synset import load_synset
+
+    if not config.get("diversity"):
+        raise GenpriorError(f"config {config['name']!r} does not measure diversity; add \"diversity\": true")
+    metric, info = lpips_metric("alex")
+    with locked(out / "bench.json", lambda: {"units": {}, "claims": {}}) as results:
+        sets = {k: u["synset"] for k, u in results["units"].items() if k.startswith("build|") and "diversity" in u}
+    # measured outside the lock (a lane may be running beside) and written under it again
+    measured = {k: class_diversity(load_synset(path), metric, info) for k, path in sets.items()}
+    with locked(out / "bench.json", lambda: {"units": {}, "claims": {}}) as results:
+        for k, value in measured.items():
+            if k in results["units"]:
+                results["units"][k]["diversity"] = value
+                cell = json.loads(cell_file(out, k).read_text())
+                write_json_atomic({**cell, "diversity": value}, cell_file(out, k))
+        write_outputs(config, out, results)
+    return sorted(measured)
+
+
 def forget(config: Dict[str, Any], out: Path, text: str) -> List[str]:
     """``--redo``: forget the finished cells whose key holds ``text``, with their files."""
     keys = [k for k in cells(config) if text in k]

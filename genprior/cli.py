@@ -532,7 +532,7 @@ def cmd_teacher(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .bench import forget, load_config, reuse, run_bench, write_outputs
+    from .bench import forget, load_config, remeasure_diversity, reuse, run_bench, write_outputs
     from .lanes import locked
 
     config = load_config(args.config)
@@ -543,6 +543,10 @@ def cmd_bench(args) -> None:
     if args.redo:
         gone = forget(config, out, args.redo)
         print(f"forgot {len(gone)} finished cell(s) matching {args.redo!r}: {', '.join(gone) or 'none'}")
+        return
+    if args.diversity:
+        measured = remeasure_diversity(config, out)
+        print(f"measured the diversity of {len(measured)} finished set(s) again; {out / 'leaderboard.md'} rewritten")
         return
     for source in args.reuse or []:
         taken = reuse(config, out, Path(source))
@@ -971,6 +975,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable. Its builds are trusted to come from today's code and priors: --redo a row "
                         "whose method or prior changed since")
     p.add_argument("--table", action="store_true", help="only rewrite the leaderboard and plots")
+    p.add_argument("--diversity", action="store_true",
+                   help="measure the LPIPS diversity of every finished set again with today's metric (the sets "
+                        "are not rebuilt), rewrite the leaderboard, then stop")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("push", help="upload a synthetic set, a prior or a trained generator to the Hugging Face hub, "

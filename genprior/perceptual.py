@@ -6,8 +6,8 @@ features of an ImageNet-trained backbone (AlexNet by default) weighted by learne
 layers, which the package ships. The backbone's ImageNet weights are torchvision's: genprior
 never downloads them, so the real metric runs where they are in the torch cache
 (``$TORCH_HOME/hub/checkpoints``, e.g. ``alexnet-owt-7be5be79.pth``); elsewhere, when a
-fallback is allowed, the backbone is randomly initialised (``pnet_rand=True``): a fixed
-random-feature distance, not the published metric, and every output that uses it says so
+fallback is allowed, the backbone is randomly initialised (``pnet_rand=True``) from a fixed
+seed: one random-feature distance everywhere, not the published metric, and every output that uses it says so
 (``weights``).
 
 ``class_diversity`` is the mean pairwise LPIPS distance within each class of a set, the
@@ -30,6 +30,8 @@ from .errors import GenpriorError
 #: LPIPS backbones and the torchvision weights file each needs in the torch cache
 BACKBONES = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "SqueezeNet1_1_Weights"}
 MIN_SIZE = 64
+#: the seed the random-backbone fallback is drawn from: the same distance in every process
+RANDOM_BACKBONE_SEED = 0
 
 
 def backbone_weights_file(backbone: str) -> Path:
@@ -56,14 +58,17 @@ def lpips_metric(backbone: str = "alex", allow_fallback: bool = True,
     if not real and not allow_fallback:
         raise GenpriorError(f"LPIPS ({backbone}) needs its ImageNet backbone weights at {weights}; copy that file "
                             "there (genprior never downloads), or allow the random-backbone fallback")
-    # torchvision's deprecation notes about LPIPS's loading are silenced; a random backbone's draws
-    # leave the caller's random-number stream where it was
+    # torchvision's deprecation notes about LPIPS's loading are silenced; a random backbone is drawn
+    # from a fixed seed, so every process and every row of a table measures with the same one, and
+    # its draws leave the caller's random-number stream where it was
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.simplefilter("ignore")
+        torch.manual_seed(RANDOM_BACKBONE_SEED)
         model = lpips.LPIPS(net=backbone, pretrained=True, pnet_rand=not real, verbose=False)
     model = model.eval().requires_grad_(False).to(device)
     info = {"metric": "lpips", "backbone": backbone,
-            "weights": "imagenet" if real else f"random (pnet_rand=True: {weights.name} is not in the torch cache)"}
+            "weights": "imagenet" if real else (f"random, seed {RANDOM_BACKBONE_SEED} (pnet_rand=True: {weights.name} "
+                                                "is not in the torch cache)")}
     return model, info
 
 

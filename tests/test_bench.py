@@ -141,6 +141,21 @@ def test_diversity_is_measured_on_every_built_set(tmp_path):
     row = next(line for line in board.splitlines() if "| random |" in line)
     assert div["metric"] == "lpips" and div["mean"] > 0 and len(div["per_class"]) == 10
     assert "| LPIPS diversity |" in board and f"| {div['mean']:.4f} |" in row and "backbone alex, weights" in board
+    # --diversity measures the finished sets again with today's metric, in the results and the cells
+    from genprior.bench import remeasure_diversity
+    from genprior.lanes import locked
+
+    stale = {**div, "mean": 9.0, "weights": "an older metric"}
+    with locked(out / "bench.json", dict) as results:
+        results["units"]["build|random|2|0"]["diversity"] = stale
+    cell = json.loads((out / "cells" / "build-random-2-0.json").read_text())
+    (out / "cells" / "build-random-2-0.json").write_text(json.dumps({**cell, "diversity": stale}))
+    assert remeasure_diversity(config, out) == ["build|random|2|0"]
+    again = json.loads((out / "cells" / "build-random-2-0.json").read_text())
+    assert again["diversity"] == div and again["synset"] == cell["synset"]
+    assert f"| {div['mean']:.4f} |" in (out / "leaderboard.md").read_text()
+    with pytest.raises(GenpriorError, match="does not measure diversity"):
+        remeasure_diversity({**config, "diversity": False}, out)
 
 
 def test_scores_need_random_real_images():

@@ -20,12 +20,27 @@ def _set(images01, labels):
 
 def test_without_cached_weights_the_fallback_is_stated_or_refused(no_cached_weights):
     metric, info = lpips_metric("alex")
-    assert info["backbone"] == "alex" and info["weights"].startswith("random (pnet_rand=True")
+    assert info["backbone"] == "alex" and info["weights"].startswith("random, seed 0 (pnet_rand=True")
     assert "alexnet-owt-7be5be79.pth" in info["weights"]
     with pytest.raises(GenpriorError, match="needs its ImageNet backbone weights at .*alexnet-owt-7be5be79.pth"):
         lpips_metric("alex", allow_fallback=False)
     with pytest.raises(GenpriorError, match="unknown LPIPS backbone"):
         backbone_weights_file("resnet")
+
+
+def test_the_random_backbone_is_the_same_in_every_process_and_leaves_the_callers_stream(no_cached_weights):
+    """The fallback is one fixed distance: whatever ran before (the caller's random state), the
+    same backbone, so diversity figures of a table's rows, made in different processes, compare."""
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    distances = []
+    for state in (0, 123):
+        torch.manual_seed(state)
+        metric, _ = lpips_metric("alex")
+        after = torch.rand(1)
+        torch.manual_seed(state)
+        assert torch.equal(after, torch.rand(1))  # the caller's stream is where it was
+        distances.append(metric(x[:1], x[1:]))
+    assert torch.equal(distances[0], distances[1])
 
 
 def test_diversity_is_zero_for_copies_and_grows_with_differences(no_cached_weights):
@@ -86,7 +101,7 @@ def test_gan_inversion_takes_an_lpips_term_and_the_run_records_which_metric(tmp_
                         invert_steps=2, invert_lpips=1.0)
     synset = LatentDistiller(cfg, tmp_path / "run", progress=False).run()
     recorded = json.loads((tmp_path / "run" / "inversion.json").read_text())
-    assert recorded["lpips_weight"] == 1.0 and recorded["weights"].startswith("random (pnet_rand=True")
+    assert recorded["lpips_weight"] == 1.0 and recorded["weights"].startswith("random, seed 0 (pnet_rand=True")
     assert recorded["reconstruction"]["mse"] > 0 and recorded["reconstruction"]["lpips"] > 0
     assert synset.config["inversion"] == recorded
     assert json.loads((tmp_path / "run" / "synset" / "meta.json").read_text())["config"]["inversion"] == recorded
