@@ -7,8 +7,8 @@ layers, which the package ships. The backbone's ImageNet weights are torchvision
 never downloads them, so the real metric runs where they are in the torch cache
 (``$TORCH_HOME/hub/checkpoints``, e.g. ``alexnet-owt-7be5be79.pth``); elsewhere, when a
 fallback is allowed, the backbone is randomly initialised (``pnet_rand=True``) from a fixed
-seed: one random-feature distance everywhere, not the published metric, and every output that uses it says so
-(``weights``).
+seed: one random-feature distance everywhere, not the published metric, and every output
+that uses it says so (``weights``).
 
 ``class_diversity`` is the mean pairwise LPIPS distance within each class of a set, the
 diversity figure generative condensation papers report beside accuracy. Images smaller
