@@ -914,6 +914,11 @@ def reuse(config: Dict[str, Any], out: Path, source: Path) -> List[str]:
     return taken
 
 
+def empty_results() -> dict:
+    """What a benchmark folder's ``bench.json`` holds before its first cell."""
+    return {"units": {}, "claims": {}}
+
+
 def remeasure_diversity(config: Dict[str, Any], out: Path) -> List[str]:
     """``--diversity``: measure the LPIPS diversity of every finished set again, with today's
     metric (after it changed, e.g. the random-backbone fallback became seeded), in the results
@@ -924,11 +929,11 @@ def remeasure_diversity(config: Dict[str, Any], out: Path) -> List[str]:
     if not config.get("diversity"):
         raise GenpriorError(f"config {config['name']!r} does not measure diversity; add \"diversity\": true")
     metric, info = lpips_metric("alex")
-    with locked(out / "bench.json", lambda: {"units": {}, "claims": {}}) as results:
+    with locked(out / "bench.json", empty_results) as results:
         sets = {k: u["synset"] for k, u in results["units"].items() if k.startswith("build|") and "diversity" in u}
     # measured outside the lock (a lane may be running beside) and written under it again
     measured = {k: class_diversity(load_synset(path), metric, info) for k, path in sets.items()}
-    with locked(out / "bench.json", lambda: {"units": {}, "claims": {}}) as results:
+    with locked(out / "bench.json", empty_results) as results:
         for k, value in measured.items():
             if k in results["units"]:
                 results["units"][k]["diversity"] = value
@@ -955,4 +960,4 @@ def forget(config: Dict[str, Any], out: Path, text: str) -> List[str]:
             paths.append(out / "state" / key.replace("|", "-"))
         return paths
 
-    return redo(out / "bench.json", lambda: {"units": {}, "claims": {}}, keys, artifacts)
+    return redo(out / "bench.json", empty_results, keys, artifacts)

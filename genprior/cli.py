@@ -532,7 +532,7 @@ def cmd_teacher(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .bench import forget, load_config, remeasure_diversity, reuse, run_bench, write_outputs
+    from .bench import empty_results, forget, load_config, remeasure_diversity, reuse, run_bench, write_outputs
     from .lanes import locked
 
     config = load_config(args.config)
@@ -552,7 +552,7 @@ def cmd_bench(args) -> None:
         taken = reuse(config, out, Path(source))
         print(f"took {len(taken)} finished cell(s) from {source}" + (f": {', '.join(taken)}" if taken else ""))
     if args.table:
-        with locked(out / "bench.json", lambda: {"units": {}, "claims": {}}) as results:
+        with locked(out / "bench.json", empty_results) as results:
             write_outputs(config, out, results)
     else:
         failures: List[str] = []
