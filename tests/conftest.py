@@ -1,3 +1,5 @@
+import socket
+
 import pytest
 import torch
 
@@ -33,3 +35,18 @@ def subset(data: RealData, per_class: int) -> RealData:
     """The first ``per_class`` images of every class: cheap real data for tests."""
     idx = torch.cat([data.indices_of_class(c)[:per_class] for c in range(data.num_classes)])
     return RealData(data.name, data.split, data.images[idx], data.labels[idx], data.mean, data.std, data.class_names)
+
+
+def accelerate_launch(num_processes: int = 2) -> list[str]:
+    """The ``accelerate launch`` command line for CPU processes joined with gloo, on a free port:
+    test workers running side by side (``pytest -n``) must not meet on accelerate's default port."""
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # --multi_gpu starts the processes through torchrun; genprior joins them with gloo on a CPU
+    # (accelerate's --cpu flag would start one process only)
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
+            "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
+            "-m", "genprior"]

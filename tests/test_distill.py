@@ -11,6 +11,7 @@ from genprior.distill import DistillConfig, LatentDistiller, distill, export_run
 from genprior.distill.common import latest_checkpoint
 from genprior.errors import GenpriorError, UnknownNameError
 from genprior.synset import load_synset
+from conftest import accelerate_launch
 
 TINY = DistillConfig(dataset="digits", prior="pixel", loss="dm", ipc=2, iterations=4, init="random", lr=1.0,
                      batch_real=16, checkpoint_every=2, log_every=1,
@@ -209,10 +210,7 @@ def test_two_processes_write_one_set_equal_to_one_process(tmp_path, loss):
             "--init", "random", "--lr", "1", "--batch-real", "8", "--loss-option", 'net_options={"width": 8}',
             "--no-evaluate"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # --multi_gpu starts the processes through torchrun; genprior joins them with gloo on a CPU
-    # (accelerate's --cpu flag would start one process only)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genprior"]
+    cmd = accelerate_launch(2)
     done = subprocess.run(cmd + args + ["--output-dir", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     single = subprocess.run([sys.executable, "-m", "genprior"] + args + ["--output-dir", str(tmp_path / "one")],

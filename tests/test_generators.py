@@ -13,6 +13,7 @@ from genprior.generate import generate_set
 from genprior.generators.train import GeneratorConfig, GeneratorTrainer, train_generator
 from genprior.priors.load import load_prior
 from genprior.priors.stylegan import StyleGAN2Generator, StyleGANPrior
+from conftest import accelerate_launch
 
 DIGITS_MEAN, DIGITS_STD = (0.3060,), (0.3252,)
 
@@ -295,13 +296,11 @@ def test_two_processes_train_one_generator(tmp_path, tiny_prior):
     finishes with one generator."""
     import os
     import subprocess
-    import sys
 
     args = ["train", "--dataset", "digits", "--prior", str(tiny_prior), "--method", "dim", "--iterations", "2",
             "--batch-size", "4", "--method-option", "pool=convnet", "--method-option", 'pool_net_options={"width": 8}',
             "--method-option", "pool_steps=1", "--method-option", "d_warmup=1", "--log-every", "1", "--no-evaluate"]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "genprior"]
+    cmd = accelerate_launch(2)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd + args + ["--output-dir", str(tmp_path / "two")], env=env, capture_output=True, text=True,
                           timeout=300)
