@@ -314,6 +314,8 @@ def test_bad_method_entries_are_one_line(method, message):
     ("generator_table_mnist5k.json", 8 * 3 * (1 + 3 + 6) + 3 + 2),
     # the training-free selections relaxed toward diversity on the DiT: 7 rows x (build + 3 ConvNets) + the surrogate
     ("sampling_dit_relaxed_mnist5k_ipc10_convnet.json", 7 * (1 + 3) + 1),
+    # IT-GAN with and without LPIPS in its inversion, beside random real and pixel DM: 3 seeds x (build + 3 ConvNets)
+    ("itgan_lpips_mnist5k.json", 4 * 3 * (1 + 3)),
 ])
 def test_the_projects_tables_are_configs_of_bench(name, count):
     from genprior.bench import load_config
