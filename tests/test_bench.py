@@ -210,7 +210,9 @@ def test_the_gpu_config_is_refused_at_once_without_a_gpu():
     with pytest.raises(GenpriorError, match="no CUDA device"):
         load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "gpu_paper_mnist5k.json"))
     assert len(cells(load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" /
-                                     "leaderboard_mnist5k.json")))) == 501
+                                     "leaderboard_mnist5k.json")))) == 5 + 27 * 2 * (1 + 9 + 3) + 4
+    # (setup steps; 27 methods x 2 IPCs x (build, 3 ConvNets + 6 pool networks, 3 no-augmentation ConvNets);
+    # the whole split, on 3 ConvNets, for the scores)
     # the training-free methods' benchmark: 11 methods x 3 IPCs x (3 ConvNet + 6 pool networks) + 2 setup steps
     sampling = load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" /
                                 "sampling_mnist5k.json"))
