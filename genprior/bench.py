@@ -814,7 +814,8 @@ def reuse(config: Dict[str, Any], out: Path, source: Path) -> List[str]:
     that cell's versions and machine. Cells are claimed while they are copied, as lanes claim
     theirs, so a lane running on this folder meanwhile does not compute them too. Builds match on
     their command only: a source whose recipe or prior changed since it ran is the caller's to
-    leave out (or ``--redo`` the row). Returns the keys taken."""
+    leave out (or ``--redo`` the row). An evaluation under a PGD attack also serves a table without
+    one (its clean accuracy came first, from the same network). Returns the keys taken."""
     import shutil
 
     from .lanes import _alive, _claim_id
@@ -836,6 +837,12 @@ def reuse(config: Dict[str, Any], out: Path, source: Path) -> List[str]:
         ident = cell_identity(other, k, same)
         if ident is not None:
             index.setdefault(ident, k)
+        if other.get("attack") and k.startswith("eval|"):
+            # an evaluation under attack measured clean accuracy first, on the same network, as one
+            # without: it also serves a table that asks no robust accuracy (not the other way)
+            weaker = cell_identity({**other, "attack": None}, k, same)
+            if weaker is not None:
+                index.setdefault(weaker, k)
 
     def folders(key: str, found: str) -> Optional[Tuple[Path, Path]]:
         """The folder a taken cell brings (theirs, ours), or None."""

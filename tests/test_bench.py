@@ -369,6 +369,22 @@ def test_reuse_takes_identically_computed_cells_from_another_benchmark(tmp_path)
         reuse(first, tmp_path / "d", tmp_path)
 
 
+def test_reuse_takes_attacked_evaluations_for_a_table_without_the_attack_not_back(tmp_path):
+    """An evaluation under PGD measured clean accuracy first, on the same network: a table without
+    the attack takes it; a table asking for the attack cannot take an evaluation that ran none."""
+    from genprior.bench import reuse
+
+    plain = {**TINY, "methods": {"random": {"baseline": "random"}}}
+    attacked, a = check_config({**plain, "attack": {"eps": 0.1, "steps": 1}}), tmp_path / "a"
+    run_bench(attacked, a, progress=False)
+    assert reuse(check_config({**plain, "name": "clean"}), tmp_path / "b", a) == ["build|random|1|0",
+                                                                                  "eval|random|1|0|convnet|0"]
+    clean = json.loads((tmp_path / "b" / "cells" / "eval-random-1-0-convnet-0.json").read_text())
+    assert clean["acc"] == json.loads((a / "cells" / "eval-random-1-0-convnet-0.json").read_text())["acc"]
+    # back the other way: the set is shared, its evaluation is not
+    assert reuse(check_config({**attacked, "name": "again"}), tmp_path / "c", tmp_path / "b") == ["build|random|1|0"]
+
+
 def test_only_runs_the_cells_matching_any_of_its_texts(tmp_path):
     config, out = check_config(dict(TINY)), tmp_path / "o"
     assert run_bench(config, out, only=["build|random", "eval|random"], progress=False) == 2
