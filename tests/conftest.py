@@ -1,4 +1,5 @@
 import socket
+import sys
 
 import pytest
 import torch
@@ -40,8 +41,6 @@ def subset(data: RealData, per_class: int) -> RealData:
 def accelerate_launch(num_processes: int = 2) -> list[str]:
     """The ``accelerate launch`` command line for CPU processes joined with gloo, on a free port:
     test workers running side by side (``pytest -n``) must not meet on accelerate's default port."""
-    import sys
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
