@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List
 
 import torch
-import torch.nn.functional as F
 
 from .data import RealData
 from .errors import GenpriorError
@@ -69,21 +68,14 @@ def whole_split(train: RealData, ipc: int = 0, seed: int = 0) -> SyntheticSet:
 
 def train_embedding_net(train: RealData, seed: int, epochs: int = EMBED_EPOCHS, device: str = "cpu") -> torch.nn.Module:
     """A ConvNet-3 trained for a few epochs on the real train split (no augmentation)."""
+    from .matching.dc import train_epochs
     from .nets import create_net
 
     torch.manual_seed(seed)
     net = create_net(EMBED_NET, train.channels, train.num_classes, train.resolution).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    gen = torch.Generator().manual_seed(seed)
-    net.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(train), generator=gen)
-        for start in range(0, len(train), EMBED_BATCH):
-            idx = order[start:start + EMBED_BATCH]
-            loss = F.cross_entropy(net(train.images[idx].to(device)), train.labels[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    train_epochs(net, opt, train.images.to(device), train.labels, epochs, EMBED_BATCH, None,
+                 torch.Generator().manual_seed(seed))
     return net.eval()
 
 

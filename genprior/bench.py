@@ -101,7 +101,8 @@ def load_config(path: Optional[str]) -> Dict[str, Any]:
     try:
         config = json.loads(p.read_text())
     except json.JSONDecodeError as e:
-        raise GenpriorError(f"{p} is not valid JSON ({e})") from None
+        raise GenpriorError(f"{p} is not valid JSON ({e}); fix it there (benchmarks/configs/ holds working "
+                            "examples)") from None
     return check_config(config)
 
 
@@ -339,7 +340,7 @@ def build_command(config: Dict[str, Any], method: str, ipc: int, seed: int, out:
     (``RUN/synset`` for a distillation, which is checkpointed in ``RUN``)."""
     spec = {"baseline": "whole"} if method == WHOLE else config["methods"][method]
     folder = set_dir(out, method, ipc, seed)
-    common = ["--dataset", config["dataset"], "--ipc", str(max(ipc, 1)), "--seed", str(seed)]
+    common = ["--dataset", config["dataset"], *([] if method == WHOLE else ["--ipc", str(ipc)]), "--seed", str(seed)]
     if config.get("data_root"):
         common += ["--data-root", config["data_root"]]
     if "baseline" in spec:

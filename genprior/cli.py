@@ -27,6 +27,23 @@ def _archs(values: List[str]) -> List[str]:
     return out
 
 
+#: the flags that only an evaluation reads, with their defaults: (dest, flag, default)
+EVAL_ONLY_FLAGS = (("archs", "--archs", ["convnet"]), ("protocol", "--protocol", "quick"), ("teacher", "--teacher", None),
+                   ("epochs", "--epochs", None), ("models", "--models", None), ("soft_labels", "--soft-labels", False),
+                   ("state_dir", "--state-dir", None), ("pgd", "--pgd", None), ("pgd_steps", "--pgd-steps", 10),
+                   ("diversity", "--diversity", False))
+
+
+def _refuse_eval_flags(args, why: str, fix: str, device: bool = False) -> None:
+    """Evaluation flags on a command that will not evaluate would be dropped without a word:
+    refuse them instead (``device``: ``--device`` too, where only the evaluation reads it)."""
+    flags = EVAL_ONLY_FLAGS + ((("device", "--device", "auto"),) if device else ())
+    given = [flag for dest, flag, default in flags if getattr(args, dest, default) != default]
+    if given:
+        raise GenpriorError(f"{' '.join(given)} {'sets' if len(given) == 1 else 'set'} the evaluation, which {why}: "
+                            f"{fix}")
+
+
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--archs", nargs="+", default=["convnet"],
                    help=f"networks to train on the set; '{POOL_ALIAS}' = the cross-architecture pool")
@@ -37,7 +54,8 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="override the protocol's epochs (the result is then labelled custom)")
     p.add_argument("--models", type=int, help="override the protocol's number of models per architecture")
     p.add_argument("--soft-labels", action="store_true", help="train on the set's soft labels")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]: where the evaluation runs (and where "
+                   "generate samples); distillation and generator training place themselves through accelerate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--state-dir", help="save each network's training state here every 10 epochs; "
                    "running the same command again resumes a killed evaluation")
@@ -302,16 +320,25 @@ def cmd_baseline(args) -> None:
     from .synset import save_synset
 
     BASELINES.entry(args.method)
-    _check_ipc(args.ipc)
+    if args.method == "whole":
+        if args.ipc is not None:
+            raise GenpriorError("the whole baseline takes every train image (the largest class-balanced part): "
+                                "drop --ipc")
+    elif args.ipc is None:
+        raise GenpriorError(f"the {args.method} baseline needs --ipc N (images per class)")
+    else:
+        _check_ipc(args.ipc)
     if args.evaluate:
         _check_eval_args(args)
+    else:
+        _refuse_eval_flags(args, "runs only with --evaluate", "pass --evaluate or drop them")
     out = Path(args.out_dir)
     if out.exists() and not args.overwrite:
         raise GenpriorError(f"{out} already exists; choose another directory or pass --overwrite")
     train = load_dataset(args.dataset, "train", root=args.data_root, resolution=args.resolution)
-    synset = make_baseline(args.method, train, args.ipc, seed=args.seed)
+    synset = make_baseline(args.method, train, args.ipc or 0, seed=args.seed)
     save_synset(synset, out, overwrite=args.overwrite)
-    print(f"wrote {args.method} IPC {args.ipc} on {args.dataset}: {out} (preview: {out / 'grid.png'})")
+    print(f"wrote {args.method} IPC {synset.ipc} on {args.dataset}: {out} (preview: {out / 'grid.png'})")
     if args.evaluate:
         _run_evaluation(synset, out, args)
 
@@ -349,6 +376,9 @@ def cmd_generate(args) -> None:
         raise GenpriorError("--option sets an option of a training-free method: pass --method too")
     if args.evaluate:
         _check_eval_args(args)
+    else:
+        _refuse_eval_flags(args, "runs only with --evaluate (a recipe: without --no-evaluate)",
+                           "ask for the evaluation or drop them")
     out = Path(args.out_dir)
     if out.exists() and not args.overwrite:
         raise GenpriorError(f"{out} already exists; choose another directory or pass --overwrite")
@@ -439,10 +469,9 @@ def recipe_command(argv=None) -> str:
     return " ".join(["python", str(shown), *(sys.argv[1:] if argv is None else argv)])
 
 
-def default_run_dir(cfg, resume: bool) -> Path:
-    """``runs/<method>-<prior>-<dataset>-ipc<N>``; a new run takes the first free ``-K``
-    suffix so that re-running a command never collides, and ``--resume`` continues the newest."""
-    base = Path("runs") / f"{cfg.method or cfg.loss}-{Path(cfg.prior).name}-{cfg.dataset}-ipc{cfg.ipc}"
+def default_run_dir(base: Path, resume: bool) -> Path:
+    """``base`` (``runs/<method>-<prior>-<dataset>[-ipc<N>]``) or, for a new run, its first free
+    ``-K`` suffix, so that re-running a command never collides; ``resume`` continues the newest."""
     taken = [base] + sorted(base.parent.glob(base.name + "-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])
                             if p.name.rsplit("-", 1)[1].isdigit() else -1)
     taken = [p for p in taken if p.exists()]
@@ -465,12 +494,15 @@ def run_distill(args, defaults: Optional[dict] = None, command: str = "") -> Non
     check_config(cfg)
     if not args.no_evaluate:
         _check_eval_args(args)  # a typo in --protocol or --archs fails now, not after the distillation
+    else:
+        _refuse_eval_flags(args, "--no-evaluate skips", "drop them or --no-evaluate", device=True)
     if args.output_dir:
         out = Path(args.output_dir)
     elif args.resume and args.resume != "latest":
         out = Path(args.resume).parent.parent  # RUN/checkpoints/step-N continues in RUN
     else:
-        out = default_run_dir(cfg, resume=bool(args.resume))
+        out = default_run_dir(Path("runs") / f"{cfg.method or cfg.loss}-{Path(cfg.prior).name}-{cfg.dataset}"
+                                             f"-ipc{cfg.ipc}", resume=bool(args.resume))
     resolve_resume(out, args.resume)  # before the data and the prior are loaded
     distiller = LatentDistiller(cfg, out)
     synset = distiller.run(resume=args.resume)
@@ -626,14 +658,14 @@ def run_train(args, defaults: Optional[dict] = None, command: str = "") -> None:
     _check_ipc(args.ipc)
     if not args.no_evaluate:
         _check_eval_args(args)
+    else:
+        _refuse_eval_flags(args, "--no-evaluate skips", "drop them or --no-evaluate", device=True)
     if args.output_dir:
         out = Path(args.output_dir)
     elif args.resume and args.resume != "latest":
         out = Path(args.resume).parent.parent
     else:
-        base = Path("runs") / f"{cfg.method}-{Path(cfg.prior).name}-{cfg.dataset}"
-        out = base if args.resume or not base.exists() else next(
-            base.with_name(f"{base.name}-{k}") for k in range(2, 10**6) if not base.with_name(f"{base.name}-{k}").exists())
+        out = default_run_dir(Path("runs") / f"{cfg.method}-{Path(cfg.prior).name}-{cfg.dataset}", bool(args.resume))
     resolve_resume(out, args.resume)
     trainer = GeneratorTrainer(cfg, out)
     generator_dir = trainer.run(resume=args.resume)
@@ -777,7 +809,7 @@ def run_generator_recipe(description: str, defaults: dict, argv=None) -> None:
 MAIN_JOB = {"dataset": "mnist5k", "prior": "mnist5k-stylegan", "loss": "dm", "ipc": 10, "iterations": 100}
 #: ... and, when neither --prior nor --loss is given, how it starts and moves: w+ inverted from
 #: real images (200 steps, as IT-GAN's start) and Adam at 0.01. From GLaD's random start with SGD
-#: it ends below 10 random real images per class (94.6 against 95.7 %, README "Quickstart").
+#: it ends below 10 random real images per class (94.6 against 95.7 %, README "Results so far").
 MAIN_JOB_START = {"method": "glad-dm", "init": "invert", "invert_steps": 200, "optimizer": "adam", "lr": 0.01}
 
 
@@ -886,7 +918,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("baseline", help="write a baseline set (random, herding, kcenter)")
     p.add_argument("method")
     p.add_argument("out_dir")
-    p.add_argument("--ipc", type=int, required=True, help="images per class")
+    p.add_argument("--ipc", type=int, help="images per class (not for whole, which takes the whole train split)")
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--resolution", type=int, help="image size for datasets that take one (imagefolder, ImageNet subsets)")
     p.add_argument("--overwrite", action="store_true")
@@ -933,7 +965,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("method")
     p.add_argument("prior")
     p.add_argument("out_dir")
-    p.add_argument("--ipc", type=int, required=True, help="images per class")
+    p.add_argument("--ipc", type=int, help="images per class (not for whole, which takes the whole train split)")
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method option, e.g. strength=0.5")
     p.add_argument("--prior-option", action="append", metavar="KEY=VALUE",

@@ -26,6 +26,7 @@ from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset, pil_loader
 
 from .errors import DataNotFoundError, GenpriorError
+from .images import resize_images
 from .registry import Registry
 
 DATASETS = Registry("dataset")
@@ -207,12 +208,6 @@ def _data_root(root: Union[str, os.PathLike, None], name: str) -> Path:
     return found
 
 
-def _resize(x01: torch.Tensor, resolution: Optional[int]) -> torch.Tensor:
-    if resolution is None or resolution == x01.shape[-1]:
-        return x01
-    return F.interpolate(x01, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-
-
 def _normalise(x01: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -234,7 +229,7 @@ def _splits(
         out[split] = RealData(
             name=name,
             split=split,
-            images=_normalise(_resize(x01, resolution), mean, std).contiguous(),
+            images=_normalise(resize_images(x01, resolution), mean, std).contiguous(),
             labels=torch.as_tensor(labels, dtype=torch.int64),
             mean=tuple(mean),
             std=tuple(std),

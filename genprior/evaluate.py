@@ -607,6 +607,7 @@ def evaluate_synset(
         "method": synset.method,
         "prior": synset.prior,
         "ipc": synset.ipc,
+        "test_images": [len(test), test.resolution],  # the test split as the networks saw it
         "protocol": asdict(proto),
         "dsa_strategy": dsa.strategy if dsa is not None else None,
         "soft_labels": soft_labels,

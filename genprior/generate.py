@@ -17,11 +17,11 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .data import RealData
 from .distill.common import MIXED_PRECISION, check_device, check_fit, compute_dtype, derive_seed
 from .errors import GenpriorError
+from .images import resize_images
 from .priors.base import Latents, Prior
 from .progress import progress_bar
 from .synset import SyntheticSet
@@ -80,9 +80,7 @@ def generate_set(prior: Prior, real: RealData, ipc: int, seed: int = 0, space: O
             hi = min(lo + chunk_size, len(labels))
             latents = image_latents(prior, prior_labels[lo:hi], labels[lo:hi].tolist(), index[lo:hi].tolist(), seed, space)
             out = prior.decode({k: v.to(dev) for k, v in latents.items()}, prior_labels[lo:hi].to(dev)).float()
-            if out.shape[-1] != real.resolution:
-                out = F.interpolate(out, size=real.resolution, mode="bilinear", antialias=True, align_corners=False)
-            images[lo:hi] = out.cpu()
+            images[lo:hi] = resize_images(out, real.resolution).cpu()
             bar.update(hi - lo)
     bar.close()
     card = prior.describe()

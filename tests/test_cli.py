@@ -38,12 +38,31 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys, monkeypatch):
     assert "GENPRIOR_DATA" in _error(capsys, ["baseline", "random", str(tmp_path / "d"), "--ipc", "1", "--dataset", "cifar10"])
 
 
+def test_evaluation_flags_without_an_evaluation_are_refused_not_dropped(tmp_path, capsys):
+    err = _error(capsys, ["baseline", "random", str(tmp_path / "a"), "--ipc", "1", "--archs", "pool"])
+    assert "--archs" in err and "--evaluate" in err
+    err = _error(capsys, ["baseline", "random", str(tmp_path / "a"), "--ipc", "1", "--pgd", "0.1", "--diversity"])
+    assert "--pgd --diversity set the evaluation" in err
+    err = _error(capsys, ["distill", "--no-evaluate", "--device", "cpu", "--output-dir", str(tmp_path / "r")])
+    assert "--device" in err and "--no-evaluate" in err
+    err = _error(capsys, ["generate", "mnist5k-stylegan", str(tmp_path / "g"), "--ipc", "1", "--protocol", "paper"])
+    assert "--protocol" in err
+    assert not any((tmp_path / d).exists() for d in ("a", "r", "g"))
+
+
+def test_the_whole_baseline_takes_no_ipc_and_the_others_need_one(tmp_path, capsys):
+    assert "drop --ipc" in _error(capsys, ["baseline", "whole", str(tmp_path / "w"), "--ipc", "10", "--dataset", "digits"])
+    assert "needs --ipc" in _error(capsys, ["baseline", "random", str(tmp_path / "r"), "--dataset", "digits"])
+    assert main(["baseline", "whole", str(tmp_path / "w"), "--dataset", "digits"]) == 0
+    assert "wrote whole IPC" in capsys.readouterr().out
+
+
 def test_default_run_dirs_never_collide(tmp_path, monkeypatch):
+    """distill and train share it: a new run never overwrites an old one, --resume latest takes the newest."""
     from genprior.cli import default_run_dir
-    from genprior.distill import DistillConfig
 
     monkeypatch.chdir(tmp_path)
-    cfg = DistillConfig(method="glad-dm")
+    cfg = Path("runs/glad-dm-mnist5k-stylegan-mnist5k-ipc10")
     first = default_run_dir(cfg, resume=False)
     assert first == Path("runs/glad-dm-mnist5k-stylegan-mnist5k-ipc10")
     first.mkdir(parents=True)
@@ -143,6 +162,11 @@ def test_baseline_at_another_resolution_evaluates(tmp_path):
     assert main(["baseline", "random", str(out), "--ipc", "1", "--dataset", "digits", "--resolution", "32"]) == 0
     assert load_synset(out).resolution == 32
     assert main(["evaluate", str(out), "--epochs", "1", "--models", "1", "--device", "cpu"]) == 0
+    from genprior.data import load_dataset
+
+    report = json.loads((out / "eval_quick-custom_convnet.json").read_text())
+    assert report["test_images"] == [len(load_dataset("digits", "test")), 32]  # the test split read at the set's size
+    assert 0 <= report["results"]["convnet"]["mean"] <= 1
 
 
 def test_distill_at_a_chosen_resolution_then_evaluates(tmp_path, monkeypatch, capsys):

@@ -370,3 +370,19 @@ def test_bad_split():
         load_dataset("digits", "val")
     message = _one_line_error(err)
     assert "'train'" in message and "'test'" in message
+
+
+def test_one_resize_for_every_size_change():
+    """genprior.images.resize_images: antialiased bilinear, a no-op (the same tensor) at the size
+    already or for None; the run's decode-to-data resize and the export's are this one."""
+    import torch.nn.functional as F
+
+    from genprior.images import resize_images
+
+    x = torch.rand(2, 1, 32, 32)
+    assert resize_images(x, 32) is x and resize_images(x, None) is x
+    small = resize_images(x, 28)
+    assert small.shape == (2, 1, 28, 28)
+    assert torch.equal(small, F.interpolate(x, size=(28, 28), mode="bilinear", antialias=True, align_corners=False))
+    assert not torch.equal(small, F.interpolate(x, size=(28, 28), mode="bilinear", antialias=False,
+                                                align_corners=False))

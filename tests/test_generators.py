@@ -346,7 +346,7 @@ def test_minimax_options_are_checked(tmp_path, tiny_diffusion):
 def test_a_latent_method_runs_on_a_trained_generator(tmp_path, tiny_prior):
     """GLaD-DM (latents of the trained generator, w+ space) on a DiM generator: the generator
     folder is a prior like any other."""
-    from genprior.distill import DistillConfig, distill
+    from genprior.distill import DistillConfig, LatentDistiller, distill, load_latents
 
     generator = train_generator(config(tiny_prior, iterations=1), tmp_path / "dim", progress=False)
     cfg = DistillConfig(dataset="digits", prior=str(generator), space="w+", loss="dm", ipc=1, iterations=3,
@@ -356,3 +356,8 @@ def test_a_latent_method_runs_on_a_trained_generator(tmp_path, tiny_prior):
     losses = [json.loads(l)["loss"] for l in (tmp_path / "glad" / "log.jsonl").read_text().splitlines()]
     assert synset.ipc == 1 and synset.prior == str(generator) and len(losses) == 3
     assert torch.isfinite(synset.images).all()
+    start = LatentDistiller(cfg, tmp_path / "start")  # the same seeded start, before any step
+    start.init_latents()
+    final, _, _ = load_latents(tmp_path / "glad")
+    assert set(final) == set(start.latents)
+    assert not torch.allclose(final["w+"], start.latents["w+"].detach())  # the steps moved the latents

@@ -155,7 +155,8 @@ def test_idc_stems_keep_the_map_sizes_of_minimax_diffusions_evaluators():
     for downsample in ("avgpool", "stride"):
         assert ResNet(3, 10, 224, (1, 1, 1, 1), downsample=downsample, stem="idc").stem(big).shape[-1] == 56
     torch.manual_seed(0)
-    conv = create_net("resnet18_idc", 3, 10, 32).stages[3][0].conv2  # 512 x 512 x 3 x 3
-    assert abs(float(conv.weight.detach().std()) - (2 / (9 * 512)) ** 0.5) < 1e-3
+    conv = create_net("resnet18_idc", 3, 10, 32).stages[1][0].conv1  # 64 -> 128, 3 x 3: fan-in and fan-out differ
+    assert conv.in_channels == 64 and conv.out_channels == 128
+    assert abs(float(conv.weight.detach().std()) - (2 / (9 * 128)) ** 0.5) < 1e-3  # fan-in would give 0.059
     with pytest.raises(GenpriorError, match="valid: cifar, idc"):
         ResNet(3, 10, 32, stem="imagenet")

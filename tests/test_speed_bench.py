@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -41,7 +42,9 @@ def test_gpu_check_runs_on_a_cpu_at_tiny_sizes(tmp_path):
         assert r["kind"] == "gpu-check" and r["device"] == "cpu" and r["memory"]
         assert r["net_calls"] > 0 and r["prior_calls"] > 0  # the floor replayed the network and the prior
         # timings only as numbers: their order is the benchmark's to report, not the test's
-        assert r["prior_floor_s"] > 0 and r["floor_s"] > 0 and r["throughput_vs_prior_floor"] > 0
-    assert rows[1]["bf16_speedup"] > 0 and rows[3]["bf16_speedup"] > 0
+        assert r["throughput_vs_prior_floor"] == pytest.approx(r["prior_floor_s"] / r["step_s"])
+        assert r["ratio"] == pytest.approx(r["step_s"] / r["floor_s"])
+    for fp32, bf16 in (rows[0:2], rows[2:4]):  # each bf16 row is timed against its own fp32 row
+        assert "bf16_speedup" not in fp32 and bf16["bf16_speedup"] == pytest.approx(fp32["step_s"] / bf16["step_s"])
     table = (tmp_path / "speed.md").read_text()
     assert "gpu-check-dm-stylegan16-ipc2-fp32" in table and "gpu-check-dm-diffusion16-ipc2-bf16" in table

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 
 from ..errors import GenpriorError
+from ..images import resize_images
 from ..synset import SyntheticSet, save_synset
 from .common import MIXED_PRECISION, compute_dtype, prior_for
 from .latent import DistillConfig, load_latents, method_name
@@ -45,8 +46,7 @@ def export_run(run_dir, out_dir: Optional[str] = None, chunk_size: int = 50, ove
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
         images = prior.decode({k: v.to(device) for k, v in latents.items()}, mapped[labels].to(device),
                               chunk_size=chunk_size).float().cpu()
-    if images.shape[-1] != real.resolution:
-        images = torch.nn.functional.interpolate(images, size=real.resolution, mode="bilinear", antialias=True)
+    images = resize_images(images, real.resolution)  # as the run's own _to_data_size
     synset = SyntheticSet(images=images, labels=labels, mean=real.mean, std=real.std, dataset=real.name,
                           class_names=real.class_names, method=method_name(cfg), prior=meta["prior"],
                           config={"distill": meta["config"], "space": meta["space"], "exported_from": str(run_dir),

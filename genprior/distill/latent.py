@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..data import check_resolution, load_dataset
 from ..errors import GenpriorError
+from ..images import resize_images
 from ..matching import MATCHERS, Matcher, create_matcher
 from ..priors.base import Latents
 from ..synset import SyntheticSet, save_synset, save_tensors_atomic, write_json_atomic
@@ -347,14 +347,10 @@ class LatentDistiller(TrainingRun):
             self.opt = torch.optim.SGD(groups, momentum=cfg.momentum)
 
     def _to_prior_size(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[-1] == self.prior.resolution:
-            return images
-        return F.interpolate(images, size=self.prior.resolution, mode="bilinear", antialias=True, align_corners=False)
+        return resize_images(images, self.prior.resolution)
 
     def _to_data_size(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[-1] == self.real.resolution:
-            return images
-        return F.interpolate(images, size=self.real.resolution, mode="bilinear", antialias=True, align_corners=False)
+        return resize_images(images, self.real.resolution)
 
     def _class_slice(self, c: int) -> slice:
         return slice(c * self.cfg.ipc, (c + 1) * self.cfg.ipc)

@@ -70,9 +70,12 @@ class ViT(nn.Module):
         super().__init__()
         patch = patch_size_for(resolution)
         if resolution % patch:
-            raise GenpriorError(f"ViT patch size {patch} does not divide resolution {resolution}")
+            raise GenpriorError(f"ViT patch size {patch} does not divide resolution {resolution}: use a resolution "
+                                f"that {patch} divides (e.g. {resolution - resolution % patch}) or leave vit out of "
+                                "--archs")
         if dim % heads:
-            raise GenpriorError(f"ViT dim {dim} is not divisible by heads {heads}")
+            raise GenpriorError(f"ViT dim {dim} is not divisible by heads {heads}: pass a dim that is a multiple of "
+                                "heads")
         tokens = (resolution // patch) ** 2
         self.patch_embed = nn.Conv2d(channels, dim, kernel_size=patch, stride=patch)
         self.pos_embed = nn.Parameter(torch.zeros(1, tokens, dim))

@@ -42,10 +42,12 @@ def read_card(directory, family: Optional[str] = None) -> Dict[str, Any]:
     """``prior.json`` of ``directory``, checked to belong to ``family`` when one is given."""
     path = Path(directory) / PRIOR_CARD
     if not path.is_file():
-        raise GenpriorError(f"{directory} is not a prior directory: {PRIOR_CARD} is missing")
+        raise GenpriorError(f"{directory} is not a prior directory: {PRIOR_CARD} is missing; pass a folder that "
+                            "`genprior list priors` shows or one a training run wrote (RUN/generator)")
     card = read_json(path)
     if family is not None and card.get("family") != family:
-        raise GenpriorError(f"{directory} holds a {card.get('family')!r} prior, not a {family!r} one")
+        raise GenpriorError(f"{directory} holds a {card.get('family')!r} prior, not a {family!r} one; load it with "
+                            "genprior.priors.load.load_prior, which picks the family from its card")
     return card
 
 

@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import GenpriorError
+from ..images import resize_images
 from ..progress import progress_bar
 from .base import Latents, Prior, keep_card_extras, load_model, read_card, read_json
 
@@ -173,13 +174,6 @@ def _check_resolution(size: Any) -> None:
         raise GenpriorError(f"output_resolution must be a positive integer or None, got {size!r}")
 
 
-def _resize(x: torch.Tensor, size: Optional[int]) -> torch.Tensor:
-    """Antialiased bilinear resize to ``size`` px (a no-op at that size already)."""
-    if size is None or tuple(x.shape[-2:]) == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
 def _ddim_scheduler(scheduler: Any) -> DDIMScheduler:
     """A DDIM scheduler with the noise schedule of any diffusers scheduler (or its config)."""
     if scheduler is None:
@@ -211,7 +205,8 @@ def _subfolder(folder: Path, name: str) -> Optional[str]:
         return name
     if (folder / "config.json").is_file():
         return None
-    raise GenpriorError(f"{folder} has neither {name}/config.json nor config.json")
+    raise GenpriorError(f"{folder} has neither {name}/config.json nor config.json; pass a diffusers pipeline folder "
+                        f"(with a {name}/ subfolder) or the {name} model's own folder")
 
 
 class _DDIMPrior(Prior):
@@ -396,7 +391,7 @@ class _DDIMPrior(Prior):
                          config.prediction_type, self.guidance_scale, final_alpha_cumprod=final,
                          clip_sample=config.clip_sample_range if config.clip_sample else None,
                          skip_weight=self.card["skip_weight"], checkpoint_model=self.card["gradient_checkpointing"])
-        return self.from_m11(_resize(self._from_x0(x0).float(), self.card["output_resolution"]))
+        return self.from_m11(resize_images(self._from_x0(x0).float(), self.card["output_resolution"]))
 
 
 def _conditioned_call(model: nn.Module, embedders: Sequence[Tuple[nn.Module, torch.Tensor]], x: torch.Tensor,
@@ -447,7 +442,7 @@ class _VAESpace:
         self.shift_factor = float(vae.config.shift_factor or 0.0)
 
     def _to_x0(self, images_m11: torch.Tensor) -> torch.Tensor:
-        x = _resize(images_m11, self.native_resolution).to(self.vae.dtype)
+        x = resize_images(images_m11, self.native_resolution).to(self.vae.dtype)
         z = self.vae.encode(x).latent_dist.mean.float()
         return (z - self.shift_factor) * self.scaling_factor
 
@@ -530,7 +525,7 @@ class DiffusionPrior(_DDIMPrior):
         return denoise
 
     def _to_x0(self, images_m11: torch.Tensor) -> torch.Tensor:
-        return _resize(images_m11, self.native_resolution)
+        return resize_images(images_m11, self.native_resolution)
 
     def _from_x0(self, x0: torch.Tensor) -> torch.Tensor:
         return x0
@@ -725,10 +720,10 @@ class VAEPrior(Prior):
         outs = []
         with torch.no_grad():
             for start in progress_bar(range(0, images.shape[0], batch_size), desc="VAE encode", disable=not progress):
-                x = _resize(self.to_m11(images[start:start + batch_size].to(device).float()), self.sample_size)
+                x = resize_images(self.to_m11(images[start:start + batch_size].to(device).float()), self.sample_size)
                 outs.append(self.vae.encode(x.to(self.vae.dtype)).latent_dist.mean.float())
         return {"z": torch.cat(outs)}
 
     def _decode(self, latents: Latents, labels: torch.Tensor) -> torch.Tensor:
         x = self.vae.decode(latents["z"].to(self.vae.dtype)).sample.float()
-        return self.from_m11(_resize(x, self.card["output_resolution"]))
+        return self.from_m11(resize_images(x, self.card["output_resolution"]))

@@ -120,7 +120,8 @@ def _load_folder(folder: Path, dataset_classes: Optional[Sequence[str]] = None, 
                                 "check names and types (numbers for numeric options)") from None
     if (folder / "model_index.json").is_file() or (folder / "config.json").is_file():
         return _from_diffusers_folder(folder, dataset_classes, **options)
-    raise GenpriorError(f"{folder} is not a prior folder: it has no {PRIOR_CARD}, model_index.json or config.json")
+    raise GenpriorError(f"{folder} is not a prior folder: it has no {PRIOR_CARD}, model_index.json or config.json; "
+                        "pass the folder that holds one (a training run's prior is RUN/generator)")
 
 
 def _download(repo_id: str) -> Path:

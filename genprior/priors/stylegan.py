@@ -23,6 +23,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ..errors import GenpriorError
+from ..images import resize_images
 from .base import Latents, Prior, keep_card_extras, load_model, read_card
 
 NOISE_MODES = ("const", "random", "none")
@@ -353,10 +354,7 @@ class SynthesisNetwork(nn.Module):
         return x, img
 
     def _resize(self, img: torch.Tensor) -> torch.Tensor:
-        if self.output_resolution == self.img_resolution:
-            return img
-        size = (self.output_resolution, self.output_resolution)
-        return F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return resize_images(img, self.output_resolution)
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """Images in about [-1, 1] at ``output_resolution`` from w+ (N, num_ws, w_dim)."""

@@ -17,11 +17,11 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..data import RealData
 from ..distill.common import check_fit
 from ..errors import GenpriorError
+from ..images import resize_images
 from ..progress import progress_bar
 from ..registry import Registry
 from ..synset import SyntheticSet
@@ -45,13 +45,8 @@ def _chunks(n: int, size: int):
 def decode_x0(prior: Any, x0: torch.Tensor, resolution: int) -> torch.Tensor:
     """Clean samples in the prior's denoising space -> images normalised like its data at
     ``resolution``, differentiably (what a classifier of the real data sees)."""
-    from ..priors.diffusion import _resize
-
-    images = prior.from_m11(_resize(prior._from_x0(x0).float(), prior.card["output_resolution"]))
-    if images.shape[-1] != resolution:
-        images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", antialias=True,
-                               align_corners=False)
-    return images
+    images = prior.from_m11(resize_images(prior._from_x0(x0).float(), prior.card["output_resolution"]))
+    return resize_images(images, resolution)
 
 
 def class_labels(num_classes: int, ipc: int) -> torch.Tensor:
@@ -139,8 +134,7 @@ def synthesize(method: str, prior: Any, real: RealData, ipc: int, seed: int = 0,
     finally:
         _BAR.pop()
         bar.close()
-    if images.shape[-1] != real.resolution:
-        images = F.interpolate(images, size=real.resolution, mode="bilinear", antialias=True, align_corners=False)
+    images = resize_images(images, real.resolution)
     return SyntheticSet(images=images, labels=class_labels(real.num_classes, ipc), mean=real.mean,
                         std=real.std, dataset=real.name, class_names=real.class_names, method=method,
                         prior=prior_ref, config={"method": method, "options": dict(options or {}), "seed": seed,

@@ -9,6 +9,7 @@ import torch
 
 from ..data import RealData
 from ..errors import GenpriorError
+from ..images import resize_images
 
 
 def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 50) -> torch.Tensor:
@@ -42,9 +43,7 @@ def encode_class(prior: Any, real: RealData, c: int, generator: torch.Generator,
     if max_images is not None and len(idx) > max_images:
         idx = idx[torch.randperm(len(idx), generator=generator)[:max_images]]
     images = real.images[idx]
-    if images.shape[-1] != prior.resolution:
-        images = torch.nn.functional.interpolate(images, size=(prior.resolution, prior.resolution),
-                                                 mode="bilinear", align_corners=False, antialias=True)
+    images = resize_images(images, prior.resolution)
     return torch.cat([prior._to_x0(prior.to_m11(images[b:b + batch_size].to(device).float())).float()
                       for b in range(0, len(images), batch_size)])
 

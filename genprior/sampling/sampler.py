@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from ..errors import GenpriorError
+from ..images import resize_images
 from ..registry import Registry
 
 GUIDANCE = Registry("guidance term")
@@ -137,9 +138,7 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
             x = x + sigma * torch.randn(x.shape, generator=generator).to(device)
     if return_x0:
         return x
-    from ..priors.diffusion import _resize
-
-    return prior.from_m11(_resize(prior._from_x0(x).float(), prior.card["output_resolution"]))
+    return prior.from_m11(resize_images(prior._from_x0(x).float(), prior.card["output_resolution"]))
 
 
 def make_terms(specs: Sequence[Dict[str, Any]]) -> list:
