@@ -340,7 +340,8 @@ def build_command(config: Dict[str, Any], method: str, ipc: int, seed: int, out:
     (``RUN/synset`` for a distillation, which is checkpointed in ``RUN``)."""
     spec = {"baseline": "whole"} if method == WHOLE else config["methods"][method]
     folder = set_dir(out, method, ipc, seed)
-    common = ["--dataset", config["dataset"], *([] if method == WHOLE else ["--ipc", str(ipc)]), "--seed", str(seed)]
+    whole = spec.get("baseline") == "whole"  # takes every train image: no --ipc
+    common = ["--dataset", config["dataset"], *([] if whole else ["--ipc", str(ipc)]), "--seed", str(seed)]
     if config.get("data_root"):
         common += ["--data-root", config["data_root"]]
     if "baseline" in spec:
