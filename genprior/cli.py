@@ -637,6 +637,10 @@ def generator_config_from_args(args, defaults: Optional[dict] = None, command: s
     from .generators.train import GeneratorConfig
 
     values = _config_values(args, defaults, GENERATOR_FLAGS)
+    if "prior" not in values and values.get("method"):  # the method's shipped prior (minimax: the diffusion one)
+        from .generators import GENERATOR_METHODS
+
+        values["prior"] = GENERATOR_METHODS.get(values["method"]).default_prior
     values["method_options"] = {**values.get("method_options", {}),
                                 **_key_values(args.method_option, "--method-option")}
     values["command"] = command
@@ -687,8 +691,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     """The flags of ``genprior train``; the generator recipes reuse them with their own defaults."""
     g = p.add_argument_group("generator training")
     g.add_argument("--dataset")
-    g.add_argument("--prior", help="the GAN or diffusion prior to train: registered name, local folder or hub id")
-    g.add_argument("--method", help="generator method (see `genprior list generator methods`)")
+    g.add_argument("--prior", help="the GAN or diffusion prior to train: registered name, local folder or hub id "
+                   "(default: the method's shipped prior, mnist5k-stylegan for dim and dcgm, mnist5k-diffusion for "
+                   "minimax)")
+    g.add_argument("--method", help="generator method (see `genprior list generators`)")
     g.add_argument("--method-option", action="append", metavar="KEY=VALUE", help="a method option (repeatable)")
     g.add_argument("--prior-option", action="append", metavar="KEY=VALUE", help="a prior option (repeatable)")
     g.add_argument("--iterations", type=int)

@@ -73,6 +73,17 @@ def test_default_run_dirs_never_collide(tmp_path, monkeypatch):
     assert default_run_dir(cfg, resume=False).name.endswith("-ipc10-3")
 
 
+def test_train_picks_the_methods_shipped_prior_unless_one_is_named():
+    from genprior.cli import build_parser, generator_config_from_args
+
+    def prior(*flags):
+        return generator_config_from_args(build_parser().parse_args(["train", *flags])).prior
+
+    assert prior() == prior("--method", "dim") == prior("--method", "dcgm") == "mnist5k-stylegan"
+    assert prior("--method", "minimax") == "mnist5k-diffusion"  # it trains diffusion priors only
+    assert prior("--method", "minimax", "--prior", "mnist5k-dit") == "mnist5k-dit"
+
+
 def test_the_main_job_starts_from_inverted_real_images_and_other_runs_keep_the_loops_defaults():
     from genprior.cli import build_parser, distill_config_from_args, distill_defaults
 

@@ -33,6 +33,8 @@ class GeneratorMethod(ABC):
     name: str = ""
     paper: str = ""
     families: tuple = ()
+    #: the shipped prior it trains when none is named (``genprior train --method NAME``)
+    default_prior: str = "mnist5k-stylegan"
     OPTIONS: Dict[str, Any] = {}
     #: the generator optimiser's defaults (the paper's); the trainer's --lr overrides ``lr``
     generator_optimizer: Dict[str, Any] = {"lr": 1e-4, "betas": (0.5, 0.999)}

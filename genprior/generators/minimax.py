@@ -107,6 +107,7 @@ class Minimax(GeneratorMethod):
     name = "minimax"
     paper = PAPER
     families = ("diffusion", "latent_diffusion")
+    default_prior = "mnist5k-diffusion"
     OPTIONS = {"lambda_r": 0.002, "lambda_d": 0.008, "memory_size": 64, "memory": "fifo", "uncond_prob": 0.1,
                "scale_factors": True, "scale_fraction": 0.5}
     generator_optimizer = {"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": 0.0}
