@@ -10,8 +10,9 @@ pipeline with the class name as its prompt; on a text-conditioned prior (a Stabl
 folder) genprior does the same, on a class-conditional one the class label is the condition.
 
 Settings, as D4M's public code (suduo94/D4M) runs: ``strength`` 0.7 (its
-``gen_syn_image_imgnt.sh``; the script's own default is 0.75) and 50 DDIM steps (the default
-of its Stable Diffusion img2img pipeline), prototypes the cluster centres of the clean encoded
+``gen_syn_image_imgnt.sh``; the script's own default is 0.75) and 50 steps, of which 35 run
+at that strength (its pipeline keeps Stable Diffusion v1.5's default scheduler, PNDM;
+genprior's sampler runs DDIM, eta 0, on every prior), prototypes the cluster centres of the clean encoded
 images (its ``gen_prototype.py`` fits MiniBatchKMeans with k = IPC on the scaled VAE latents;
 genprior fits full k-means on up to 500 of the class's latents). Two departures, stated: D4M guides at 8
 with the negative prompt "cartoon, anime, painting", values set for Stable Diffusion; genprior

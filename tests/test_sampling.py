@@ -326,6 +326,35 @@ def test_guided_methods_start_from_generates_noise_and_igd_sets_are_nested(prior
     assert torch.allclose(one.images, two.images[::2], atol=1e-5)
 
 
+def test_ancestral_steps_draw_each_samples_noise_from_its_own_seed(prior, prior28, three_classes):
+    """eta 1 (the references' DDPM sampling) with per-sample seeds: a sample's noise does not
+    depend on the samples beside it, so a method's sets stay nested; eta 0 ignores the seeds."""
+    from genprior.sampling import synthesize
+    from genprior.sampling.sampler import noise_seeds
+
+    labels = torch.tensor([0, 1, 2])
+    x_T = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    seeds = noise_seeds(0, labels, [0, 0, 0])
+    all3 = guided_sample(prior, labels, x_T=x_T, eta=1.0, noise_seeds=seeds, return_x0=True)
+    last = guided_sample(prior, labels[2:], x_T=x_T[2:], eta=1.0, noise_seeds=seeds[2:], return_x0=True)
+    assert torch.allclose(all3[2:], last, atol=1e-5)
+    ddim = guided_sample(prior, labels, x_T=x_T, return_x0=True)
+    assert torch.equal(guided_sample(prior, labels, x_T=x_T, noise_seeds=seeds, return_x0=True), ddim)
+    assert not torch.allclose(all3, ddim, atol=1e-3)
+    with pytest.raises(GenpriorError, match="one per sample"):
+        guided_sample(prior, labels, x_T=x_T, eta=1.0, noise_seeds=seeds[:2])
+    with pytest.raises(GenpriorError, match="eta must lie"):
+        guided_sample(prior, labels, eta=True)
+    opts = {"eta": 1.0}
+    # a method's set does not depend on how its samples are chunked (MGD3's modes depend on the IPC,
+    # so its sets are not nested; IGD's are, the test above)
+    two = synthesize("mgd3", prior28, three_classes, ipc=2, seed=4, chunk_size=4, options=opts, progress=False)
+    chunked = synthesize("mgd3", prior28, three_classes, ipc=2, seed=4, chunk_size=1, options=opts, progress=False)
+    plain = synthesize("mgd3", prior28, three_classes, ipc=2, seed=4, chunk_size=4, progress=False)
+    assert torch.allclose(two.images, chunked.images, atol=1e-5)
+    assert not torch.allclose(two.images, plain.images, atol=1e-3)
+
+
 def test_generate_method_writes_a_training_free_set(tmp_path, capsys, monkeypatch):
     from genprior.cli import main
     from genprior.synset import load_synset

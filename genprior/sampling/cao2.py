@@ -25,7 +25,7 @@ import torch
 from ..data import RealData
 from ..errors import GenpriorError
 from .methods import CAO2_PAPER, SAMPLING_METHODS, _chunks, advance, decode_x0, image_noise
-from .sampler import guided_sample
+from .sampler import guided_sample, noise_seeds
 
 
 def select_confident(probs: torch.Tensor, labels: torch.Tensor, keep: int) -> torch.Tensor:
@@ -90,20 +90,23 @@ def load_classifier(folder: Optional[str], real: RealData, device: torch.device)
     return load_teacher(folder, real, device=str(device))[0]
 
 
-def overgenerate(prior: Any, c: int, count: int, seed: int, chunk_size: int) -> torch.Tensor:
-    """``count`` samples of class ``c`` from noise, in the model's space (step 1): candidate i is
-    the plain sample ``genprior generate`` draws as image i of the class."""
+def overgenerate(prior: Any, c: int, count: int, seed: int, chunk_size: int, eta: float = 0.0) -> torch.Tensor:
+    """``count`` samples of class ``c`` from noise, in the model's space (step 1): candidate i
+    starts from the noise ``genprior generate`` draws for image i of the class (with ``eta`` 0
+    it is that plain sample)."""
     out = []
     for lo, hi in _chunks(count, chunk_size):
         x_T = image_noise(prior, [c] * (hi - lo), range(lo, hi), seed)
-        out.append(guided_sample(prior, torch.full((hi - lo,), c, dtype=torch.long), x_T=x_T, return_x0=True))
+        out.append(guided_sample(prior, torch.full((hi - lo,), c, dtype=torch.long), x_T=x_T, return_x0=True,
+                                 eta=eta, noise_seeds=noise_seeds(seed, [c] * (hi - lo), range(lo, hi))))
     return torch.cat(out)
 
 
 @SAMPLING_METHODS.register("cao2", summary="over-generate, keep the classifier's most confident right samples, "
                            "refine them on the denoising loss", paper=CAO2_PAPER)
 def cao2(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, classifier: Optional[str] = None,
-         ratio: int = 4, refine_steps: int = 100, refine_lr: float = 6e-4, condition: str = "null") -> torch.Tensor:
+         ratio: int = 4, refine_steps: int = 100, refine_lr: float = 6e-4, condition: str = "null",
+         eta: float = 0.0) -> torch.Tensor:
     if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 1:
         raise GenpriorError(f"CaO2's over-generation ratio must be a positive integer, got {ratio!r}")
     if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
@@ -113,7 +116,7 @@ def cao2(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, class
     net = load_classifier(classifier, real, device)
     out = []
     for c in range(real.num_classes):
-        x0 = overgenerate(prior, c, ratio * ipc, seed, chunk_size)
+        x0 = overgenerate(prior, c, ratio * ipc, seed, chunk_size, eta)
         labels = torch.full((x0.shape[0],), c, dtype=torch.long, device=device)
         with torch.no_grad():
             probs = torch.cat([net(decode_x0(prior, x0[lo:hi], real.resolution)).softmax(dim=1)

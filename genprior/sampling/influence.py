@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from ..data import RealData
 from ..errors import GenpriorError
 from .methods import IGD_PAPER, SAMPLING_METHODS, _chunks, advance, decode_x0, image_noise
-from .sampler import GUIDANCE, GuidanceTerm, StepContext, guided_sample
+from .sampler import GUIDANCE, GuidanceTerm, StepContext, guided_sample, noise_seeds
 
 
 def _flat_grad(loss: torch.Tensor, params: Sequence[torch.Tensor], create_graph: bool = False) -> torch.Tensor:
@@ -172,7 +172,7 @@ def load_surrogate(folder: Any, real: RealData, snapshots: Optional[Sequence[int
                            "memory per class", paper=IGD_PAPER)
 def igd(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, surrogate: Optional[str] = None,
         snapshots: Any = None, scale: float = 5.0, diversity: float = 120.0, start: float = 0.1, stop: float = 0.4,
-        memory_size: int = 64, grad_images: int = 200) -> torch.Tensor:
+        memory_size: int = 64, grad_images: int = 200, eta: float = 0.0) -> torch.Tensor:
     """Round by round, one sample of every class per round; each finished round enters the
     classes' diversity memories before the next is drawn (the paper draws one image at a time).
     Image i of a class starts from the noise ``genprior generate`` draws for it and depends only
@@ -187,7 +187,8 @@ def igd(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, surrog
         labels = torch.arange(real.num_classes)
         for lo, hi in _chunks(len(labels), chunk_size):
             x_T = image_noise(prior, labels[lo:hi], [r] * (hi - lo), seed)
-            x0 = guided_sample(prior, labels[lo:hi], x_T=x_T, terms=[term], return_x0=True)
+            x0 = guided_sample(prior, labels[lo:hi], x_T=x_T, terms=[term], return_x0=True, eta=eta,
+                               noise_seeds=noise_seeds(seed, labels[lo:hi], [r] * (hi - lo)))
             term.remember(x0, labels[lo:hi].to(x0.device))
             with torch.no_grad():
                 images[labels[lo:hi] * ipc + r] = decode_x0(prior, x0, real.resolution).float().cpu()

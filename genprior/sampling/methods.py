@@ -27,7 +27,7 @@ from ..registry import Registry
 from ..synset import SyntheticSet
 from .mode import ModeGuidance
 from .modes import class_modes
-from .sampler import _check, guided_sample
+from .sampler import _check, guided_sample, noise_seeds
 
 SAMPLING_METHODS = Registry("training-free method")
 D4M_PAPER = "Su, Hou, Lin & Wang, D4M: Dataset Distillation via Disentangled Diffusion Model, CVPR 2024"
@@ -70,7 +70,7 @@ def d4m(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, streng
 @SAMPLING_METHODS.register("mgd3", summary="samples steered towards the class's k-means modes (mode guidance)",
                            paper=MGD3_PAPER)
 def mgd3(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, scale: float = 0.1,
-         stop: float = 0.5, start: float = 0.0) -> torch.Tensor:
+         stop: float = 0.5, start: float = 0.0, eta: float = 0.0) -> torch.Tensor:
     modes = class_modes(prior, real, ipc, seed)
     term = ModeGuidance(modes, scale=scale, start=start, stop=stop)
     labels = class_labels(real.num_classes, ipc)
@@ -78,7 +78,8 @@ def mgd3(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, scale
     out = []
     for lo, hi in _chunks(len(labels), chunk_size):
         x_T = image_noise(prior, labels[lo:hi], index[lo:hi], seed)
-        out.append(guided_sample(prior, labels[lo:hi], x_T=x_T, terms=[term], index=torch.arange(lo, hi)))
+        out.append(guided_sample(prior, labels[lo:hi], x_T=x_T, terms=[term], index=torch.arange(lo, hi), eta=eta,
+                                 noise_seeds=noise_seeds(seed, labels[lo:hi], index[lo:hi])))
         advance(hi - lo)
     return torch.cat(out)
 

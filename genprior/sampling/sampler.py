@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
+from ..distill.common import derive_seed, seeded_generator
 from ..errors import GenpriorError
 from ..images import resize_images
 from ..registry import Registry
@@ -73,23 +74,28 @@ def start_step(steps: int, strength: float) -> int:
 def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] = None,
                   terms: Sequence[GuidanceTerm] = (), eta: float = 0.0, x0: Optional[torch.Tensor] = None,
                   strength: float = 1.0, generator: Optional[torch.Generator] = None,
-                  index: Optional[torch.Tensor] = None, return_x0: bool = False) -> torch.Tensor:
+                  index: Optional[torch.Tensor] = None, return_x0: bool = False,
+                  noise_seeds: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Images (normalised like the prior's data) for ``labels``. From ``x_T`` (drawn from
     ``generator`` when None) or, with ``x0`` (clean samples in the model's space, e.g. D4M's
     prototypes), from ``x0`` noised to ``strength`` (1: pure noise, the whole trajectory; 0:
     nothing runs). With ``strength`` below 1 and ``x_T``, ``x_T`` is the noisy sample at the
     first step that runs (``start_step``), e.g. D3HR's draws from DDIM-inverted statistics.
-    ``eta`` 0 is DDIM, 1 ancestral (DDPM-like) sampling. ``index`` is each
+    ``eta`` 0 is DDIM, 1 ancestral (DDPM-like) sampling; with ``noise_seeds`` (one per sample)
+    sample j's step noise comes from its own seed, so it does not depend on the samples drawn
+    beside it (nested sets), else from ``generator``. ``index`` is each
     sample's place in the whole set, for terms that hold one target per sample (default
     0..N-1). ``return_x0`` returns the final sample in the model's space instead of images."""
     _check(prior)
-    if not 0.0 <= eta <= 1.0:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
         raise GenpriorError(f"eta must lie in [0, 1] (0: DDIM, 1: ancestral), got {eta}")
     if not 0.0 <= strength <= 1.0:
         raise GenpriorError(f"strength must lie in [0, 1], got {strength}")
     device = prior.out_mean.device
     labels = prior.check_labels(labels).to(device)
     n = labels.shape[0]
+    if noise_seeds is not None and len(noise_seeds) != n:
+        raise GenpriorError(f"noise_seeds holds {len(noise_seeds)} seeds for {n} samples: give one per sample")
     index = torch.arange(n, device=device) if index is None else index.to(device)
     timesteps, alphas, final = prior._schedule()
     alphas = alphas.to(device=device, dtype=torch.float32)
@@ -135,10 +141,24 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
         sigma = eta * ((1 - alpha_prev) / (1 - alpha)).sqrt() * (1 - alpha / alpha_prev).sqrt()
         x = (alpha_prev.sqrt() * x0_hat + (1 - alpha_prev - sigma ** 2).clamp_min(0).sqrt() * eps).float()
         if eta > 0 and i + 1 < steps:
-            x = x + sigma * torch.randn(x.shape, generator=generator).to(device)
+            x = x + sigma * _step_noise(x.shape, i, generator, noise_seeds).to(device)
     if return_x0:
         return x
     return prior.from_m11(resize_images(prior._from_x0(x).float(), prior.card["output_resolution"]))
+
+
+def _step_noise(shape, i: int, generator: Optional[torch.Generator], seeds: Optional[Sequence[int]]) -> torch.Tensor:
+    """The ancestral noise of step ``i``: from ``generator``, or sample j's from its own seed."""
+    if seeds is None:
+        return torch.randn(shape, generator=generator)
+    return torch.cat([torch.randn((1,) + tuple(shape[1:]), generator=seeded_generator("step-noise", s, i))
+                      for s in seeds])
+
+
+def noise_seeds(seed: int, classes: Sequence[int], indices: Sequence[int]) -> list:
+    """One step-noise seed per image, from (seed, class, index): as ``genprior generate``'s
+    latents, so that image i of a class draws the same noise whatever is drawn beside it."""
+    return [derive_seed("ancestral", seed, int(c), int(i)) for c, i in zip(classes, indices)]
 
 
 def make_terms(specs: Sequence[Dict[str, Any]]) -> list:
