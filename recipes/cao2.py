@@ -10,6 +10,10 @@ model conditioned on the null class. The public code's ImageNet settings: ratio 
 50 steps, a pretrained ResNet-18 as the classifier; here the classifier is the dataset's
 ConvNet-3 (trained once by this recipe into runs/teachers/ when no ``classifier`` is given,
 50 epochs).
+
+Sampling is DDIM (eta 0); the authors' code takes DiT's ancestral steps with a learned variance,
+which genprior's priors lack: ``--option eta=1`` runs ancestral steps (README, "Faithfulness",
+lists what else differs from that code).
 """
 from genprior.cli import recipe_teacher, run_sampling_recipe
 

@@ -11,6 +11,10 @@ to 45 of 50 (the window 0.1–0.4 of the trajectory here), CFG 4, 200 real image
 the mean gradients, a ConvNet-6 surrogate trained 50 epochs and taken at epochs 0, 5, 16 and
 40. Here the surrogate is the dataset's ConvNet-3 (trained once by this recipe into
 runs/teachers/ when no ``surrogate`` is given, 50 epochs, the same snapshots).
+
+Sampling is DDIM (eta 0); the authors' code takes DiT's ancestral steps with a learned variance,
+which genprior's priors lack: ``--option eta=1`` runs ancestral steps (README, "Faithfulness",
+lists what else differs from that code).
 """
 from genprior.cli import recipe_teacher, run_sampling_recipe
 

@@ -6,6 +6,10 @@ The class's modes are the k-means centres (k = IPC) of its encoded real images; 
 trajectory is in its first half, sample i is steered towards mode m_i:
 ε̂ = ε − √(1 − ᾱ_t) · λ · (m_i − x̂₀). The paper's settings: λ = 0.1, guidance stopped at step
 25 of 50, classifier-free guidance 4.
+
+Sampling is DDIM (eta 0); the authors' code takes DiT's ancestral steps with a learned variance,
+which genprior's priors lack: ``--option eta=1`` runs ancestral steps (README, "Faithfulness",
+lists what else differs from that code).
 """
 from genprior.cli import run_sampling_recipe
 
