@@ -9,7 +9,9 @@ trajectory is in its first half, sample i is steered towards mode m_i:
 
 Sampling is DDIM (eta 0); the authors' code takes DiT's ancestral steps with a learned variance,
 which genprior's priors lack: ``--option eta=1`` runs ancestral steps (README, "Faithfulness",
-lists what else differs from that code).
+lists what else differs from that code). ``--option form=sample`` applies the guidance as
+that code does: the next sample moves by λ · σ_t · (m_i − x̂₀) after an ancestral step, or by
+λ · √ᾱ_t · (m_i − x̂₀) under DDIM (its Stable Diffusion variant).
 """
 from genprior.cli import run_sampling_recipe
 

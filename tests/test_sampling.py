@@ -42,6 +42,41 @@ def test_mode_guidance_pulls_samples_towards_their_modes(prior):
     assert torch.allclose(idle, free)
 
 
+def test_mode_guidance_in_its_reference_form_moves_the_sample(prior):
+    """form="sample": the next sample moves by λ s_t (m − x̂₀), s_t = σ_t on ancestral steps, √ᾱ_t
+    under DDIM; it pulls towards the modes on both samplers, and one step is that shift exactly."""
+    labels = torch.tensor([0, 1, 2, 0])
+    x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    modes = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(2)).clamp(-1, 1)
+    seeds = list(range(4))
+    for eta in (0.0, 1.0):
+        free = guided_sample(prior, labels, x_T, eta=eta, noise_seeds=seeds, return_x0=True)
+        term = ModeGuidance(modes, scale=0.2, stop=1.0, form="sample")
+        steered = guided_sample(prior, labels, x_T, terms=[term], eta=eta, noise_seeds=seeds, return_x0=True)
+        assert (steered - modes).norm() < (free - modes).norm()
+    # only the first step guided: the sample after it is the free one plus λ √ᾱ_t (m − x̂₀) (DDIM)
+    from genprior.priors.diffusion import _split_prediction
+
+    seen = {}
+
+    class Spy(ModeGuidance):
+        def shift(self, ctx, sigma):
+            seen["moved"] = super().shift(ctx, sigma)
+            return seen["moved"]
+
+    one = Spy(modes, scale=0.2, start=0.0, stop=0.2, form="sample")  # 5 steps: step 0 only
+    assert one.active(0, 5) and not one.active(1, 5)
+    assert one.gradient(None) is None
+    timesteps, alphas, _ = prior._schedule()
+    x0_hat, _ = _split_prediction(prior._denoiser(labels, None)(x_T, torch.full((4,), int(timesteps[0])),
+                                                                 torch.zeros(4, dtype=torch.bool)),
+                                  x_T, alphas[int(timesteps[0])], prior.scheduler.config.prediction_type)
+    guided_sample(prior, labels, x_T, terms=[one], return_x0=True)
+    assert torch.allclose(seen["moved"], alphas[int(timesteps[0])].sqrt() * 0.2 * (modes - x0_hat), atol=1e-5)
+    with pytest.raises(GenpriorError, match="form must be one of eps, sample"):
+        ModeGuidance(modes, form="x0")
+
+
 def test_a_new_term_is_one_registered_class(prior):
     @GUIDANCE.register("test-brighter", summary="a test term: pushes x0 up")
     class Brighter(GuidanceTerm):

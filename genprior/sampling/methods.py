@@ -70,9 +70,8 @@ def d4m(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, streng
 @SAMPLING_METHODS.register("mgd3", summary="samples steered towards the class's k-means modes (mode guidance)",
                            paper=MGD3_PAPER)
 def mgd3(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, scale: float = 0.1,
-         stop: float = 0.5, start: float = 0.0, eta: float = 0.0) -> torch.Tensor:
-    modes = class_modes(prior, real, ipc, seed)
-    term = ModeGuidance(modes, scale=scale, start=start, stop=stop)
+         stop: float = 0.5, start: float = 0.0, eta: float = 0.0, form: str = "eps") -> torch.Tensor:
+    term = ModeGuidance(class_modes(prior, real, ipc, seed), scale=scale, start=start, stop=stop, form=form)
     labels = class_labels(real.num_classes, ipc)
     index = torch.arange(ipc).repeat(real.num_classes)
     out = []

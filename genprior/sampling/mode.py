@@ -15,17 +15,36 @@ from .sampler import GUIDANCE, GuidanceTerm, StepContext
 @GUIDANCE.register("mode", summary="MGD3: steer each sample towards its class mode (closed form)",
                    paper="Chan-Santiago et al., Mode-Guided Dataset Distillation using Diffusion Models, ICML 2025")
 class ModeGuidance(GuidanceTerm):
-    def __init__(self, modes: torch.Tensor, scale: float = 0.1, start: float = 0.0, stop: float = 0.5):
+    """``form`` ``eps`` (default): the guidance above, on the noise prediction. ``sample``: as
+    MGD3's code applies it, the next sample moves by λ · s_t · (m_i − x̂₀), with s_t the step's
+    ancestral noise scale σ_t (its DiT sampler, ``eta`` > 0) or √ᾱ_t under DDIM (its Stable
+    Diffusion scheduler)."""
+
+    FORMS = ("eps", "sample")
+
+    def __init__(self, modes: torch.Tensor, scale: float = 0.1, start: float = 0.0, stop: float = 0.5,
+                 form: str = "eps"):
         super().__init__(start, stop)
+        if form not in self.FORMS:
+            raise GenpriorError(f"mode guidance form must be one of {', '.join(self.FORMS)}, got {form!r}")
+        self.form = form
         if not isinstance(modes, torch.Tensor) or modes.dim() < 2:
             raise GenpriorError("mode guidance needs one mode per sample: a tensor (N, ...) in the model's space")
         if not scale > 0:
             raise GenpriorError(f"the mode guidance scale must be positive, got {scale}")
         self.modes, self.scale = modes, float(scale)
 
-    def gradient(self, ctx: StepContext) -> torch.Tensor:
+    def _pull(self, ctx: StepContext) -> torch.Tensor:
         modes = self.modes.to(ctx.x0_hat.device)[ctx.index]
         if modes.shape != ctx.x0_hat.shape:
             raise GenpriorError(f"mode guidance: modes of shape {tuple(modes.shape[1:])} for samples of shape "
                                 f"{tuple(ctx.x0_hat.shape[1:])}; give modes in the model's space")
         return self.scale * (modes - ctx.x0_hat)
+
+    def gradient(self, ctx: StepContext):
+        return self._pull(ctx) if self.form == "eps" else None
+
+    def shift(self, ctx: StepContext, sigma: torch.Tensor):
+        if self.form != "sample":
+            return None
+        return (sigma if float(sigma) > 0 else ctx.alpha.sqrt()) * self._pull(ctx)

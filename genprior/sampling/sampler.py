@@ -6,7 +6,8 @@ or, for img2img (D4M), from clean samples noised to a ``strength`` (the share of
 trajectory that runs). Guidance terms change the noise prediction inside a window of steps:
 a term returns the gradient of its objective G with respect to the predicted clean sample
 x̂₀, and the sampler sets ε̂ = ε − √(1 − ᾱ_t) · ∇G(x̂₀) (a closed-form term, such as MGD3's
-mode guidance, returns its gradient directly). A new term is one small file with a
+mode guidance, returns its gradient directly); a term may instead (or also) move the next
+sample after the step (``GuidanceTerm.shift``), as MGD3's reference code does. A new term is one small file with a
 ``GUIDANCE.register`` entry; the sampler does not change.
 """
 from __future__ import annotations
@@ -54,8 +55,14 @@ class GuidanceTerm(ABC):
         return self.start <= i / n < self.stop
 
     @abstractmethod
-    def gradient(self, ctx: StepContext) -> torch.Tensor:
-        """∇G at ``ctx.x0_hat`` (same shape)."""
+    def gradient(self, ctx: StepContext) -> Optional[torch.Tensor]:
+        """∇G at ``ctx.x0_hat`` (same shape), or None for a term that only moves the sample."""
+
+    def shift(self, ctx: StepContext, sigma: torch.Tensor) -> Optional[torch.Tensor]:
+        """What to add to the next sample x_{t-1} after the step (``sigma``: the step's
+        ancestral noise scale, 0 under DDIM); None (the default): nothing. For terms whose
+        reference code moves the sample rather than the noise prediction."""
+        return None
 
 
 def _check(prior: Any) -> None:
@@ -131,9 +138,10 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
         alpha = alphas[t]
         x0_hat, eps = _split_prediction(out, x, alpha, config.prediction_type)
         live = [term for term in terms if term.active(i, steps)]
-        if live:
-            ctx = StepContext(i, steps, t, alpha, x, x0_hat, labels, index)
-            eps = eps - (1 - alpha).sqrt() * sum(term.gradient(ctx) for term in live)
+        ctx = StepContext(i, steps, t, alpha, x, x0_hat, labels, index) if live else None
+        grads = [g for g in (term.gradient(ctx) for term in live) if g is not None]
+        if grads:
+            eps = eps - (1 - alpha).sqrt() * sum(grads)
             x0_hat = (x - (1 - alpha).sqrt() * eps) / alpha.sqrt()
         if config.clip_sample:
             x0_hat = x0_hat.clamp(-config.clip_sample_range, config.clip_sample_range)
@@ -142,6 +150,10 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
         x = (alpha_prev.sqrt() * x0_hat + (1 - alpha_prev - sigma ** 2).clamp_min(0).sqrt() * eps).float()
         if eta > 0 and i + 1 < steps:
             x = x + sigma * _step_noise(x.shape, i, generator, noise_seeds).to(device)
+        for term in live:
+            moved = term.shift(ctx, sigma)
+            if moved is not None:
+                x = x + moved
     if return_x0:
         return x
     return prior.from_m11(resize_images(prior._from_x0(x).float(), prior.card["output_resolution"]))
