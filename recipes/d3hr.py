@@ -8,7 +8,9 @@ well their mean, standard deviation and skewness match it (‖Δmean‖ + ‖Δs
 and the best group is denoised. The public code's settings: 50 DDIM steps, inversion to the
 30th step and denoising over the last 32 (one ``strength`` 0.64 here), CFG 4 while
 denoising, 10⁸ candidate groups per class (10,000 here: the best score stops improving long
-before on this scale).
+before on this scale). The public code also inverts with CFG 4 and takes its skewness term
+per group member over the dimensions: ``--option guided_inversion=true --option
+skew_over=members`` does both (README, "Faithfulness").
 """
 from genprior.cli import run_sampling_recipe
 

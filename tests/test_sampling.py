@@ -77,6 +77,23 @@ def test_mode_guidance_in_its_reference_form_moves_the_sample(prior):
         ModeGuidance(modes, form="x0")
 
 
+def test_the_guided_denoiser_is_classifier_free_guidance(prior):
+    """What the sampler steps with, and what D3HR's guided inversion climbs with."""
+    from genprior.sampling.sampler import guided_denoiser
+
+    labels, x = torch.tensor([0, 1]), torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    t = torch.full((2,), 500)
+    raw = prior._denoiser(prior.check_labels(labels), None)
+    cond, uncond = raw(x, t, torch.zeros(2, dtype=torch.bool)), raw(x, t, torch.ones(2, dtype=torch.bool))
+    assert torch.equal(guided_denoiser(prior, labels)(x, t, None), cond)  # scale 1: the conditional model
+    old = prior.card["guidance_scale"]
+    try:
+        prior.card["guidance_scale"] = 3.0
+        assert torch.allclose(guided_denoiser(prior, labels)(x, t, None), uncond + 3.0 * (cond - uncond), atol=1e-5)
+    finally:
+        prior.card["guidance_scale"] = old
+
+
 def test_a_new_term_is_one_registered_class(prior):
     @GUIDANCE.register("test-brighter", summary="a test term: pushes x0 up")
     class Brighter(GuidanceTerm):
@@ -272,6 +289,17 @@ def test_skewness_and_the_d3hr_group_is_the_best_scored_candidate():
     scores = moment_score(cands, mu, sigma)
     assert score == pytest.approx(scores.min().item()) and torch.equal(group, cands[scores.argmin()])
     assert (scores > score).sum() == 49
+    # the public code's skewness term: per member, over the dimensions, standardised by the group
+    from genprior.sampling.d3hr import member_skewness
+
+    g = torch.randn(2, 4, 12, generator=torch.Generator().manual_seed(5))
+    z = (g[1, 2] - g[1].mean(0)) / g[1].std(0)
+    assert member_skewness(g)[1, 2].item() == pytest.approx((z ** 3).sum().item() * 12 / (11 * 10), rel=1e-5)
+    by_members = moment_score(cands, mu, sigma, skew_over="members")
+    assert torch.equal(best_group(mu, sigma, 4, 50, torch.Generator().manual_seed(3), batch=20,
+                                  skew_over="members")[0], cands[by_members.argmin()])
+    with pytest.raises(GenpriorError, match="skew_over must be one of dimensions, members"):
+        moment_score(cands, mu, sigma, skew_over="features")
 
 
 def test_d3hr_and_igd_make_seeded_sets(prior28, three_classes, surrogate):
@@ -281,6 +309,14 @@ def test_d3hr_and_igd_make_seeded_sets(prior28, three_classes, surrogate):
     a = synthesize("d3hr", prior, three_classes, ipc=2, seed=0, options={"candidates": 200}, progress=False)
     b = synthesize("d3hr", prior, three_classes, ipc=2, seed=0, options={"candidates": 200}, progress=False)
     assert a.images.shape == (6, 1, 28, 28) and torch.equal(a.images, b.images) and torch.isfinite(a.images).all()
+    # as the public code: inverted with the prior's guidance, skewness over the members
+    opts = {"candidates": 200, "skew_weight": 1000.0}  # the skewness term decides which group wins
+    dims = synthesize("d3hr", prior, three_classes, ipc=3, seed=0, options=opts, progress=False)
+    ref = synthesize("d3hr", prior, three_classes, ipc=3, seed=0, progress=False,
+                     options={**opts, "guided_inversion": True, "skew_over": "members"})
+    assert torch.isfinite(ref.images).all() and not torch.allclose(ref.images, dims.images)
+    with pytest.raises(GenpriorError, match="guided_inversion is true or false"):
+        synthesize("d3hr", prior, three_classes, ipc=1, options={"guided_inversion": "yes"}, progress=False)
     with pytest.raises(GenpriorError, match="at least one of the 5 steps"):
         synthesize("d3hr", prior, three_classes, ipc=1, options={"strength": 0.0}, progress=False)
     s = synthesize("igd", prior, three_classes, ipc=2, seed=0, options={"surrogate": str(surrogate), "snapshots": [0, 2],

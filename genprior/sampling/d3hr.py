@@ -7,14 +7,16 @@ The group score (lower is better) is
 
     ‖mean(group) − μ‖₂ + ‖std(group) − σ‖₂ + w · ‖skew(group)‖₂,
 
-the group's per-dimension mean, (population) standard deviation and sample skewness across its
-members against the fitted Gaussian's μ, σ and zero skewness. Settings of the public code
+the group's per-dimension mean, (unbiased) standard deviation and sample skewness across its
+members against the fitted Gaussian's μ, σ and zero skewness (``skew_over="members"``: the
+public code's skewness term, one value per member over the dimensions). Settings of the public code
 (DiT-XL/2 at 256 px, 50 DDIM steps, CFG 4): the statistics of the latents inverted to t ≈ 600,
 denoising from step index 18 of 50 (t ≈ 620, 32 steps run), w = 0.1, and 10⁸
 candidate groups per class (here ``candidates``, default 10,000: on this scale the best score
 stops improving long before). genprior has one ``strength`` (0.64: 32 of 50 steps run) for
 both, so the inverted level is exactly the level denoising starts from (the public code starts
-one step above it), and inverts with the conditional model without guidance.
+one step above it), and inverts with the conditional model without guidance
+(``guided_inversion=true``: with the prior's classifier-free guidance, as the public code).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from ..data import RealData
 from ..errors import GenpriorError
 from .methods import D3HR_PAPER, SAMPLING_METHODS, _chunks, advance
 from .modes import encode_class
-from .sampler import guided_sample, start_step
+from .sampler import guided_denoiser, guided_sample, start_step
 
 
 def skewness(groups: torch.Tensor) -> torch.Tensor:
@@ -42,17 +44,35 @@ def skewness(groups: torch.Tensor) -> torch.Tensor:
     return g1 * (n * (n - 1)) ** 0.5 / (n - 2)  # the adjusted Fisher-Pearson coefficient
 
 
-def moment_score(groups: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, skew_weight: float = 0.1
-                 ) -> torch.Tensor:
-    """The score of each candidate group (G, n, D) against a Gaussian (μ, σ) of D dimensions: (G,)."""
+def member_skewness(groups: torch.Tensor) -> torch.Tensor:
+    """The public code's skewness term: each member standardised by the group's per-dimension
+    mean and (unbiased) standard deviation, cubed and summed over the D dimensions, times
+    D / ((D − 1)(D − 2)): (G, n, D) -> (G, n), one value per member."""
+    d = groups.shape[2]
+    z = (groups - groups.mean(dim=1, keepdim=True)) / groups.std(dim=1, keepdim=True)
+    return z.pow(3).sum(dim=2) * (d / ((d - 1) * (d - 2)))
+
+
+SKEW_OVER = ("dimensions", "members")
+
+
+def moment_score(groups: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, skew_weight: float = 0.1,
+                 skew_over: str = "dimensions") -> torch.Tensor:
+    """The score of each candidate group (G, n, D) against a Gaussian (μ, σ) of D dimensions: (G,).
+    Standard deviations are unbiased, as the public code's; ``skew_over`` ``dimensions`` takes
+    each dimension's skewness across the members, ``members`` the public code's term
+    (``member_skewness``)."""
+    if skew_over not in SKEW_OVER:
+        raise GenpriorError(f"skew_over must be one of {', '.join(SKEW_OVER)}, got {skew_over!r}")
     mean = groups.mean(dim=1)
-    std = groups.std(dim=1, unbiased=False)
-    return ((mean - mu).norm(dim=1) + (std - sigma).norm(dim=1)
-            + skew_weight * skewness(groups).norm(dim=1))
+    std = groups.std(dim=1)
+    skew = skewness(groups) if skew_over == "dimensions" else member_skewness(groups)
+    return (mean - mu).norm(dim=1) + (std - sigma).norm(dim=1) + skew_weight * skew.norm(dim=1)
 
 
 def best_group(mu: torch.Tensor, sigma: torch.Tensor, size: int, candidates: int, generator: torch.Generator,
-               skew_weight: float = 0.1, batch: Optional[int] = None) -> Tuple[torch.Tensor, float]:
+               skew_weight: float = 0.1, batch: Optional[int] = None, skew_over: str = "dimensions"
+               ) -> Tuple[torch.Tensor, float]:
     """The best of ``candidates`` groups of ``size`` draws from N(μ, σ²) (per dimension): (size, D)
     and its score. Groups are drawn ``batch`` at a time (default: about 2²⁴ values a batch)."""
     if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
@@ -61,7 +81,7 @@ def best_group(mu: torch.Tensor, sigma: torch.Tensor, size: int, candidates: int
     best, best_score = None, float("inf")
     for lo, hi in _chunks(candidates, batch):
         groups = mu + sigma * torch.randn((hi - lo, size, mu.shape[0]), generator=generator)
-        scores = moment_score(groups, mu, sigma, skew_weight)
+        scores = moment_score(groups, mu, sigma, skew_weight, skew_over)
         j = int(scores.argmin())
         if float(scores[j]) < best_score:
             best, best_score = groups[j], float(scores[j])
@@ -71,8 +91,14 @@ def best_group(mu: torch.Tensor, sigma: torch.Tensor, size: int, candidates: int
 @SAMPLING_METHODS.register("d3hr", summary="the best-matching group of draws from the class's DDIM-inverted "
                            "Gaussian, denoised", paper=D3HR_PAPER)
 def d3hr(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, strength: float = 0.64,
-         candidates: int = 10000, skew_weight: float = 0.1, max_images: Optional[int] = 500) -> torch.Tensor:
+         candidates: int = 10000, skew_weight: float = 0.1, max_images: Optional[int] = 500,
+         guided_inversion: bool = False, skew_over: str = "dimensions") -> torch.Tensor:
     from ..priors.diffusion import ddim_invert
+
+    if skew_over not in SKEW_OVER:
+        raise GenpriorError(f"skew_over must be one of {', '.join(SKEW_OVER)}, got {skew_over!r}")
+    if not isinstance(guided_inversion, bool):
+        raise GenpriorError(f"guided_inversion is true or false, got {guided_inversion!r}")
 
     timesteps, alphas, final = prior._schedule()
     first = start_step(len(timesteps), strength)
@@ -86,12 +112,14 @@ def d3hr(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, stren
         x0 = encode_class(prior, real, c, gen, max_images)
         labels = torch.full((x0.shape[0],), c, dtype=torch.long, device=device)
         with torch.no_grad():
-            inverted = torch.cat([ddim_invert(prior._denoiser(labels[lo:hi], None), x0[lo:hi], timesteps[first:],
+            model = (lambda lo, hi: guided_denoiser(prior, labels[lo:hi])) if guided_inversion else \
+                (lambda lo, hi: prior._denoiser(labels[lo:hi], None))
+            inverted = torch.cat([ddim_invert(model(lo, hi), x0[lo:hi], timesteps[first:],
                                               alphas, prior.scheduler.config.prediction_type,
                                               final_alpha_cumprod=final)
                                   for lo, hi in _chunks(x0.shape[0], chunk_size)]).flatten(1).float().cpu()
-        mu, sigma = inverted.mean(dim=0), inverted.std(dim=0, unbiased=False)
-        group, _ = best_group(mu, sigma, ipc, candidates, gen, skew_weight)
+        mu, sigma = inverted.mean(dim=0), inverted.std(dim=0)
+        group, _ = best_group(mu, sigma, ipc, candidates, gen, skew_weight, skew_over=skew_over)
         group = group.view(ipc, *x0.shape[1:])
         for lo, hi in _chunks(ipc, chunk_size):
             out.append(guided_sample(prior, torch.full((hi - lo,), c, dtype=torch.long), x_T=group[lo:hi],

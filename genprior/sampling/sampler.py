@@ -121,20 +121,12 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
             raise GenpriorError("strength below 1 starts from clean samples: pass x0 (img2img), or x_T, the noisy "
                                 "sample at the first step that runs")
         x = (x_T if x_T is not None else torch.randn((n,) + prior.latent_shape, generator=generator)).to(device).float()
-    model = prior._denoiser(labels, None)
-    scale = prior.guidance_scale
-    guided = scale != 1.0
-    drop = torch.zeros(2 * n if guided else n, dtype=torch.bool, device=device)
-    drop[n:] = True
+    model = guided_denoiser(prior, labels)
     from ..priors.diffusion import _split_prediction
 
     for i in range(first, steps):
         t = int(timesteps[i])
-        x_in = torch.cat([x, x]) if guided else x
-        out = model(x_in, torch.full((x_in.shape[0],), t, dtype=torch.long, device=device), drop)
-        if guided:
-            cond, uncond = out.chunk(2)
-            out = uncond + scale * (cond - uncond)
+        out = model(x, torch.full((n,), t, dtype=torch.long, device=device), None)
         alpha = alphas[t]
         x0_hat, eps = _split_prediction(out, x, alpha, config.prediction_type)
         live = [term for term in terms if term.active(i, steps)]
@@ -157,6 +149,23 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
     if return_x0:
         return x
     return prior.from_m11(resize_images(prior._from_x0(x).float(), prior.card["output_resolution"]))
+
+
+def guided_denoiser(prior: Any, labels: torch.Tensor):
+    """The prior's model for ``labels`` with its classifier-free guidance applied, as a denoiser
+    ``fn(x, t, drop)`` (``drop`` ignored: the guidance decides), e.g. for ``ddim_invert``."""
+    labels = prior.check_labels(labels).to(prior.out_mean.device)
+    model, scale, n = prior._denoiser(labels, None), prior.guidance_scale, labels.shape[0]
+    if scale == 1.0:
+        keep = torch.zeros(n, dtype=torch.bool, device=labels.device)
+        return lambda x, t, drop=None: model(x, t, keep)
+    drop = torch.zeros(2 * n, dtype=torch.bool, device=labels.device)
+    drop[n:] = True
+
+    def fn(x, t, _drop=None):
+        cond, uncond = model(torch.cat([x, x]), torch.cat([t, t]), drop).chunk(2)
+        return uncond + scale * (cond - uncond)
+    return fn
 
 
 def _step_noise(shape, i: int, generator: Optional[torch.Generator], seeds: Optional[Sequence[int]]) -> torch.Tensor:
