@@ -298,6 +298,10 @@ def test_skewness_and_the_d3hr_group_is_the_best_scored_candidate():
     by_members = moment_score(cands, mu, sigma, skew_over="members")
     assert torch.equal(best_group(mu, sigma, 4, 50, torch.Generator().manual_seed(3), batch=20,
                                   skew_over="members")[0], cands[by_members.argmin()])
+    # IPC 1: one member has no spread; the score stays finite and the best group is found
+    for over in ("dimensions", "members"):
+        single, single_score = best_group(mu, sigma, 1, 20, torch.Generator().manual_seed(3), skew_over=over)
+        assert single.shape == (1, 12) and single_score == single_score  # not NaN
     with pytest.raises(GenpriorError, match="skew_over must be one of dimensions, members"):
         moment_score(cands, mu, sigma, skew_over="features")
 

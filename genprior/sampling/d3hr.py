@@ -48,9 +48,11 @@ def member_skewness(groups: torch.Tensor) -> torch.Tensor:
     """The public code's skewness term: each member standardised by the group's per-dimension
     mean and (unbiased) standard deviation, cubed and summed over the D dimensions, times
     D / ((D − 1)(D − 2)): (G, n, D) -> (G, n), one value per member."""
-    d = groups.shape[2]
+    n, d = groups.shape[1], groups.shape[2]
+    if n < 2 or d < 3:  # no spread across one member; the correction needs three dimensions
+        return groups.new_zeros(groups.shape[:2])
     z = (groups - groups.mean(dim=1, keepdim=True)) / groups.std(dim=1, keepdim=True)
-    return z.pow(3).sum(dim=2) * (d / ((d - 1) * (d - 2)))
+    return z.nan_to_num(0.0).pow(3).sum(dim=2) * (d / ((d - 1) * (d - 2)))
 
 
 SKEW_OVER = ("dimensions", "members")
@@ -65,7 +67,7 @@ def moment_score(groups: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, sk
     if skew_over not in SKEW_OVER:
         raise GenpriorError(f"skew_over must be one of {', '.join(SKEW_OVER)}, got {skew_over!r}")
     mean = groups.mean(dim=1)
-    std = groups.std(dim=1)
+    std = groups.std(dim=1, unbiased=groups.shape[1] > 1)  # one member (IPC 1): no spread, 0
     skew = skewness(groups) if skew_over == "dimensions" else member_skewness(groups)
     return (mean - mu).norm(dim=1) + (std - sigma).norm(dim=1) + skew_weight * skew.norm(dim=1)
 
@@ -118,7 +120,7 @@ def d3hr(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, stren
                                               alphas, prior.scheduler.config.prediction_type,
                                               final_alpha_cumprod=final)
                                   for lo, hi in _chunks(x0.shape[0], chunk_size)]).flatten(1).float().cpu()
-        mu, sigma = inverted.mean(dim=0), inverted.std(dim=0)
+        mu, sigma = inverted.mean(dim=0), inverted.std(dim=0, unbiased=inverted.shape[0] > 1)
         group, _ = best_group(mu, sigma, ipc, candidates, gen, skew_weight, skew_over=skew_over)
         group = group.view(ipc, *x0.shape[1:])
         for lo, hi in _chunks(ipc, chunk_size):
