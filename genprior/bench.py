@@ -413,8 +413,11 @@ def _compute(config: Dict[str, Any], out: Path, key: str, threads: int, cache: D
     method, ipc, seed = parts[1], int(parts[2]), int(parts[3])
     if parts[0] == "build":
         cmd, synset = build_command(config, method, ipc, seed, out)
+        defaults = recipe_defaults(cmd)  # as they were when the set was made (``--reuse`` compares)
         value = _run_command(cmd, synset.parent if synset.name == "synset" else None, threads)
         value["synset"] = str(synset)
+        if defaults is not None:
+            value["recipe_defaults"] = defaults
         if config.get("diversity") and method != WHOLE and evaluated(config, method):
             from .perceptual import class_diversity
 
@@ -430,6 +433,18 @@ def _compute(config: Dict[str, Any], out: Path, key: str, threads: int, cache: D
     return eval_unit(synset, cache["test"], arch, model, proto, threads,
                      state_dir=out / "state" / key.replace("|", "-"), attack=attack, device=config["device"],
                      teacher=teacher)
+
+
+def recipe_defaults(cmd: List[str]) -> Optional[Dict[str, Any]]:
+    """The ``DEFAULTS`` of the recipe a build command runs (``-m genprior.recipes.NAME``), as
+    JSON, or None for a command that runs no recipe: a recipe's paper settings are part of what
+    its sets are, though its command line does not show them."""
+    import importlib
+
+    if len(cmd) < 2 or cmd[0] != "-m" or not cmd[1].startswith("genprior.recipes."):
+        return None
+    defaults = getattr(importlib.import_module(cmd[1]), "DEFAULTS", None)
+    return json.loads(json.dumps(defaults, default=str)) if isinstance(defaults, dict) else None
 
 
 def cell_protocol(config: Dict[str, Any], kind: str):
@@ -816,7 +831,8 @@ def reuse(config: Dict[str, Any], out: Path, source: Path) -> List[str]:
     that cell's versions and machine. Cells are claimed while they are copied, as lanes claim
     theirs, so a lane running on this folder meanwhile does not compute them too. Builds match on
     their command only: a source whose recipe or prior changed since it ran is the caller's to
-    leave out (or ``--redo`` the row). An evaluation under a PGD attack also serves a table without
+    leave out (or ``--redo`` the row), except a recipe's ``DEFAULTS``, which a build cell records
+and which must still hold. An evaluation under a PGD attack also serves a table without
     one (its clean accuracy came first, from the same network). Returns the keys taken."""
     import shutil
 
@@ -871,6 +887,10 @@ def reuse(config: Dict[str, Any], out: Path, source: Path) -> List[str]:
             if found is None or any(d not in units and d not in planned for d in dependencies(config)(key)):
                 continue
             kind, parts = key.split("|")[0], key.split("|")
+            if kind == "build" and "recipe_defaults" in theirs["units"][found] and \
+                    theirs["units"][found]["recipe_defaults"] != recipe_defaults(
+                        build_command(config, parts[1], int(parts[2]), int(parts[3]), out)[0]):
+                continue  # its recipe's settings changed since: computed here instead
             if kind not in ("setup", "build"):  # evaluated on the very set that was taken
                 ours_build, their_build = f"build|{'|'.join(parts[1:4])}", f"build|{'|'.join(found.split('|')[1:4])}"
                 taken_from = planned.get(ours_build) or units[ours_build].get("reused_from")

@@ -373,6 +373,24 @@ def test_reuse_takes_identically_computed_cells_from_another_benchmark(tmp_path)
         reuse(first, tmp_path / "d", tmp_path)
 
 
+def test_reuse_leaves_a_set_whose_recipe_settings_changed_since(tmp_path, monkeypatch):
+    """A recipe's DEFAULTS are part of what its sets are, though its command line does not show
+    them: a build records them, and ``--reuse`` takes the set (and its evaluations) only while
+    they still hold."""
+    import genprior.recipes.dm as dm_recipe
+    from genprior.bench import reuse
+
+    config = check_config({**TINY, "methods": {"dm": {"recipe": "dm", "args": ["--iterations", "1",
+                                                                                "--batch-real", "8"]}}})
+    run_bench(config, tmp_path / "a", progress=False)
+    built = json.loads((tmp_path / "a" / "cells" / "build-dm-1-0.json").read_text())
+    assert built["recipe_defaults"] == json.loads(json.dumps(dm_recipe.DEFAULTS, default=str))
+    assert reuse(check_config({**config, "name": "same"}), tmp_path / "b", tmp_path / "a") == [
+        "build|dm|1|0", "eval|dm|1|0|convnet|0"]
+    monkeypatch.setitem(dm_recipe.DEFAULTS, "lr", 123.0)  # the recipe's paper setting changed
+    assert reuse(check_config({**config, "name": "changed"}), tmp_path / "c", tmp_path / "a") == []
+
+
 def test_reuse_takes_attacked_evaluations_for_a_table_without_the_attack_not_back(tmp_path):
     """An evaluation under PGD measured clean accuracy first, on the same network: a table without
     the attack takes it; a table asking for the attack cannot take an evaluation that ran none."""
