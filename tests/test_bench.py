@@ -321,7 +321,7 @@ def test_bad_method_entries_are_one_line(method, message):
     # MGD3 and D3HR as genprior applies them and as their public code does, beside random real,
     # pixel DM and plain samples: build + 3 ConvNets a row
     ("mgd3_forms_mnist5k_ipc10_convnet.json", 7 * (1 + 3)),
-    ("d3hr_forms_mnist5k_ipc10_convnet.json", 5 * (1 + 3)),
+    ("d3hr_forms_mnist5k_ipc10_convnet.json", 7 * (1 + 3)),
 ])
 def test_the_projects_tables_are_configs_of_bench(name, count):
     from genprior.bench import load_config
