@@ -832,8 +832,8 @@ def reuse(config: Dict[str, Any], out: Path, source: Path) -> List[str]:
     theirs, so a lane running on this folder meanwhile does not compute them too. Builds match on
     their command only: a source whose recipe or prior changed since it ran is the caller's to
     leave out (or ``--redo`` the row), except a recipe's ``DEFAULTS``, which a build cell records
-and which must still hold. An evaluation under a PGD attack also serves a table without
-    one (its clean accuracy came first, from the same network). Returns the keys taken."""
+    and which must still hold. An evaluation under a PGD attack also serves a table without one
+    (its clean accuracy came first, from the same network). Returns the keys taken."""
     import shutil
 
     from .lanes import _alive, _claim_id

@@ -971,7 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("method")
     p.add_argument("prior")
     p.add_argument("out_dir")
-    p.add_argument("--ipc", type=int, help="images per class (not for whole, which takes the whole train split)")
+    p.add_argument("--ipc", type=int, required=True, help="images per class")
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method option, e.g. strength=0.5")
     p.add_argument("--prior-option", action="append", metavar="KEY=VALUE",

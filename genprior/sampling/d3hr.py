@@ -58,14 +58,18 @@ def member_skewness(groups: torch.Tensor) -> torch.Tensor:
 SKEW_OVER = ("dimensions", "members")
 
 
+def _check_skew_over(skew_over: str) -> None:
+    if skew_over not in SKEW_OVER:
+        raise GenpriorError(f"skew_over must be one of {', '.join(SKEW_OVER)}, got {skew_over!r}")
+
+
 def moment_score(groups: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, skew_weight: float = 0.1,
                  skew_over: str = "dimensions") -> torch.Tensor:
     """The score of each candidate group (G, n, D) against a Gaussian (μ, σ) of D dimensions: (G,).
     Standard deviations are unbiased, as the public code's; ``skew_over`` ``dimensions`` takes
     each dimension's skewness across the members, ``members`` the public code's term
     (``member_skewness``)."""
-    if skew_over not in SKEW_OVER:
-        raise GenpriorError(f"skew_over must be one of {', '.join(SKEW_OVER)}, got {skew_over!r}")
+    _check_skew_over(skew_over)
     mean = groups.mean(dim=1)
     std = groups.std(dim=1, unbiased=groups.shape[1] > 1)  # one member (IPC 1): no spread, 0
     skew = skewness(groups) if skew_over == "dimensions" else member_skewness(groups)
@@ -97,10 +101,10 @@ def d3hr(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, stren
          guided_inversion: bool = False, skew_over: str = "dimensions") -> torch.Tensor:
     from ..priors.diffusion import ddim_invert
 
-    if skew_over not in SKEW_OVER:
-        raise GenpriorError(f"skew_over must be one of {', '.join(SKEW_OVER)}, got {skew_over!r}")
+    _check_skew_over(skew_over)  # before the inversion's work
     if not isinstance(guided_inversion, bool):
         raise GenpriorError(f"guided_inversion is true or false, got {guided_inversion!r}")
+    denoiser = guided_denoiser if guided_inversion else (lambda p, labels: p._denoiser(labels, None))
 
     timesteps, alphas, final = prior._schedule()
     first = start_step(len(timesteps), strength)
@@ -114,9 +118,7 @@ def d3hr(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, stren
         x0 = encode_class(prior, real, c, gen, max_images)
         labels = torch.full((x0.shape[0],), c, dtype=torch.long, device=device)
         with torch.no_grad():
-            model = (lambda lo, hi: guided_denoiser(prior, labels[lo:hi])) if guided_inversion else \
-                (lambda lo, hi: prior._denoiser(labels[lo:hi], None))
-            inverted = torch.cat([ddim_invert(model(lo, hi), x0[lo:hi], timesteps[first:],
+            inverted = torch.cat([ddim_invert(denoiser(prior, labels[lo:hi]), x0[lo:hi], timesteps[first:],
                                               alphas, prior.scheduler.config.prediction_type,
                                               final_alpha_cumprod=final)
                                   for lo, hi in _chunks(x0.shape[0], chunk_size)]).flatten(1).float().cpu()
