@@ -26,7 +26,7 @@ from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset, pil_loader
 
 from .errors import DataNotFoundError, GenpriorError
-from .images import resize_images
+from .images import LabelledImages, resize_images
 from .registry import Registry
 
 DATASETS = Registry("dataset")
@@ -62,7 +62,7 @@ IMAGENET_RESOLUTIONS = (32, 64, 128)
 
 
 @dataclass(eq=False)
-class RealData:
+class RealData(LabelledImages):
     """One split of a dataset, normalised, on the CPU.
 
     Images are stored normalised because every network and matching loss consumes
@@ -84,18 +84,6 @@ class RealData:
                 f"inconsistent RealData {self.name!r}: images {tuple(self.images.shape)}, "
                 f"labels {tuple(self.labels.shape)}, mean/std of length {len(self.mean)}/{len(self.std)}"
             )
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def channels(self) -> int:
-        return self.images.shape[1]
-
-    @property
-    def resolution(self) -> int:
-        return self.images.shape[-1]
 
     def __len__(self) -> int:
         return self.images.shape[0]

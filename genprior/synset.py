@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CorruptedSetError, GenpriorError
+from .images import LabelledImages
 
 FORMAT_NAME = "genprior-synset"
 FORMAT_VERSION = 1
@@ -42,7 +43,7 @@ PathLike = Union[str, os.PathLike]
 
 
 @dataclass
-class SyntheticSet:
+class SyntheticSet(LabelledImages):
     """Images (normalised) and labels, plus what is needed to use and reproduce them."""
 
     images: torch.Tensor
@@ -64,18 +65,6 @@ class SyntheticSet:
         problem = _check_tensors(self.images, self.labels, self.soft_labels, len(self.class_names), self.mean)
         if problem:
             raise GenpriorError(f"invalid synthetic set: {problem}")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def channels(self) -> int:
-        return self.images.shape[1]
-
-    @property
-    def resolution(self) -> int:
-        return self.images.shape[-1]
 
     @property
     def ipc(self) -> int:

@@ -59,7 +59,7 @@ def resolve_loops(owner: str, ipc: int, outer_loop: Optional[int], inner_loop: O
 
 
 def train_epochs(net: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, labels: Tensor,
-                       epochs: int, batch_size: int, dsa: Optional[DSA], generator: torch.Generator) -> None:
+                 epochs: int, batch_size: int, dsa: Optional[DSA], generator: torch.Generator) -> None:
     """``epochs`` shuffled passes over (images, labels) with per-image DSA when enabled:
     DC's inner loop on the synthetic set, and how MTT trains its experts on real data."""
     net.train()
@@ -78,22 +78,12 @@ def train_epochs(net: nn.Module, optimizer: torch.optim.Optimizer, images: Tenso
             optimizer.step()
 
 
-@MATCHERS.register("dc", summary="gradient matching along a network trained on the synthetic set", paper=PAPER)
-class DC(Matcher):
-    """Paper defaults: ConvNet, batch_real 256; ``outer_loop``/``inner_loop`` 1/1 at IPC 1,
-    10/50 at IPC 10, 20/25, 30/20, 40/15 and 50/10 at IPC 20-50; the network trains with
-    SGD lr 0.01 (``lr_net``), batch 256 (``batch_train``). Loop: 1,000 iterations, SGD on
-    the images with lr 0.1 and momentum 0.5, noise initialisation (DSA: real images).
-    As in the reference, the network is not trained after the last update of an
-    iteration. With a batch-norm net the reference freezes statistics computed on
-    real images; here every forward uses its own batch statistics."""
+class TrainedOnTheSet(Matcher):
+    """A matcher whose network is drawn afresh each iteration and trains on the synthetic set
+    between its ``outer_loop`` updates (``inner_loop`` epochs, SGD ``lr_net``, batch
+    ``batch_train``), as DC's loops: DC and CAFE. Not trained after an iteration's last update."""
 
-    name = "dc"
-    paper = PAPER
-    OPTIONS = {"outer_loop": None, "inner_loop": None, "lr_net": 0.01, "batch_train": 256}
-    paper_loop = {"iterations": 1000, "optimizer": "sgd", "lr_images": 0.1, "momentum": 0.5, "init": "noise"}
-
-    def resolve_options(self, opts: Dict[str, Any]) -> Dict[str, Any]:
+    def resolve_loop_options(self, opts: Dict[str, Any]) -> Dict[str, Any]:
         opts["outer_loop"], opts["inner_loop"] = resolve_loops(self.name, self.ipc, opts["outer_loop"], opts["inner_loop"])
         opts["lr_net"] = check_positive_float(self.name, "lr_net", opts["lr_net"])
         check_positive_int(self.name, "batch_train", opts["batch_train"])
@@ -108,6 +98,35 @@ class DC(Matcher):
         self.net.train()
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=self.opts["lr_net"])
         self.updates_done = 0
+
+    def after_update(self, syn_images: Tensor, syn_labels: Tensor, generator: torch.Generator) -> None:
+        self.updates_done += 1
+        if self.updates_done >= self.opts["outer_loop"]:
+            return
+        train_epochs(self.require_net(), self.optimizer, syn_images.detach(), syn_labels,
+                     self.opts["inner_loop"], self.opts["batch_train"], self.dsa, generator)
+
+
+@MATCHERS.register("dc", summary="gradient matching along a network trained on the synthetic set", paper=PAPER)
+class DC(TrainedOnTheSet):
+    """Paper defaults: ConvNet, batch_real 256; ``outer_loop``/``inner_loop`` 1/1 at IPC 1,
+    10/50 at IPC 10, 20/25, 30/20, 40/15 and 50/10 at IPC 20-50; the network trains with
+    SGD lr 0.01 (``lr_net``), batch 256 (``batch_train``). Loop: 1,000 iterations, SGD on
+    the images with lr 0.1 and momentum 0.5, noise initialisation (DSA: real images).
+    As in the reference, the network is not trained after the last update of an
+    iteration. With a batch-norm net the reference freezes statistics computed on
+    real images; here every forward uses its own batch statistics."""
+
+    name = "dc"
+    paper = PAPER
+    OPTIONS = {"outer_loop": None, "inner_loop": None, "lr_net": 0.01, "batch_train": 256}
+    paper_loop = {"iterations": 1000, "optimizer": "sgd", "lr_images": 0.1, "momentum": 0.5, "init": "noise"}
+
+    def resolve_options(self, opts: Dict[str, Any]) -> Dict[str, Any]:
+        return self.resolve_loop_options(opts)
+
+    def start_iteration(self, it: int, generator: torch.Generator) -> None:
+        super().start_iteration(it, generator)
         self.matched = [p for p in self.net.parameters() if p.dim() >= 2]
 
     def class_loss(self, real: Tensor, syn: Tensor, label: int, generator: torch.Generator) -> Tensor:
@@ -119,10 +138,3 @@ class DC(Matcher):
         g_real = [g.detach() for g in g_real]
         g_syn = torch.autograd.grad(F.cross_entropy(net(syn), target_syn), self.matched, create_graph=True)
         return gradient_distance(g_real, g_syn)
-
-    def after_update(self, syn_images: Tensor, syn_labels: Tensor, generator: torch.Generator) -> None:
-        self.updates_done += 1
-        if self.updates_done >= self.opts["outer_loop"]:
-            return
-        train_epochs(self.require_net(), self.optimizer, syn_images.detach(), syn_labels,
-                           self.opts["inner_loop"], self.opts["batch_train"], self.dsa, generator)

@@ -30,8 +30,8 @@ from torch import Tensor
 
 from ..errors import GenpriorError
 from ..nets.convnet import ConvNet
-from .base import MATCHERS, Matcher, check_positive_float, check_positive_int
-from .dc import resolve_loops, train_epochs
+from .base import MATCHERS
+from .dc import TrainedOnTheSet
 
 PAPER = (
     "Wang, Zhao, Peng, Zhu, Yang, Wang, Huang, Bilen, Wang & You, "
@@ -48,7 +48,7 @@ def class_means(x: Tensor, positions: Tensor, num: int) -> Tensor:
 
 
 @MATCHERS.register("cafe", summary="layer-wise feature matching plus a discrimination loss", paper=PAPER)
-class CAFE(Matcher):
+class CAFE(TrainedOnTheSet):
     """Paper defaults: ConvNet, batch_real 256, siamese DSA drawn per class;
     ``layer_weights`` None = the reference's (ConvNet: 0.1 for each pre-pool map but the
     last, 1 for the last one and 1 for the final pooled map; other nets: 0.1 for every
@@ -67,9 +67,7 @@ class CAFE(Matcher):
                   "lr_images_halved_at": [1200, 1600, 1800]}
 
     def resolve_options(self, opts: Dict[str, Any]) -> Dict[str, Any]:
-        opts["outer_loop"], opts["inner_loop"] = resolve_loops(self.name, self.ipc, opts["outer_loop"], opts["inner_loop"])
-        opts["lr_net"] = check_positive_float(self.name, "lr_net", opts["lr_net"])
-        check_positive_int(self.name, "batch_train", opts["batch_train"])
+        opts = self.resolve_loop_options(opts)
         weight = opts["discrimination_weight"]
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
             raise GenpriorError(f"cafe: discrimination_weight must be a number >= 0, got {weight!r}")
@@ -95,16 +93,6 @@ class CAFE(Matcher):
         """The feature maps CAFE matches: a ConvNet's pre-pool block maps and its last pooled
         map (the reference's ``f1..f4``); any other network's block outputs."""
         return net.features(x, pre_pool=True) if isinstance(net, ConvNet) else net.features(x)
-
-    @property
-    def updates_per_iteration(self) -> int:
-        return self.opts["outer_loop"]
-
-    def start_iteration(self, it: int, generator: torch.Generator) -> None:
-        self.net = self.new_net()
-        self.net.train()
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=self.opts["lr_net"])
-        self.updates_done = 0
 
     def terms(self, syn_images: Tensor, syn_labels: Tensor, real: Any, generator: torch.Generator) -> Dict[str, Tensor]:
         """The parts of the loss: ``feature`` (layer-weighted already), ``output`` and
@@ -138,9 +126,3 @@ class CAFE(Matcher):
         parts = self.terms(syn_images, syn_labels, real, generator)
         return parts["feature"] + parts["output"] + self.opts["discrimination_weight"] * parts["discrimination"]
 
-    def after_update(self, syn_images: Tensor, syn_labels: Tensor, generator: torch.Generator) -> None:
-        self.updates_done += 1
-        if self.updates_done >= self.opts["outer_loop"]:
-            return
-        train_epochs(self.require_net(), self.optimizer, syn_images.detach(), syn_labels,
-                     self.opts["inner_loop"], self.opts["batch_train"], self.dsa, generator)
