@@ -77,6 +77,30 @@ def test_mode_guidance_in_its_reference_form_moves_the_sample(prior):
         ModeGuidance(modes, form="x0")
 
 
+def test_ancestral_steps_are_diffusers_ddim_steps_with_eta(prior):
+    """eta 1, step by step as diffusers' DDIMScheduler.step(eta=1) with the same step noise; the
+    last step adds none (its ᾱ_prev is 1)."""
+    from diffusers import DDIMScheduler
+
+    from genprior.sampling.sampler import _step_noise
+
+    labels = torch.tensor([0, 1, 2])
+    x_T = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(8))
+    seeds = [11, 12, 13]
+    ours = guided_sample(prior, labels, x_T, eta=1.0, noise_seeds=seeds, return_x0=True)
+    scheduler = DDIMScheduler.from_config(prior.scheduler.config)
+    scheduler.set_timesteps(5)
+    model, keep = prior._denoiser(labels, None), torch.zeros(3, dtype=torch.bool)
+    x = x_T.clone()
+    with torch.no_grad():
+        for i, t in enumerate(scheduler.timesteps):
+            eps = model(x, torch.full((3,), int(t)), keep)
+            noise = _step_noise(x.shape, i, None, seeds) if i + 1 < 5 else torch.zeros_like(x)
+            x = scheduler.step(eps, t, x, eta=1.0, variance_noise=noise).prev_sample
+    assert torch.allclose(ours, x, atol=1e-5)
+    assert not torch.allclose(ours, guided_sample(prior, labels, x_T, return_x0=True), atol=1e-3)
+
+
 def test_the_guided_denoiser_is_classifier_free_guidance(prior):
     """What the sampler steps with, and what D3HR's guided inversion climbs with."""
     from genprior.sampling.sampler import guided_denoiser
@@ -118,10 +142,11 @@ def test_img2img_and_ancestral_sampling(prior):
     full = guided_sample(prior, labels, x0=x0, strength=1.0, generator=torch.Generator().manual_seed(0),
                          return_x0=True)
     assert (partial - x0).norm() < (full - x0).norm()  # a weaker strength stays nearer its start
-    a = guided_sample(prior, labels, eta=1.0, generator=torch.Generator().manual_seed(5))
-    b = guided_sample(prior, labels, eta=1.0, generator=torch.Generator().manual_seed(5))
-    c = guided_sample(prior, labels, eta=1.0, generator=torch.Generator().manual_seed(6))
-    assert torch.equal(a, b) and not torch.allclose(a, c)  # seeded
+    x_T = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    a = guided_sample(prior, labels, x_T, eta=1.0, generator=torch.Generator().manual_seed(5))
+    b = guided_sample(prior, labels, x_T, eta=1.0, generator=torch.Generator().manual_seed(5))
+    c = guided_sample(prior, labels, x_T, eta=1.0, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.allclose(a, c)  # the step noise is seeded (x_T is the same)
     with pytest.raises(GenpriorError, match="pass x0"):
         guided_sample(prior, labels, strength=0.5)
     with pytest.raises(GenpriorError, match="eta must lie"):
@@ -319,6 +344,16 @@ def test_d3hr_and_igd_make_seeded_sets(prior28, three_classes, surrogate):
     ref = synthesize("d3hr", prior, three_classes, ipc=3, seed=0, progress=False,
                      options={**opts, "guided_inversion": True, "skew_over": "members"})
     assert torch.isfinite(ref.images).all() and not torch.allclose(ref.images, dims.images)
+    # guided inversion alone changes the set once the prior guides (scale 1: the same model)
+    old = prior.card["guidance_scale"]
+    try:
+        prior.card["guidance_scale"] = 3.0
+        unguided = synthesize("d3hr", prior, three_classes, ipc=2, seed=0, options={"candidates": 50}, progress=False)
+        guided = synthesize("d3hr", prior, three_classes, ipc=2, seed=0, progress=False,
+                            options={"candidates": 50, "guided_inversion": True})
+    finally:
+        prior.card["guidance_scale"] = old
+    assert not torch.allclose(guided.images, unguided.images, atol=1e-3)
     with pytest.raises(GenpriorError, match="guided_inversion is true or false"):
         synthesize("d3hr", prior, three_classes, ipc=1, options={"guided_inversion": "yes"}, progress=False)
     with pytest.raises(GenpriorError, match="at least one of the 5 steps"):
@@ -358,7 +393,7 @@ def test_cao2_keeps_the_most_confident_right_samples(prior28, three_classes, sur
     # refinement lowers the denoising error at low noise
     x0 = overgenerate(prior, 1, 4, 0, 64)
     lab = torch.ones(4, dtype=torch.long)
-    refined = refine(prior, x0, lab, steps=30, lr=0.05, generator=torch.Generator().manual_seed(0))
+    refined = refine(prior, x0, lab, steps=30, lr=0.05, generators=[torch.Generator().manual_seed(j) for j in range(4)])
 
     def error(z):
         from genprior.priors.diffusion import _split_prediction
@@ -428,6 +463,19 @@ def test_ancestral_steps_draw_each_samples_noise_from_its_own_seed(prior, prior2
     plain = synthesize("mgd3", prior28, three_classes, ipc=2, seed=4, chunk_size=4, progress=False)
     assert torch.allclose(two.images, chunked.images, atol=1e-5)
     assert not torch.allclose(two.images, plain.images, atol=1e-3)
+
+
+def test_d4m_and_cao2_sets_do_not_depend_on_chunking(prior28, three_classes, surrogate):
+    """D4M's img2img noise and CaO2's refinement noise are each sample's own."""
+    from genprior.sampling import synthesize
+
+    prior28.set_normalization(three_classes.mean, three_classes.std)
+    for method, opts in (("d4m", {"strength": 0.6}),
+                         ("cao2", {"classifier": str(surrogate), "ratio": 2, "refine_steps": 3, "refine_lr": 0.05})):
+        whole = synthesize(method, prior28, three_classes, ipc=2, seed=3, chunk_size=64, options=opts, progress=False)
+        one_by_one = synthesize(method, prior28, three_classes, ipc=2, seed=3, chunk_size=1, options=opts,
+                                progress=False)
+        assert torch.allclose(whole.images, one_by_one.images, atol=1e-5), method
 
 
 def test_generate_method_writes_a_training_free_set(tmp_path, capsys, monkeypatch):

@@ -18,11 +18,12 @@ teacher``); its levels are the lowest quarter of the prior's schedule, above its
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
 from ..data import RealData
+from ..distill.common import seeded_generator
 from ..errors import GenpriorError
 from .methods import CAO2_PAPER, SAMPLING_METHODS, _chunks, advance, decode_x0, image_noise
 from .sampler import guided_sample, noise_seeds
@@ -49,9 +50,11 @@ def check_condition(prior: Any, condition: str) -> None:
         raise GenpriorError("this prior has no null class to refine with; pass --option condition=class")
 
 
-def refine(prior: Any, x0: torch.Tensor, labels: torch.Tensor, steps: int, lr: float, generator: torch.Generator,
-           condition: str = "null", linf_weight: float = 10.0) -> torch.Tensor:
-    """CaO2's latent refinement of clean samples ``x0`` (the model's space); see the module."""
+def refine(prior: Any, x0: torch.Tensor, labels: torch.Tensor, steps: int, lr: float,
+           generators: Sequence[torch.Generator], condition: str = "null", linf_weight: float = 10.0) -> torch.Tensor:
+    """CaO2's latent refinement of clean samples ``x0`` (the model's space); see the module.
+    Sample j's noise and noise levels come from ``generators[j]``, so it refines the same way
+    whatever is refined beside it (each sample's loss and Adam state are its own)."""
     from ..priors.diffusion import _split_prediction
 
     check_condition(prior, condition)
@@ -62,14 +65,16 @@ def refine(prior: Any, x0: torch.Tensor, labels: torch.Tensor, steps: int, lr: f
     levels = torch.tensor(ascending[1:max(2, len(ascending) // 4)] or ascending[:1])
     alphas = alphas.to(device=x0.device, dtype=torch.float32)
     n = x0.shape[0]
-    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    if len(generators) != n:
+        raise GenpriorError(f"CaO2's refinement got {len(generators)} generators for {n} samples: give one per sample")
+    noise = torch.cat([torch.randn((1,) + tuple(x0.shape[1:]), generator=g) for g in generators]).to(x0.device)
     drop = torch.full((n,), condition == "null", dtype=torch.bool, device=x0.device)
     model = prior._denoiser(labels.to(x0.device), None)
     z = x0.detach().clone().float().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     with torch.enable_grad():
         for _ in range(steps):
-            t = levels[torch.randint(len(levels), (n,), generator=generator)].to(x0.device)
+            t = levels[torch.cat([torch.randint(len(levels), (1,), generator=g) for g in generators])].to(x0.device)
             a = alphas[t].view(-1, *([1] * (z.dim() - 1)))
             x_t = a.sqrt() * z + (1 - a).sqrt() * noise
             _, eps = _split_prediction(model(x_t, t, drop), x_t, a, prior.scheduler.config.prediction_type)
@@ -122,8 +127,8 @@ def cao2(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, class
             probs = torch.cat([net(decode_x0(prior, x0[lo:hi], real.resolution)).softmax(dim=1)
                                for lo, hi in _chunks(x0.shape[0], chunk_size)])
         kept = x0[select_confident(probs, labels, ipc)]
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + c)
-        kept = torch.cat([refine(prior, kept[lo:hi], labels[lo:hi], refine_steps, refine_lr, gen, condition)
+        gens = [seeded_generator("cao2-refine", seed, c, j) for j in range(ipc)]
+        kept = torch.cat([refine(prior, kept[lo:hi], labels[lo:hi], refine_steps, refine_lr, gens[lo:hi], condition)
                           for lo, hi in _chunks(ipc, chunk_size)])
         with torch.no_grad():
             out.append(decode_x0(prior, kept, real.resolution).float().cpu())

@@ -59,10 +59,11 @@ def class_labels(num_classes: int, ipc: int) -> torch.Tensor:
 def d4m(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, strength: float = 0.7) -> torch.Tensor:
     prototypes = class_modes(prior, real, ipc, seed)
     labels = class_labels(real.num_classes, ipc)
+    index = torch.arange(ipc).repeat(real.num_classes)
     out = []
     for lo, hi in _chunks(len(labels), chunk_size):
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + lo)
-        out.append(guided_sample(prior, labels[lo:hi], x0=prototypes[lo:hi], strength=strength, generator=gen))
+        out.append(guided_sample(prior, labels[lo:hi], x0=prototypes[lo:hi], strength=strength,
+                                 noise_seeds=noise_seeds(seed, labels[lo:hi], index[lo:hi])))
         advance(hi - lo)
     return torch.cat(out)
 

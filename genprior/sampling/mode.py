@@ -17,8 +17,8 @@ from .sampler import GUIDANCE, GuidanceTerm, StepContext
 class ModeGuidance(GuidanceTerm):
     """``form`` ``eps`` (default): the guidance above, on the noise prediction. ``sample``: as
     MGD3's code applies it, the next sample moves by λ · s_t · (m_i − x̂₀), with s_t the step's
-    ancestral noise scale σ_t (its DiT sampler, ``eta`` > 0) or √ᾱ_t under DDIM (its Stable
-    Diffusion scheduler)."""
+    ancestral noise scale σ_t (its DiT sampler, ``eta`` > 0; no move on the last step, which adds
+    no noise) or √ᾱ_t under DDIM (its Stable Diffusion scheduler)."""
 
     FORMS = ("eps", "sample")
 
@@ -47,4 +47,4 @@ class ModeGuidance(GuidanceTerm):
     def shift(self, ctx: StepContext, sigma: torch.Tensor):
         if self.form != "sample":
             return None
-        return (sigma if float(sigma) > 0 else ctx.alpha.sqrt()) * self._pull(ctx)
+        return (sigma if ctx.eta > 0 else ctx.alpha.sqrt()) * self._pull(ctx)

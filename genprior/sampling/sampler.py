@@ -30,7 +30,8 @@ GUIDANCE = Registry("guidance term")
 class StepContext:
     """What a term sees at one step: the step index ``i`` of ``n`` (0 = the noisiest), the
     timestep, alpha-bar, the current sample ``x_t``, the predicted clean sample ``x0_hat``
-    (in the space the model denoises), the labels and each sample's index in the whole set."""
+    (in the space the model denoises), the labels, each sample's index in the whole set and the
+    sampler's ``eta`` (0: DDIM steps)."""
 
     i: int
     n: int
@@ -40,6 +41,7 @@ class StepContext:
     x0_hat: torch.Tensor
     labels: torch.Tensor
     index: torch.Tensor
+    eta: float = 0.0
 
 
 class GuidanceTerm(ABC):
@@ -89,8 +91,8 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
     nothing runs). With ``strength`` below 1 and ``x_T``, ``x_T`` is the noisy sample at the
     first step that runs (``start_step``), e.g. D3HR's draws from DDIM-inverted statistics.
     ``eta`` 0 is DDIM, 1 ancestral (DDPM-like) sampling; with ``noise_seeds`` (one per sample)
-    sample j's step noise comes from its own seed, so it does not depend on the samples drawn
-    beside it (nested sets), else from ``generator``. ``index`` is each
+    sample j's step noise, and its img2img noise, come from its own seed, so they do not depend
+    on the samples drawn beside it (nested sets), else from ``generator``. ``index`` is each
     sample's place in the whole set, for terms that hold one target per sample (default
     0..N-1). ``return_x0`` returns the final sample in the model's space instead of images."""
     _check(prior)
@@ -113,7 +115,7 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
         if first == steps:
             x = x0.to(device).float()
         else:
-            noise = torch.randn(x0.shape, generator=generator).to(device)
+            noise = _step_noise(x0.shape, -1, generator, noise_seeds).to(device)
             a = alphas[timesteps[first]]
             x = a.sqrt() * x0.to(device).float() + (1 - a).sqrt() * noise
     else:
@@ -130,17 +132,19 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
         alpha = alphas[t]
         x0_hat, eps = _split_prediction(out, x, alpha, config.prediction_type)
         live = [term for term in terms if term.active(i, steps)]
-        ctx = StepContext(i, steps, t, alpha, x, x0_hat, labels, index) if live else None
+        ctx = StepContext(i, steps, t, alpha, x, x0_hat, labels, index, eta) if live else None
         grads = [g for g in (term.gradient(ctx) for term in live) if g is not None]
         if grads:
             eps = eps - (1 - alpha).sqrt() * sum(grads)
             x0_hat = (x - (1 - alpha).sqrt() * eps) / alpha.sqrt()
         if config.clip_sample:
             x0_hat = x0_hat.clamp(-config.clip_sample_range, config.clip_sample_range)
-        alpha_prev = alphas[int(timesteps[i + 1])] if i + 1 < steps else torch.tensor(final, device=device)
-        sigma = eta * ((1 - alpha_prev) / (1 - alpha)).sqrt() * (1 - alpha / alpha_prev).sqrt()
+        last = i + 1 == steps
+        alpha_prev = torch.tensor(final, device=device) if last else alphas[int(timesteps[i + 1])]
+        # the last step adds no noise (as DDPM's), so it takes no ancestral share of the direction either
+        sigma = (0.0 if last else eta) * ((1 - alpha_prev) / (1 - alpha)).sqrt() * (1 - alpha / alpha_prev).sqrt()
         x = (alpha_prev.sqrt() * x0_hat + (1 - alpha_prev - sigma ** 2).clamp_min(0).sqrt() * eps).float()
-        if eta > 0 and i + 1 < steps:
+        if eta > 0 and not last:
             x = x + sigma * _step_noise(x.shape, i, generator, noise_seeds).to(device)
         for term in live:
             moved = term.shift(ctx, sigma)
@@ -169,7 +173,8 @@ def guided_denoiser(prior: Any, labels: torch.Tensor):
 
 
 def _step_noise(shape, i: int, generator: Optional[torch.Generator], seeds: Optional[Sequence[int]]) -> torch.Tensor:
-    """The ancestral noise of step ``i``: from ``generator``, or sample j's from its own seed."""
+    """The ancestral noise of step ``i`` (-1: img2img's starting noise): from ``generator``, or
+    sample j's from its own seed."""
     if seeds is None:
         return torch.randn(shape, generator=generator)
     return torch.cat([torch.randn((1,) + tuple(shape[1:]), generator=seeded_generator("step-noise", s, i))
