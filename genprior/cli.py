@@ -31,7 +31,7 @@ def _archs(values: List[str]) -> List[str]:
 EVAL_ONLY_FLAGS = (("archs", "--archs", ["convnet"]), ("protocol", "--protocol", "quick"), ("teacher", "--teacher", None),
                    ("epochs", "--epochs", None), ("models", "--models", None), ("soft_labels", "--soft-labels", False),
                    ("state_dir", "--state-dir", None), ("pgd", "--pgd", None), ("pgd_steps", "--pgd-steps", 10),
-                   ("diversity", "--diversity", False))
+                   ("diversity", "--no-diversity", True))
 
 
 def _refuse_eval_flags(args, why: str, fix: str, device: bool = False) -> None:
@@ -63,9 +63,12 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
                    help="also report accuracy under an L-inf PGD attack of this budget in pixel units "
                         "(images in [0, 1]; e.g. 0.1 or 8/255)")
     p.add_argument("--pgd-steps", type=int, default=10, help="PGD steps (default 10; step size EPS/4)")
-    p.add_argument("--diversity", action="store_true",
-                   help="also report the mean pairwise LPIPS distance within each class (AlexNet backbone; a random "
-                        "backbone, said so, where its ImageNet weights are not in the torch cache)")
+    p.add_argument("--diversity", action=argparse.BooleanOptionalAction, default=True,
+                   help="report the mean pairwise LPIPS distance within each class beside accuracy (default; AlexNet "
+                        "backbone, a random one, said so, where its ImageNet weights are not in the torch cache)")
+    p.add_argument("--no-lpips-fallback", action="store_true",
+                   help="LPIPS (the diversity, an inversion's --invert-lpips) must be the published metric: stop "
+                        "with an error where its backbone's ImageNet weights are not in the torch cache")
 
 
 def pixel_budget(text: str) -> float:
@@ -150,13 +153,16 @@ def _run_evaluation(synset, out_dir: Path, args, compare: bool = False) -> dict:
     archs = _archs(args.archs)
     proto = with_counts(args.protocol, args.epochs, args.models)
     attack = _attack(args)
+    metric = None
+    if getattr(args, "diversity", True):  # the metric first: a missing backbone stops before the training
+        from .perceptual import class_diversity, lpips_metric
+
+        metric, info = lpips_metric("alex", allow_fallback=not getattr(args, "no_lpips_fallback", False))
     report = evaluate_synset(synset, archs=archs, protocol=proto, data_root=args.data_root, seed=args.seed,
                              device=args.device, soft_labels=args.soft_labels, state_dir=args.state_dir,
                              attack=attack, teacher=getattr(args, "teacher", None))
-    if getattr(args, "diversity", False):
-        from .perceptual import class_diversity
-
-        report["diversity"] = class_diversity(synset)
+    if metric is not None:
+        report["diversity"] = class_diversity(synset, metric, info)
     tag = POOL_ALIAS if len(archs) > 1 and set(archs) == set(_archs([POOL_ALIAS])) else "+".join(archs)
     out = Path(args.out) if getattr(args, "out", None) else out_dir / f"eval_{proto.name}_{tag}.json"
     report["synset"] = str(out_dir)
@@ -455,6 +461,8 @@ def distill_config_from_args(args, defaults: Optional[dict] = None, command: str
     from .distill import DistillConfig
 
     values = _config_values(args, defaults, DISTILL_FLAGS)
+    if getattr(args, "no_lpips_fallback", False):
+        values["invert_lpips_fallback"] = False
     values["loss_options"] = {**values.get("loss_options", {}), **_key_values(args.loss_option, "--loss-option")}
     values["latent_lrs"] = {**values.get("latent_lrs", {}), **_key_values(args.latent_lr, "--latent-lr")}
     values["frozen_latents"] = sorted(set(values.get("frozen_latents", [])) | set(args.freeze or []))

@@ -18,6 +18,7 @@ deepest features), and one-channel images are repeated to three.
 from __future__ import annotations
 
 import os
+import sys
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -32,6 +33,7 @@ BACKBONES = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights", "squeeze": "Sque
 MIN_SIZE = 64
 #: the seed the random-backbone fallback is drawn from: the same distance in every process
 RANDOM_BACKBONE_SEED = 0
+_ANNOUNCED: set = set()  # backbones whose fallback this process has announced
 
 
 def backbone_weights_file(backbone: str) -> Path:
@@ -48,7 +50,8 @@ def lpips_metric(backbone: str = "alex", allow_fallback: bool = True,
                  device: str = "cpu") -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """An LPIPS module (frozen, eval mode) and what it is: ``{"metric": "lpips", "backbone",
     "weights": "imagenet" | "random (...)"}``. Without the backbone's weights in the cache,
-    the random-backbone fallback, or a one-line error naming the file when it is not allowed."""
+    the random-backbone fallback, announced in one line on stderr (once per process), or a
+    one-line error naming the file when it is not allowed."""
     import warnings
 
     import lpips
@@ -57,7 +60,12 @@ def lpips_metric(backbone: str = "alex", allow_fallback: bool = True,
     real = weights.is_file()
     if not real and not allow_fallback:
         raise GenpriorError(f"LPIPS ({backbone}) needs its ImageNet backbone weights at {weights}; copy that file "
-                            "there (genprior never downloads), or allow the random-backbone fallback")
+                            "there (genprior never downloads), or allow the random-backbone fallback (drop "
+                            "--no-lpips-fallback)")
+    if not real and backbone not in _ANNOUNCED:
+        _ANNOUNCED.add(backbone)
+        print(f"genprior: LPIPS ({backbone}) runs on a random backbone (seed {RANDOM_BACKBONE_SEED}), not the "
+              f"published metric: {weights.name} is not in the torch cache ({weights.parent})", file=sys.stderr)
     # torchvision's deprecation notes about LPIPS's loading are silenced; a random backbone is drawn
     # from a fixed seed, so every process and every row of a table measures with the same one, and
     # its draws leave the caller's random-number stream where it was
@@ -89,12 +97,13 @@ def to_lpips_input(images01: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def class_diversity(synset, metric: Optional[torch.nn.Module] = None, info: Optional[Dict[str, Any]] = None,
                     backbone: str = "alex", batch_size: int = 256, device: str = "cpu",
-                    max_pairs: int = 1000, seed: int = 0) -> Dict[str, Any]:
+                    max_pairs: int = 1000, seed: int = 0, allow_fallback: bool = True) -> Dict[str, Any]:
     """Mean pairwise LPIPS distance within each class of ``synset`` (every pair i < j, or
     ``max_pairs`` of them drawn from ``seed`` where a class has more: IPC 46 and up), and its
-    mean over classes; ``None`` at IPC 1, where a class has no pair."""
+    mean over classes; ``None`` at IPC 1, where a class has no pair. Without ``metric``, the
+    ``backbone``'s LPIPS (``allow_fallback``: see ``lpips_metric``)."""
     if metric is None:
-        metric, info = lpips_metric(backbone, device=device)
+        metric, info = lpips_metric(backbone, allow_fallback=allow_fallback, device=device)
     x = to_lpips_input(synset.pixels()).to(device)
     gen = torch.Generator().manual_seed(seed)
     per_class = []

@@ -41,8 +41,8 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys, monkeypatch):
 def test_evaluation_flags_without_an_evaluation_are_refused_not_dropped(tmp_path, capsys):
     err = _error(capsys, ["baseline", "random", str(tmp_path / "a"), "--ipc", "1", "--archs", "pool"])
     assert "--archs" in err and "--evaluate" in err
-    err = _error(capsys, ["baseline", "random", str(tmp_path / "a"), "--ipc", "1", "--pgd", "0.1", "--diversity"])
-    assert "--pgd --diversity set the evaluation" in err
+    err = _error(capsys, ["baseline", "random", str(tmp_path / "a"), "--ipc", "1", "--pgd", "0.1", "--no-diversity"])
+    assert "--pgd --no-diversity set the evaluation" in err
     err = _error(capsys, ["distill", "--no-evaluate", "--device", "cpu", "--output-dir", str(tmp_path / "r")])
     assert "--device" in err and "--no-evaluate" in err
     err = _error(capsys, ["generate", "mnist5k-stylegan", str(tmp_path / "g"), "--ipc", "1", "--protocol", "paper"])

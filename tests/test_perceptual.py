@@ -18,12 +18,19 @@ def _set(images01, labels):
                         class_names=[str(c) for c in range(10)], method="test")
 
 
-def test_without_cached_weights_the_fallback_is_stated_or_refused(no_cached_weights):
+def test_without_cached_weights_the_fallback_is_stated_or_refused(no_cached_weights, capsys, monkeypatch):
+    import genprior.perceptual as perceptual
+
+    monkeypatch.setattr(perceptual, "_ANNOUNCED", set())
     metric, info = lpips_metric("alex")
     assert info["backbone"] == "alex" and info["weights"].startswith("random, seed 0 (pnet_rand=True")
     assert "alexnet-owt-7be5be79.pth" in info["weights"]
-    with pytest.raises(GenpriorError, match="needs its ImageNet backbone weights at .*alexnet-owt-7be5be79.pth"):
+    lpips_metric("alex")
+    said = capsys.readouterr().err.strip().splitlines()  # said in one line, once per process
+    assert len(said) == 1 and "random backbone" in said[0] and "alexnet-owt-7be5be79.pth" in said[0]
+    with pytest.raises(GenpriorError, match="needs its ImageNet backbone weights at .*alexnet-owt-7be5be79.pth") as err:
         lpips_metric("alex", allow_fallback=False)
+    assert "\n" not in str(err.value) and "--no-lpips-fallback" in str(err.value)
     with pytest.raises(GenpriorError, match="unknown LPIPS backbone"):
         backbone_weights_file("resnet")
 
@@ -71,11 +78,20 @@ def test_evaluate_reports_diversity_beside_accuracy(tmp_path, no_cached_weights,
 
     out = tmp_path / "set"
     assert main(["baseline", "random", str(out), "--ipc", "2", "--dataset", "digits"]) == 0
-    assert main(["evaluate", str(out), "--epochs", "1", "--models", "1", "--diversity"]) == 0
+    assert main(["evaluate", str(out), "--epochs", "1", "--models", "1"]) == 0  # by default
     report = json.loads(next(out.glob("eval_*.json")).read_text())
     d = report["diversity"]
     assert d["metric"] == "lpips" and d["weights"].startswith("random") and d["mean"] > 0
     assert "mean pairwise LPIPS within classes; alex, random" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--epochs", "1", "--models", "1", "--no-diversity", "--out",
+                 str(tmp_path / "plain.json")]) == 0
+    assert "diversity" not in json.loads((tmp_path / "plain.json").read_text())
+    # the published metric required and absent: a one-line error before any network trains
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--epochs", "1", "--models", "1", "--no-lpips-fallback", "--out",
+                 str(tmp_path / "strict.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs its ImageNet backbone weights" in err and "\n" not in err and not (tmp_path / "strict.json").exists()
 
 
 def test_gan_inversion_takes_an_lpips_term_and_the_run_records_which_metric(tmp_path, no_cached_weights):
@@ -89,10 +105,18 @@ def test_gan_inversion_takes_an_lpips_term_and_the_run_records_which_metric(tmp_
     train = load_dataset("mnist5k", "train")
     images, labels = train.images[:2], train.labels[:2]
     metric, _ = lpips_metric("alex")
-    kw = dict(steps=3, generator=torch.Generator().manual_seed(0))
+    kw = dict(steps=10, generator=torch.Generator().manual_seed(0))
     plain = prior.invert(images, labels, **kw)["w+"]
     with_lpips = prior.invert(images, labels, lpips=metric, lpips_weight=10.0, **kw)["w+"]
-    assert not torch.allclose(plain, with_lpips)  # the perceptual term moved the latents
+
+    def perceptual_distance(w):
+        with torch.no_grad():
+            decoded = prior.decode({"w+": w}, labels)
+            return float(metric(to_lpips_input((decoded * prior.out_std + prior.out_mean).clamp(0, 1)),
+                                to_lpips_input((images * prior.out_std + prior.out_mean).clamp(0, 1))).mean())
+
+    # the same inversion with the perceptual term ends perceptually nearer its images
+    assert perceptual_distance(with_lpips) < perceptual_distance(plain)
     assert torch.equal(plain, prior.invert(images, labels, lpips=metric, lpips_weight=0.0, **kw)["w+"])
     with pytest.raises(GenpriorError, match="needs an LPIPS module"):
         prior.invert(images, labels, lpips_weight=1.0, **kw)
@@ -105,6 +129,11 @@ def test_gan_inversion_takes_an_lpips_term_and_the_run_records_which_metric(tmp_
     assert recorded["reconstruction"]["mse"] > 0 and recorded["reconstruction"]["lpips"] > 0
     assert synset.config["inversion"] == recorded
     assert json.loads((tmp_path / "run" / "synset" / "meta.json").read_text())["config"]["inversion"] == recorded
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["lpips_metric"]["weights"] == recorded["weights"]
+    with pytest.raises(GenpriorError, match="needs its ImageNet backbone weights"):  # before any inversion runs
+        LatentDistiller(DistillConfig(**{**cfg.__dict__, "invert_lpips_fallback": False}), tmp_path / "strict",
+                        progress=False).run()
+    assert not (tmp_path / "strict" / "inversion.json").exists()
     with pytest.raises(GenpriorError, match="invert_lpips is the weight"):
         LatentDistiller(DistillConfig(**{**cfg.__dict__, "invert_lpips": -1.0}), tmp_path / "bad", progress=False)
     with pytest.raises(GenpriorError, match="this run starts with --init random"):

@@ -80,22 +80,37 @@ def test_saved_and_loaded_back_it_decodes_the_same(sd_folder, tmp_path):
     labels = torch.tensor([0, 1, 2])
     latents = prior.init_latents(labels, space="x_T+class", generator=torch.Generator().manual_seed(1))
     assert torch.equal(prior.decode(latents, labels), back.decode(latents, labels))
+    # under classifier-free guidance the negative prompt is what the samples are pushed away from
+    x_T = {"x_T": latents["x_T"]}
+    guided = _prior(sd_folder, guidance_scale=3.0, negative_prompt="blurry").decode(x_T, labels)
+    assert not torch.allclose(guided, _prior(sd_folder, guidance_scale=3.0).decode(x_T, labels), atol=1e-4)
+    assert not torch.allclose(guided, _prior(sd_folder, negative_prompt="blurry").decode(x_T, labels), atol=1e-4)
 
 
 def test_bad_input_is_one_line(sd_folder, tmp_path):
     import shutil
 
-    with pytest.raises(GenpriorError, match="must hold \\{name\\}"):
-        _prior(sd_folder, template="a photo of a digit")
-    with pytest.raises(GenpriorError, match="longer than the text encoder's context of 16"):
-        load_prior(str(sd_folder), dataset_classes=["a very long class name indeed"], num_inference_steps=3)
-    with pytest.raises(GenpriorError, match="needs the class names"):
-        load_prior(str(sd_folder))
-    broken = tmp_path / "broken"
-    shutil.copytree(sd_folder, broken)
-    shutil.rmtree(broken / "tokenizer")
-    with pytest.raises(GenpriorError, match="has no tokenizer/"):
-        load_prior(str(broken), dataset_classes=["zero"])
+    def refused(message, call):
+        with pytest.raises(GenpriorError, match=message) as err:
+            call()
+        assert "\n" not in str(err.value)
+
+    refused("must hold \\{name\\}", lambda: _prior(sd_folder, template="a photo of a digit"))
+    refused("longer than the text encoder's context of 16",
+            lambda: load_prior(str(sd_folder), dataset_classes=["a very long class name indeed"], num_inference_steps=3))
+    refused("needs the class names", lambda: load_prior(str(sd_folder)))
+    for part in ("tokenizer", "text_encoder"):
+        broken = tmp_path / f"no-{part}"
+        shutil.copytree(sd_folder, broken)
+        shutil.rmtree(broken / part)
+        refused(f"has no {part}/", lambda: load_prior(str(broken), dataset_classes=["zero"]))
+    # a tokenizer that allows more tokens than the encoder has positions: the encoder's limit holds
+    roomy = tmp_path / "roomy"
+    shutil.copytree(sd_folder, roomy)
+    shutil.rmtree(roomy / "tokenizer")
+    _tokenizer(tmp_path / "raw", context=64)[0].save_pretrained(roomy / "tokenizer")
+    refused("longer than the text encoder's context of 16",
+            lambda: load_prior(str(roomy), dataset_classes=["a very long class name indeed"], num_inference_steps=3))
 
 
 def test_a_few_distillation_steps_through_the_prompt_embeddings(sd_folder, tmp_path):
@@ -161,16 +176,34 @@ def test_d4m_runs_through_the_text_prior_with_vae_prototypes(sd_folder):
     images = F.interpolate(real.images[keep], size=(8, 8), mode="bilinear", antialias=True, align_corners=False)
     small = type(real)(**{**real.__dict__, "images": images, "labels": real.labels[keep],
                           "class_names": ["zero", "one", "two"]})
+    from genprior.sampling import guided_sample
+    from genprior.sampling.methods import decode_x0
+    from genprior.sampling.modes import class_modes
+    from genprior.sampling.sampler import noise_seeds
+
     prior = _prior(sd_folder)
+    prior.set_normalization(small.mean, small.std)
     s = synthesize("d4m", prior, small, ipc=2, seed=0, options={"strength": 0.5}, progress=False)
     assert s.images.shape == (6, 1, 8, 8) and torch.isfinite(s.images).all()
     assert s.config["prior_card"]["family"] == "text_diffusion"
+    # the prototypes are k-means centres of the VAE's latents (4 x 4 x 4 here), and strength 0 decodes them
+    protos = class_modes(prior, small, 2, seed=0)
+    assert protos.shape == (6,) + tuple(prior.latent_shape) == (6, 4, 4, 4)
+    still = synthesize("d4m", prior, small, ipc=2, seed=0, options={"strength": 0.0}, progress=False)
+    assert torch.allclose(still.images, decode_x0(prior, protos, 8), atol=1e-5)
+    # img2img from each prototype with its own class's prompt: another class's prompt makes other images
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    seeds = noise_seeds(0, labels, [0, 1] * 3)
+    own = guided_sample(prior, labels, x0=protos, strength=0.5, noise_seeds=seeds)
+    assert torch.allclose(s.images, own, atol=1e-5)
+    assert not torch.allclose(own, guided_sample(prior, labels.roll(2), x0=protos, strength=0.5, noise_seeds=seeds),
+                              atol=1e-4)
 
 
 def test_the_shipped_text_prior_loads_like_a_stable_diffusion_folder():
-    """``mnist5k-text`` is a Stable Diffusion folder: it loads through the same code path as the
-    tiny pipeline above, at its measured default sampler, with prompts from its class names, and
-    decodes seeded digits that differ by prompt."""
+    """``mnist5k-text`` is a Stable Diffusion folder (with genprior's ``prior.json`` card naming its
+    class names and sampler): it loads as the tiny pipeline's class, at its measured default
+    sampler, with prompts from its class names, and decodes seeded digits that differ by prompt."""
     from genprior.priors.text_diffusion import TextDiffusionPrior
 
     prior = load_prior("mnist5k-text")

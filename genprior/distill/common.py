@@ -274,6 +274,11 @@ class TrainingRun(ABC):
 
         return asdict(self.cfg)
 
+    def config_extras(self) -> Dict[str, Any]:
+        """What ``config.json`` records beside the settings: facts of this machine's run (e.g. the
+        metric that ran), not compared on resume."""
+        return {}
+
     def config_defaults(self) -> Dict[str, Any]:
         """Each setting's default: what a checkpoint written before the setting existed ran with."""
         from dataclasses import MISSING, fields
@@ -384,7 +389,7 @@ class TrainingRun(ABC):
         else:
             self.initialize()
             if self.acc.is_main_process:
-                write_json_atomic(self.config_dict(), self.run_dir / "config.json")
+                write_json_atomic({**self.config_dict(), **self.config_extras()}, self.run_dir / "config.json")
         bar = progress_bar(range(self.start_it, cfg.iterations), initial=self.start_it, total=cfg.iterations,
                    desc=self.progress_label(), disable=not (self.progress and self.acc.is_main_process))
         memory = memory_setting()  # logged with every loss line: a resumed part may run under another setting

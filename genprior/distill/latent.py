@@ -71,6 +71,9 @@ class DistillConfig:
     #: (0: pixels only); the metric that ran (backbone, ImageNet or random weights) goes into
     #: RUN/inversion.json and the set's meta.json
     invert_lpips: float = 0.0
+    #: where LPIPS's ImageNet backbone weights are not in the torch cache: its random-backbone
+    #: fallback (True, announced and recorded), or a one-line error (False: ``--no-lpips-fallback``)
+    invert_lpips_fallback: bool = True
     lr: float = 0.01
     latent_lrs: Dict[str, float] = field(default_factory=dict)
     #: latents of the space that stay as initialised (e.g. ``["x_T"]`` of ``x_T+class``: only the
@@ -125,6 +128,8 @@ def check_config(cfg: DistillConfig) -> None:
             raise GenpriorError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if isinstance(cfg.invert_lpips, bool) or not isinstance(cfg.invert_lpips, (int, float)) or cfg.invert_lpips < 0:
         raise GenpriorError(f"invert_lpips is the weight of LPIPS in the inversion: a number >= 0, got {cfg.invert_lpips!r}")
+    if not isinstance(cfg.invert_lpips_fallback, bool):
+        raise GenpriorError(f"invert_lpips_fallback is true or false, got {cfg.invert_lpips_fallback!r}")
     if cfg.invert_lpips and cfg.init != "invert":
         raise GenpriorError(f"--invert-lpips weighs LPIPS in the inversion of --init invert; this run starts with "
                             f"--init {cfg.init}")
@@ -260,16 +265,18 @@ class LatentDistiller(TrainingRun):
         if images is not None:
             images = self._to_prior_size(images).to(self.device)
             kwargs = {"batch_size": cfg.chunk_size, "progress": self.progress and self.acc.is_main_process}
+            from ..perceptual import lpips_metric
+
+            # one metric for the inversion's LPIPS term and for measuring how far the start decodes
+            metric, self.lpips_info = lpips_metric("alex", allow_fallback=cfg.invert_lpips_fallback,
+                                                   device=str(self.device))
             if self.prior.inverts_by_optimisation:
                 kwargs["steps"] = cfg.invert_steps
                 inversion: Dict[str, Any] = {"objective": "pixel MSE", "lpips_weight": cfg.invert_lpips,
                                              "steps": cfg.invert_steps}
                 if cfg.invert_lpips:  # (a prior that does not invert by optimisation is refused below)
-                    from ..perceptual import lpips_metric
-
-                    kwargs["lpips"], info = lpips_metric("alex", device=str(self.device))
-                    kwargs["lpips_weight"] = cfg.invert_lpips
-                    inversion.update(objective="pixel MSE + lpips_weight x LPIPS", **info)
+                    kwargs["lpips"], kwargs["lpips_weight"] = metric, cfg.invert_lpips
+                    inversion.update(objective="pixel MSE + lpips_weight x LPIPS", **self.lpips_info)
             elif cfg.invert_lpips:
                 raise GenpriorError(f"--invert-lpips weighs LPIPS in an optimised inversion, but this prior "
                                     f"({type(self.prior).__name__}) inverts without optimisation; drop it")
@@ -282,19 +289,21 @@ class LatentDistiller(TrainingRun):
         self.latents = {k: self._as_leaf(k, v) for k, v in latents.items()}
         self._build_optimizer()
         if images is not None and self.acc.is_main_process:
-            inversion["reconstruction"] = self._reconstruction_error(latents, images, kwargs.get("lpips"))
+            inversion["reconstruction"] = self._reconstruction_error(latents, images, metric, self.lpips_info)
             write_json_atomic(inversion, self.run_dir / INVERSION_FILE)
 
-    @torch.no_grad()
-    def _reconstruction_error(self, latents, images: torch.Tensor, metric=None) -> Dict[str, Any]:
-        """How far the start decodes from the images it was inverted from: the pixel MSE (in the
-        normalised space the inversion minimises) and the mean LPIPS distance, with the metric
-        the inversion used or, when it used none, LPIPS all the same, so runs compare."""
-        from ..perceptual import lpips_metric, to_lpips_input
+    def config_extras(self) -> Dict[str, Any]:
+        """The LPIPS metric that ran (backbone, ImageNet or random weights), beside the settings."""
+        info = getattr(self, "lpips_info", None)
+        return {"lpips_metric": info} if info else {}
 
-        info = None
-        if metric is None:
-            metric, info = lpips_metric("alex", device=str(self.device))
+    @torch.no_grad()
+    def _reconstruction_error(self, latents, images: torch.Tensor, metric, info: Dict[str, Any]) -> Dict[str, Any]:
+        """How far the start decodes from the images it was inverted from: the pixel MSE (in the
+        normalised space the inversion minimises) and the mean LPIPS distance (with the metric the
+        inversion used, or would have used: runs with and without the term compare)."""
+        from ..perceptual import to_lpips_input
+
         mean, std = self.prior.out_mean, self.prior.out_std
         squared, distance, step = 0.0, 0.0, self.cfg.chunk_size
         for lo in range(0, images.shape[0], step):  # a chunk at a time: memory stays flat in the IPC
@@ -304,10 +313,7 @@ class LatentDistiller(TrainingRun):
             squared += float((decoded - target).square().sum())
             distance += float(metric(to_lpips_input((decoded * std + mean).clamp(0, 1)),
                                      to_lpips_input((target * std + mean).clamp(0, 1))).sum())
-        out = {"mse": squared / images.numel(), "lpips": distance / images.shape[0]}
-        if info is not None:
-            out["lpips_weights"] = info["weights"]
-        return out
+        return {"mse": squared / images.numel(), "lpips": distance / images.shape[0], "lpips_weights": info["weights"]}
 
     def _init_images(self) -> torch.Tensor:
         """The images of the ``init_from`` set, checked against this run: dataset, normalisation,

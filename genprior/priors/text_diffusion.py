@@ -78,7 +78,10 @@ class TextDiffusionPrior(_VAESpace, _DDIMPrior):
         if not class_names:
             raise GenpriorError("a text-conditioned prior needs the class names its prompts are made of")
         prompts = prompts_for(class_names, template) + [str(negative_prompt)]
-        context = int(tokenizer.model_max_length)
+        # the encoder's positions bound the context; a tokenizer saved without its own limit says ~1e30
+        limits = [int(tokenizer.model_max_length),
+                  int(getattr(getattr(text_encoder, "config", None), "max_position_embeddings", 0) or 0)]
+        context = min(n for n in limits if n > 0)
         lengths = [len(ids) for ids in tokenizer(prompts, truncation=False).input_ids]
         too_long = [(p, n) for p, n in zip(prompts, lengths) if n > context]
         if too_long:
