@@ -381,8 +381,19 @@ def is_sampling_recipe(name: str) -> bool:
     return _recipe_runs(name, "run_sampling_recipe")
 
 
+CELL_FILE_KEYS = ("cell", "config", "versions", "machine")  # what a cell file holds beside the value
+
+
 def run_cell(config: Dict[str, Any], out: Path, key: str, threads: int, cache: Dict[str, Any]) -> Dict[str, Any]:
-    """Compute one cell and write its file (the value, the resolved config, versions, machine)."""
+    """Compute one cell and write its file (the value, the resolved config, versions, machine).
+    A cell whose file a killed process wrote, for this config, before ``bench.json`` recorded
+    it is taken from that file, not computed again."""
+    try:
+        saved = json.loads(cell_file(out, key).read_text())
+    except (OSError, ValueError):
+        saved = {}
+    if saved.get("cell") == key and saved.get("config") == json.loads(json.dumps(config)):
+        return {k: v for k, v in saved.items() if k not in CELL_FILE_KEYS}
     value = _compute(config, out, key, threads, cache)
     write_json_atomic({"cell": key, **value, "config": config, "versions": library_versions(), "machine": machine()},
                       cell_file(out, key))

@@ -42,6 +42,56 @@ def test_a_killed_bench_resumes_and_never_recomputes_a_cell(tmp_path):
     assert run_bench(config, out, progress=False) == 1
 
 
+KILLER = """
+import os, sys
+import genprior.bench as bench
+from genprior.bench import check_config, run_bench
+
+compute = bench._compute
+def dies_on_the_third(config, out, key, threads, cache):
+    if key == "build|all|1|0":
+        os._exit(9)  # as a SIGKILL: no cleanup, its claim stays behind under a dead pid
+    return compute(config, out, key, threads, cache)
+bench._compute = dies_on_the_third
+run_bench(check_config(CONFIG), bench.Path(sys.argv[1]), progress=False)
+"""
+
+
+def test_a_process_killed_mid_cell_leaves_only_that_cell_to_compute(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = "CONFIG = " + repr(TINY) + KILLER
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "b")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 9, proc.stderr
+    first = _files(tmp_path / "b")
+    assert sorted(first) == ["build-random-1-0.json", "eval-random-1-0-convnet-0.json"]
+    assert run_bench(check_config(dict(TINY)), tmp_path / "b", progress=False) == 2  # the dead claim is taken over
+    after = _files(tmp_path / "b")
+    assert {k: after[k] for k in first} == first and len(after) == 4
+
+
+def test_a_cell_written_but_not_yet_recorded_is_not_computed_again(tmp_path):
+    """A kill between a cell's file and bench.json: the next run takes the file."""
+    import genprior.bench as bench
+
+    config, out = check_config(dict(TINY)), tmp_path / "b"
+    run_bench(config, out, max_units=1, progress=False)
+    results = json.loads((out / "bench.json").read_text())
+    del results["units"]["build|random|1|0"]
+    (out / "bench.json").write_text(json.dumps(results))
+    before = _files(out)
+    computed = []
+    original = bench._compute
+    try:
+        bench._compute = lambda *a: computed.append(a[2]) or original(*a)
+        run_bench(config, out, max_units=2, progress=False)
+    finally:
+        bench._compute = original
+    assert computed == ["eval|random|1|0|convnet|0"]
+    assert _files(out)["build-random-1-0.json"] == before["build-random-1-0.json"]
+    assert "build|random|1|0" in json.loads((out / "bench.json").read_text())["units"]
+
+
 def test_two_processes_share_a_bench_without_running_a_cell_twice(tmp_path):
     (tmp_path / "tiny.json").write_text(json.dumps(TINY))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
