@@ -58,7 +58,9 @@ def generate_set(prior: Prior, real: RealData, ipc: int, seed: int = 0, space: O
 
     ``class_map`` gives the prior class for each dataset class (a prior with other classes);
     ``resize`` resizes decoded images to the dataset's size; ``mixed_precision`` ``bf16``
-    decodes in bfloat16 (``fp16`` needs a GPU)."""
+    decodes in bfloat16 (``fp16`` needs a GPU). The prior is prepared in place: normalised like
+    ``real``, frozen, in eval mode, on ``device``, and under bf16 its weights stay in bfloat16
+    (load it again for full precision)."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_generate_options(ipc, chunk_size, mixed_precision, dev)
     check_fit(prior, real, class_map, resize)

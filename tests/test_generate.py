@@ -49,6 +49,7 @@ def test_bf16_decodes_close_to_fp32(stylegan, train):
     bf16 = generate_set(load_prior("mnist5k-stylegan"), train, 1, mixed_precision="bf16")
     assert bf16.images.dtype == torch.float32
     assert (bf16.images - fp32.images).abs().mean() < 0.1 * fp32.images.abs().mean()
+    assert not torch.equal(bf16.images, fp32.images)  # bf16 did run
 
 
 def test_bad_input_is_refused(stylegan, train):
@@ -97,3 +98,6 @@ def test_guidance_scale_reaches_a_diffusion_prior(tmp_path):
     assert main(["generate", "mnist5k-diffusion", str(out), "--ipc", "1", "--guidance-scale", "2",
                  "--prior-option", "num_inference_steps=2"]) == 0
     assert load_synset(out).config["prior_card"]["guidance_scale"] == 2.0
+    assert main(["generate", "mnist5k-diffusion", str(tmp_path / "one"), "--ipc", "1", "--guidance-scale", "1",
+                 "--prior-option", "num_inference_steps=2"]) == 0
+    assert not torch.allclose(load_synset(out).images, load_synset(tmp_path / "one").images, atol=1e-3)  # it guides

@@ -1,6 +1,7 @@
 """The generator loop and DiM on a tiny StyleGAN: the method's terms work, a run resumes
 bit-identically, the trained generator is a prior, bad input fails first."""
 import json
+import sys
 from dataclasses import replace
 
 import pytest
@@ -38,8 +39,16 @@ def config(prior_dir, **overrides):
 
 
 def test_run_exports_a_generator_that_loads_as_a_prior(tmp_path, tiny_prior):
-    out = train_generator(config(tiny_prior), tmp_path / "run", progress=False)
+    trainer = GeneratorTrainer(config(tiny_prior), tmp_path / "run", progress=False)
+    out = trainer.run()
     prior = load_prior(str(out))
+    # the folder holds the trainer's EMA weights, exactly, and loads back to them
+    names = {id(p): n for n, p in trainer.prior.named_parameters()}
+    loaded = dict(prior.named_parameters())
+    assert len(trainer.trainable) > 0
+    for p, shadow in zip(trainer.trainable, trainer.ema):
+        assert torch.equal(loaded[names[id(p)]].detach(), shadow.detach().to(loaded[names[id(p)]].dtype))
+    assert any(not torch.equal(p.detach(), s.detach()) for p, s in zip(trainer.trainable, trainer.ema))  # EMA, not live
     card = prior.describe()
     assert card["method"] == "dim" and card["base_prior"] == str(tiny_prior) and card["trained_iterations"] == 4
     assert (tmp_path / "run" / "samples.png").is_file()
@@ -57,19 +66,40 @@ def test_run_exports_a_generator_that_loads_as_a_prior(tmp_path, tiny_prior):
 
 
 def test_resume_is_bit_identical(tmp_path, tiny_prior):
+    import shutil
+
     cfg = config(tiny_prior)
     train_generator(cfg, tmp_path / "straight", progress=False)
     train_generator(replace(cfg, iterations=2), tmp_path / "split", progress=False)
     train_generator(cfg, tmp_path / "split", resume="latest", progress=False)
-    for name in ("straight", "split"):
+    # as a kill leaves a run: iterations logged past its last checkpoint, a torn line, no export
+    train_generator(cfg, tmp_path / "killed", progress=False)
+    shutil.rmtree(tmp_path / "killed" / "checkpoints" / "step-000004")
+    shutil.rmtree(tmp_path / "killed" / "generator")
+    with open(tmp_path / "killed" / "log.jsonl", "a") as log:
+        log.write('{"iteration": 4, "lo')
+    train_generator(cfg, tmp_path / "killed", resume="latest", progress=False)
+    killed = [json.loads(line) for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in killed] == [0, 1, 2, 3]
+    for name in ("straight", "split", "killed"):
         assert (tmp_path / name / "checkpoints" / "step-000004").is_dir()
     a = load_file(str(tmp_path / "straight" / "checkpoints" / "step-000004" / "state.safetensors"))
-    b = load_file(str(tmp_path / "split" / "checkpoints" / "step-000004" / "state.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for other in ("split", "killed"):
+        b = load_file(str(tmp_path / other / "checkpoints" / "step-000004" / "state.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(k.startswith("module.discriminator.") for k in a) and any(k.startswith("optimizer.pool.") for k in a)
     losses = [[json.loads(l)["loss"] for l in (tmp_path / n / "log.jsonl").read_text().splitlines()]
-              for n in ("straight", "split")]
-    assert losses[0] == losses[1]
+              for n in ("straight", "split", "killed")]
+    assert losses[0] == losses[1] == losses[2]
+    # a checkpoint that parses but holds another state: one line naming the fix
+    step = tmp_path / "killed" / "checkpoints" / "step-000002"
+    tensors = load_file(str(step / "state.safetensors"))
+    from safetensors.torch import save_file
+
+    save_file({k: v for k, v in tensors.items() if not k.startswith("ema.")}, str(step / "state.safetensors"))
+    with pytest.raises(GenpriorError, match="does not fit this run.*delete it to resume from the one before") as err:
+        train_generator(cfg, tmp_path / "killed", resume=str(step), progress=False)
+    assert "\n" not in str(err.value)
 
 
 def test_logit_matching_pulls_generated_logits_to_real_ones(tmp_path, tiny_prior):
@@ -291,9 +321,9 @@ def test_dcgm_diversity_term_lowers_intra_class_similarity(tmp_path, tiny_prior)
 
 
 def test_two_processes_train_one_generator(tmp_path, tiny_prior):
-    """Under ``accelerate launch`` each process draws its own batches and the gradients are summed;
-    the pool network is the same in both (same architecture and initial weights), so the run
-    finishes with one generator."""
+    """Under ``accelerate launch`` each process draws its own batches and the gradients are averaged
+    (as DDP); every checkpoint first checks that both processes hold the same generator (a run
+    whose processes diverge stops with an error), so the run finishes with one generator."""
     import os
     import subprocess
 
@@ -308,6 +338,13 @@ def test_two_processes_train_one_generator(tmp_path, tiny_prior):
     logs = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
     assert [r["processes"] for r in logs] == [2, 2]
     assert load_prior(str(tmp_path / "two" / "generator")).describe()["command"].startswith("genprior train")
+    one = tmp_path / "one"
+    assert subprocess.run([sys.executable, "-m", "genprior"] + args + ["--output-dir", str(one)], env=env,
+                          capture_output=True, text=True, timeout=300).returncode == 0
+    # the second process's batches reached the generator: one process alone ends elsewhere
+    two_w = load_file(str(tmp_path / "two" / "generator" / "generator" / "diffusion_pytorch_model.safetensors"))
+    one_w = load_file(str(one / "generator" / "generator" / "diffusion_pytorch_model.safetensors"))
+    assert any(not torch.equal(two_w[k], one_w[k]) for k in two_w)
 
 
 def test_corrupted_checkpoint_and_another_methods_run_are_refused(tmp_path, tiny_prior):

@@ -344,9 +344,15 @@ class TrainingRun(ABC):
             was = ", ".join(f"{k}={json.dumps(then.get(k), default=str)}" for k in diff[:6])
             raise GenpriorError(f"checkpoint {path} was made with other settings ({was}; now "
                                 + ", ".join(f"{k}={json.dumps(now.get(k), default=str)}" for k in diff[:6])
-                                + "); resume with those options (e.g. --init, --optimizer, --lr) or start a new "
-                                "output directory")
-        self.restore(tensors, state)
+                                + f"); resume with the options that made it (listed in {self.run_dir / 'config.json'}) "
+                                "or start a new output directory")
+        try:
+            self.restore(tensors, state)
+        except GenpriorError:
+            raise
+        except (KeyError, IndexError, RuntimeError, ValueError) as e:  # parsed, but not this run's state
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise GenpriorError(corrupted.format(f"its state does not fit this run: {detail}")) from None
         self.start_it = state["next_iteration"]
         self.best = state.get("best", {})
         self.elapsed_before = float(state.get("elapsed_s", 0.0))

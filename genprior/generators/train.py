@@ -157,6 +157,17 @@ class GeneratorTrainer(TrainingRun):
         self.scaler.step(opt)
         self.scaler.update()
 
+    def save_checkpoint(self, it: int) -> None:
+        """Under several processes, first check that every process holds the same generator (a
+        fingerprint of the trained weights, gathered): a checkpoint is one generator or none."""
+        if self.acc.num_processes > 1:
+            fingerprint = torch.stack([p.detach().double().sum() for p in self.trainable]).to(self.device)
+            every = self.acc.gather(fingerprint.unsqueeze(0))
+            if not torch.equal(every.min(dim=0).values, every.max(dim=0).values):
+                raise GenpriorError(f"after iteration {it - 1} the {self.acc.num_processes} processes hold different "
+                                    "generators; resume from the last checkpoint, and report this as a genprior bug")
+        super().save_checkpoint(it)
+
     # -- the run --
     def initialize(self) -> None:
         """A new run starts from the prior as loaded and the method's fresh modules."""
