@@ -571,7 +571,8 @@ def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) ->
         labels = ("IOR and ARS on the teacher's soft labels, HLR on hard labels (the same protocol, no teacher)"
                   if proto.temperature > 0 else "hard labels")
         lines[-1:-1] = [f"Scores (DD-Ranking, Li et al. 2025; {labels}, {archs[0]}, against `{random_method(config)}` "
-                        "under the same protocol, w = 0.5, accuracies as fractions): LRS from HLR = full-data minus set "
+                        "under the same protocol, w = 0.5, accuracies as fractions, so scores lie in [0, 1]; DD-Ranking's "
+                        "tables print them × 100): LRS from HLR = full-data minus set "
                         "accuracy and IOR = set minus random accuracy; ARS from the gains over random with the "
                         "protocol's augmentation and without it (no DSA, crops nor CutMix). Full data (the whole "
                         "train split, class-balanced, hard labels, "

@@ -287,8 +287,12 @@ def test_states_of_the_first_protocols_keep_their_fingerprint():
                                     "batch_size", "dsa"}
 
 
-def test_pgd_moves_every_pixel_the_gradient_asks_for_even_at_the_edge_of_the_range():
-    """At a black pixel a random start below 0 is projected back to 0, so the attack can push it up."""
+@pytest.mark.parametrize("mean, std", [(0.0, 1.0), (0.1307, 0.3081)])
+@pytest.mark.parametrize("pixel", [0.0, 1.0])
+def test_pgd_moves_every_pixel_the_gradient_asks_for_even_at_the_edge_of_the_range(mean, std, pixel):
+    """The budget and the [0, 1] range hold in pixel space whatever the data's normalisation: a
+    black pixel's random start below 0 is projected back to 0, so the attack pushes it up to the
+    budget; a white one cannot go above 1."""
     from genprior.evaluate import PGDAttack, robust_accuracy
 
     seen = []
@@ -298,17 +302,22 @@ def test_pgd_moves_every_pixel_the_gradient_asks_for_even_at_the_edge_of_the_ran
             seen.append(x.detach())
             return torch.stack([x.flatten(1).sum(1), torch.zeros(len(x))], dim=1)
 
-    class Black:
-        images, labels, mean, std = torch.zeros(4, 1, 5, 5), torch.ones(4, dtype=torch.long), (0.0,), (1.0,)
+    class Flat:
+        images = torch.full((4, 1, 5, 5), (pixel - mean) / std)
+        labels, mean_, std_ = torch.ones(4, dtype=torch.long), (mean,), (std,)
 
         def __len__(self):
             return 4
 
+    data = Flat()
+    data.mean, data.std = data.mean_, data.std_
     eps = 0.1
-    acc = robust_accuracy(SumNet(), Black(), PGDAttack(eps=eps, steps=10), torch.device("cpu"),
+    acc = robust_accuracy(SumNet(), data, PGDAttack(eps=eps, steps=10), torch.device("cpu"),
                           torch.Generator().manual_seed(0))
-    assert torch.allclose(seen[-1], torch.full_like(seen[-1], eps))  # every pixel pushed to the budget
-    assert acc == 0.0
+    attacked = min(pixel + eps, 1.0)  # pushed up to the budget, inside the range
+    assert torch.allclose(seen[-1], torch.full_like(seen[-1], (attacked - mean) / std), atol=1e-5)
+    if (pixel, mean) == (0.0, 0.0):
+        assert acc == 0.0  # class 0's logit, 25 * eps, beats class 1's 0
 
 
 # ---- the hard-label protocol of Minimax Diffusion ---------------------------------------------
