@@ -22,11 +22,37 @@ def prior():
     return DiffusionPrior(unet, DDIMScheduler(clip_sample=False), num_inference_steps=5)
 
 
-def test_unguided_ddim_is_the_priors_own_decoding(prior):
+@pytest.mark.parametrize("guidance, clip", [(1.0, False), (3.0, False), (3.0, True)])
+def test_unguided_ddim_is_the_priors_own_decoding_bit_for_bit(prior, guidance, clip):
+    from diffusers import DDIMScheduler
+
+    from genprior.priors.diffusion import DiffusionPrior
+
+    p = DiffusionPrior(prior.unet, DDIMScheduler(clip_sample=clip), num_inference_steps=5, guidance_scale=guidance)
     labels = torch.tensor([0, 1, 2])
     x_T = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    ours = guided_sample(prior, labels, x_T)
-    assert torch.allclose(ours, prior.decode({"x_T": x_T}, labels), atol=1e-5)
+    assert torch.equal(guided_sample(p, labels, x_T), p.decode({"x_T": x_T}, labels))
+
+
+def test_the_guided_sampler_refuses_what_would_be_ignored(prior):
+    """A term whose window holds no step that runs, and LD3M's skip connection, would be dropped
+    without a word: both are one-line errors."""
+    from diffusers import DDIMScheduler
+
+    from genprior.priors.diffusion import DiffusionPrior
+
+    labels = torch.tensor([0, 1])
+    modes = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(GenpriorError, match="window .*start 0.99, stop 1 .* holds none of the 5 steps") as err:
+        guided_sample(prior, labels, terms=[ModeGuidance(modes, start=0.99, stop=1.0)])
+    assert "\n" not in str(err.value)
+    # IGD's 0.1-0.4 window at 2 steps (trajectory points 0 and 0.5) guides nothing
+    with pytest.raises(GenpriorError, match="num_inference_steps"):
+        guided_sample(DiffusionPrior(prior.unet, DDIMScheduler(), num_inference_steps=2), labels,
+                      terms=[ModeGuidance(modes, start=0.1, stop=0.4)])
+    skip = DiffusionPrior(prior.unet, DDIMScheduler(), num_inference_steps=5, skip_weight=1.0)
+    with pytest.raises(GenpriorError, match="drop --prior-option skip_weight"):
+        guided_sample(skip, labels)
 
 
 def test_mode_guidance_pulls_samples_towards_their_modes(prior):
@@ -36,10 +62,28 @@ def test_mode_guidance_pulls_samples_towards_their_modes(prior):
     free = guided_sample(prior, labels, x_T, return_x0=True)
     steered = guided_sample(prior, labels, x_T, terms=[ModeGuidance(modes, scale=0.05, stop=1.0)], return_x0=True)
     assert (steered - modes).norm() < (free - modes).norm()
-    # outside its window a term does nothing
-    idle = guided_sample(prior, labels, x_T, terms=[ModeGuidance(modes, scale=0.5, start=0.99, stop=1.0)],
-                         return_x0=True)
-    assert torch.allclose(idle, free)
+    # outside its window a term does nothing: guiding the last step only, the steps before are free
+    seen = []
+
+    class Spy(ModeGuidance):
+        def gradient(self, ctx):
+            seen.append(ctx.x_t.clone())
+            return super().gradient(ctx)
+
+    guided_sample(prior, labels, x_T, terms=[Spy(modes, scale=0.5, start=0.8, stop=1.0)], return_x0=True)
+    assert len(seen) == 1
+    timesteps, alphas, _ = prior._schedule()
+    x = x_T.clone()
+    model = prior._denoiser(labels, None)
+    from genprior.priors.diffusion import _split_prediction
+
+    for i in range(4):  # the free DDIM steps before the window, by hand
+        t = int(timesteps[i])
+        x0_hat, eps = _split_prediction(model(x, torch.full((4,), t), torch.zeros(4, dtype=torch.bool)), x,
+                                        alphas[t], "epsilon")
+        a_prev = alphas[int(timesteps[i + 1])]
+        x = a_prev.sqrt() * x0_hat + (1 - a_prev).sqrt() * eps
+    assert torch.allclose(seen[0], x, atol=1e-5)
 
 
 def test_mode_guidance_in_its_reference_form_moves_the_sample(prior):
@@ -425,10 +469,10 @@ def test_guided_methods_start_from_generates_noise_and_igd_sets_are_nested(prior
     # CaO2's candidate i of a class is generate's image i of that class
     x0 = overgenerate(prior28, 2, 3, 4, 2)
     assert torch.allclose(decode_x0(prior28, x0, 28), plain.images[6:9], atol=1e-5)
-    # MGD3 outside its window is plain generation
-    far = synthesize("mgd3", prior28, three_classes, ipc=3, seed=4, chunk_size=4,
-                     options={"start": 0.99, "stop": 1.0, "scale": 1.0}, progress=False)
-    assert torch.allclose(far.images, plain.images, atol=1e-5)
+    # MGD3 starts from generate's noise: with a vanishing pull it is plain generation
+    faint = synthesize("mgd3", prior28, three_classes, ipc=3, seed=4, chunk_size=4, options={"scale": 1e-9},
+                       progress=False)
+    assert torch.allclose(faint.images, plain.images, atol=1e-5)
     # IGD: IPC 1 is the first image per class of IPC 2
     opts = {"surrogate": str(surrogate), "snapshots": [2], "grad_images": 20, "scale": 50.0, "diversity": 50.0}
     one = synthesize("igd", prior28, three_classes, ipc=1, seed=4, options=opts, progress=False)

@@ -52,14 +52,17 @@ def encode_class(prior: Any, real: RealData, c: int, generator: torch.Generator,
 def class_modes(prior: Any, real: RealData, per_class: int, seed: int = 0, max_images: Optional[int] = 500,
                 batch_size: int = 64) -> torch.Tensor:
     """``per_class`` k-means centres of each class's real images, encoded into the prior's
-    denoising space; (num_classes * per_class, ...) ordered class by class."""
+    denoising space; (num_classes * per_class, ...) ordered class by class. At most
+    ``max_images`` images of a class are encoded (a random subset), or ``per_class`` if more."""
     gen = torch.Generator().manual_seed(seed)
     out = []
+    cap = None if max_images is None else max(max_images, per_class)  # k-means needs k images at least
     for c in range(real.num_classes):
-        encoded = encode_class(prior, real, c, gen, max_images, batch_size)
-        if per_class > encoded.shape[0]:
-            raise GenpriorError(f"class {real.class_names[c]!r} has {encoded.shape[0]} real images to draw {per_class} "
-                                f"modes from; lower the IPC to at most {encoded.shape[0]}")
+        available = len(real.indices_of_class(c))
+        if per_class > available:
+            raise GenpriorError(f"class {real.class_names[c]!r} has {available} real images to draw {per_class} "
+                                f"modes from; lower the IPC to at most {available}")
+        encoded = encode_class(prior, real, c, gen, cap, batch_size)
         centres = kmeans(encoded.flatten(1).cpu(), per_class, gen)
         out.append(centres.view(per_class, *encoded.shape[1:]))
     return torch.cat(out).to(prior.out_mean.device)

@@ -72,6 +72,9 @@ def _check(prior: Any) -> None:
 
     if not isinstance(prior, _DDIMPrior):
         raise GenpriorError(f"guided sampling needs a diffusion prior, not {type(prior).__name__}")
+    if prior.card.get("skip_weight"):
+        raise GenpriorError("skip_weight is LD3M's skip connection for distilling through the sampler; the guided "
+                            "sampler draws without it: drop --prior-option skip_weight")
 
 
 def start_step(steps: int, strength: float) -> int:
@@ -110,6 +113,12 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
     alphas = alphas.to(device=device, dtype=torch.float32)
     steps = len(timesteps)
     first = start_step(steps, strength)
+    idle = [term for term in terms if not any(term.active(i, steps) for i in range(first, steps))]
+    if idle:
+        raise GenpriorError(f"{type(idle[0]).__name__}'s window (start {idle[0].start:g}, stop {idle[0].stop:g} of "
+                            "the trajectory) "
+                            f"holds none of the {steps - first} steps that run, so it would guide nothing; widen it or "
+                            "sample with more steps (--prior-option num_inference_steps=N)")
     config = prior.scheduler.config
     if x0 is not None:
         if first == steps:
