@@ -7,7 +7,7 @@ runs it in chunks, normalises like the data and wraps a ``SyntheticSet``
 
 - ``d4m`` (Su et al., CVPR 2024): k-means prototypes (k = IPC) of each class's encoded real
   images, each noised to ``strength`` and denoised with its class (img2img). ``strength``
-  0.7 is genprior's default, not a value read from D4M's code.
+  0.7 is what D4M's public code runs (its ImageNet script; ``recipes/d4m.py``).
 - ``mgd3`` (Chan-Santiago et al., ICML 2025): samples from noise steered towards the class's
   k-means modes during the first half of the trajectory (λ = 0.1; the paper also uses CFG 4,
   set with the prior's ``guidance_scale``).
