@@ -217,3 +217,47 @@ def test_the_shipped_text_prior_loads_like_a_stable_diffusion_folder():
         b = prior.decode(latents, torch.tensor([3, 7]))
     assert a.shape == (2, 1, 28, 28) and torch.equal(a, b) and a.std() > 0.1
     assert (a[0] - a[1]).abs().mean() > 0.05  # the same noise, another prompt: another digit
+
+
+def test_a_stable_diffusion_repository_downloads_only_what_loads_and_loads_by_its_id(sd_folder, tmp_path,
+                                                                                       monkeypatch):
+    """The hub's file list of a Stable Diffusion repository: genprior fetches each part's configs,
+    tokenizer files and safetensors weights, not the root single-file checkpoints, the fp16 and
+    non-EMA variants or the safety checker; those files, in the hub cache, load by the id offline."""
+    import shutil
+
+    import huggingface_hub.constants
+    from huggingface_hub.utils import filter_repo_objects
+
+    from genprior.priors.load import HUB_PATTERNS
+    from genprior.priors.text_diffusion import TextDiffusionPrior
+
+    listing = ["model_index.json", "README.md", "v1-5-pruned.safetensors", "v1-5-pruned-emaonly.safetensors",
+               "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+               "unet/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.non_ema.safetensors",
+               "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
+               "text_encoder/model.safetensors", "text_encoder/model.fp16.safetensors", "tokenizer/vocab.json",
+               "tokenizer/merges.txt", "tokenizer/tokenizer_config.json", "scheduler/scheduler_config.json",
+               "safety_checker/config.json", "safety_checker/model.safetensors"]
+    fetched = set(filter_repo_objects(listing, allow_patterns=HUB_PATTERNS))
+    weights = {f for f in fetched if f.endswith(".safetensors")}
+    assert weights == {"unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                       "text_encoder/model.safetensors"}
+    assert {"tokenizer/vocab.json", "tokenizer/merges.txt", "model_index.json"} <= fetched
+    # the tiny pipeline's files, as a download would lay them in the cache, load by id offline
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    repo = cache / "models--someone--tiny-sd"
+    snapshot = repo / "snapshots" / ("2" * 40)
+    files = [p.relative_to(sd_folder).as_posix() for p in sd_folder.rglob("*") if p.is_file()]
+    for name in filter_repo_objects(files, allow_patterns=HUB_PATTERNS):
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(sd_folder / name, snapshot / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("2" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    by_id, local = _prior("someone/tiny-sd"), _prior(sd_folder)
+    assert isinstance(by_id, TextDiffusionPrior)
+    labels = torch.tensor([0, 2])
+    latents = local.init_latents(labels, space="x_T", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(by_id.decode(latents, labels), local.decode(latents, labels))

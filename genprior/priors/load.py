@@ -31,7 +31,15 @@ FAMILIES = {
     "vae": "genprior.priors.diffusion:VAEPrior",
     "text_diffusion": "genprior.priors.text_diffusion:TextDiffusionPrior",
 }
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.md"]
+#: what a prior's hub download fetches: configs, tokenizer files, cards, and the safetensors
+#: weights of each part by the names diffusers and transformers save them under (sharded too).
+#: Not: a pipeline repository's single-file checkpoints at its root (Stable Diffusion's 4-8 GB
+#: ``v1-5-pruned*.safetensors``), ``fp16`` / ``non_ema`` variants, the safety checker's weights.
+HUB_PATTERNS = ["*.json", "*.txt", "*.md",
+                "diffusion_pytorch_model.safetensors", "*/diffusion_pytorch_model.safetensors",
+                "diffusion_pytorch_model-?????-of-?????.safetensors",
+                "*/diffusion_pytorch_model-?????-of-?????.safetensors",
+                "text_encoder*/model.safetensors", "text_encoder*/model-?????-of-?????.safetensors"]
 
 
 def pretrained_dir() -> Path:
