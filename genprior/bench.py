@@ -392,7 +392,7 @@ def run_cell(config: Dict[str, Any], out: Path, key: str, threads: int, cache: D
         saved = json.loads(cell_file(out, key).read_text())
     except (OSError, ValueError):
         saved = {}
-    if saved.get("cell") == key and saved.get("config") == json.loads(json.dumps(config)):
+    if saved.get("cell") == key and saved.get("config") == json.loads(json.dumps(config, default=str)):
         return {k: v for k, v in saved.items() if k not in CELL_FILE_KEYS}
     value = _compute(config, out, key, threads, cache)
     write_json_atomic({"cell": key, **value, "config": config, "versions": library_versions(), "machine": machine()},
