@@ -13,7 +13,7 @@ ConvNet-3 (trained once by this recipe into runs/teachers/ when no ``classifier`
 
 Sampling is DDIM (eta 0); the authors' code takes DiT's ancestral steps with a learned variance,
 which genprior's priors lack: ``--option eta=1`` runs ancestral steps with the fixed posterior
-variance, measured on the pixel prior at IPC 10 below DDIM (89.35 against 91.00 ± 0.22 on
+variance, measured on the pixel prior at IPC 10 below DDIM (89.30 ± 0.08 against 91.00 ± 0.22 on
 ConvNet). README, "Faithfulness", lists what else differs from that code.
 """
 from genprior.cli import recipe_teacher, run_sampling_recipe
