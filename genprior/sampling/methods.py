@@ -54,12 +54,17 @@ def class_labels(num_classes: int, ipc: int) -> torch.Tensor:
     return torch.arange(num_classes).repeat_interleave(ipc)
 
 
+def class_index(num_classes: int, ipc: int) -> torch.Tensor:
+    """0,1,..,ipc-1,0,1,..: each image's place within its class (what its seeds are drawn from)."""
+    return torch.arange(ipc).repeat(num_classes)
+
+
 @SAMPLING_METHODS.register("d4m", summary="k-means prototypes of encoded real images, img2img with their class",
                            paper=D4M_PAPER)
 def d4m(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, strength: float = 0.7) -> torch.Tensor:
     prototypes = class_modes(prior, real, ipc, seed)
     labels = class_labels(real.num_classes, ipc)
-    index = torch.arange(ipc).repeat(real.num_classes)
+    index = class_index(real.num_classes, ipc)
     out = []
     for lo, hi in _chunks(len(labels), chunk_size):
         out.append(guided_sample(prior, labels[lo:hi], x0=prototypes[lo:hi], strength=strength,
@@ -74,7 +79,7 @@ def mgd3(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, scale
          stop: float = 0.5, start: float = 0.0, eta: float = 0.0, form: str = "eps") -> torch.Tensor:
     term = ModeGuidance(class_modes(prior, real, ipc, seed), scale=scale, start=start, stop=stop, form=form)
     labels = class_labels(real.num_classes, ipc)
-    index = torch.arange(ipc).repeat(real.num_classes)
+    index = class_index(real.num_classes, ipc)
     out = []
     for lo, hi in _chunks(len(labels), chunk_size):
         x_T = image_noise(prior, labels[lo:hi], index[lo:hi], seed)
