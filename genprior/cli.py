@@ -434,7 +434,7 @@ def _key_values(pairs: List[str], flag: str) -> dict:
 
 DISTILL_FLAGS = ("dataset", "prior", "space", "loss", "ipc", "iterations", "init", "init_from", "invert_steps",
                  "invert_lpips", "lr",
-                 "optimizer", "batch_real", "chunk_size", "mixed_precision", "seed", "checkpoint_every", "log_every", "eval_every", "eval_epochs",
+                 "optimizer", "batch_real", "chunk_size", "mixed_precision", "seed", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every", "eval_epochs",
                  "resize", "resolution", "method")
 
 
@@ -637,7 +637,7 @@ def cmd_experts(args) -> None:
 
 
 GENERATOR_FLAGS = ("dataset", "prior", "method", "iterations", "batch_size", "lr", "ema", "mixed_precision", "seed",
-                   "checkpoint_every", "log_every", "resize", "resolution")
+                   "checkpoint_every", "keep_checkpoints", "log_every", "resize", "resolution")
 
 
 def generator_config_from_args(args, defaults: Optional[dict] = None, command: str = ""):
@@ -711,6 +711,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ema", type=finite_float, help="EMA decay of the exported weights (0: the trained weights)")
     g.add_argument("--mixed-precision", help="no, bf16 or fp16 (fp16 needs a GPU)")
     g.add_argument("--checkpoint-every", type=int)
+    g.add_argument("--keep-checkpoints", type=int, metavar="N",
+                   help="keep only the N newest checkpoints on disk (default 0: keep all)")
     g.add_argument("--log-every", type=int)
     g.add_argument("--class-map", help="comma-separated prior class for each dataset class")
     g.add_argument("--resize", action="store_true", default=None, help="resize generated images to the dataset size")
@@ -853,6 +855,8 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--chunk-size", type=int, help="images decoded at once; bounds memory per step")
     g.add_argument("--mixed-precision", help="no, bf16 or fp16 (fp16 needs a GPU)")
     g.add_argument("--checkpoint-every", type=int)
+    g.add_argument("--keep-checkpoints", type=int, metavar="N",
+                   help="keep only the N newest checkpoints on disk (default 0: keep all)")
     g.add_argument("--log-every", type=int)
     g.add_argument("--eval-every", type=int, help="quick evaluation every N iterations, best set kept in best/")
     g.add_argument("--eval-epochs", type=int)

@@ -190,17 +190,19 @@ def run_process(cmd: list, threads: int, cwd: Optional[Path] = None, log: Option
             "keep_freed_memory": memory_setting()["keep_freed_memory"]}
 
 
-def run_recipe_unit(cmd: list, out: Path, threads: int, checkpoint_every: int = 10) -> dict:
+def run_recipe_unit(cmd: list, out: Path, threads: int, checkpoint_every: int = 10, keep_checkpoints: int = 2) -> dict:
     """One distillation (``cmd``: a recipe script and its flags, writing to ``out``) in its own
-    process, checkpointed every ``checkpoint_every`` iterations; a killed one continues from its last checkpoint
-    (checkpointing does not change the result). Adds the command, whether it resumed, and the
-    iterations' time summed over all parts (``loop_time_s``)."""
+    process, checkpointed every ``checkpoint_every`` iterations, the ``keep_checkpoints`` newest kept
+    on disk; a killed one continues from its last checkpoint (checkpointing does not change the
+    result). Adds the command, whether it resumed, and the iterations' time summed over all parts
+    (``loop_time_s``)."""
     import sys
 
     from .distill.common import latest_checkpoint
 
     resumed = out.is_dir() and latest_checkpoint(out) is not None
     result = run_process([sys.executable, *cmd, "--checkpoint-every", str(checkpoint_every),
+                          "--keep-checkpoints", str(keep_checkpoints),
                           *(["--resume", "latest"] if resumed else [])], threads)
     result["command"] = " ".join(["python", *cmd])
     result["resumed"] = resumed

@@ -63,6 +63,20 @@ def test_resume_is_bit_identical(tmp_path):
     assert logged == [0, 1, 2, 3]
 
 
+def test_keep_checkpoints_prunes_old_ones_and_the_run_still_resumes(tmp_path):
+    full = run(replace(TINY, iterations=6), tmp_path, "full")
+    cfg = replace(TINY, iterations=4, checkpoint_every=1, keep_checkpoints=2)
+    run(cfg, tmp_path, "kept")
+    assert sorted(p.name for p in (tmp_path / "kept" / "checkpoints").iterdir()) == ["step-000003", "step-000004"]
+    # a resumed run may change how many it keeps, and continues exactly from the newest
+    resumed = run(replace(cfg, iterations=6, keep_checkpoints=1), tmp_path, "kept", resume="latest")
+    assert [p.name for p in (tmp_path / "kept" / "checkpoints").iterdir()] == ["step-000006"]
+    assert torch.equal(full.images, resumed.images)
+    with pytest.raises(GenpriorError, match="keep_checkpoints must be an integer of at least 0"):
+        run(replace(TINY, keep_checkpoints=-1), tmp_path, "bad")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_existing_run_needs_resume_and_mismatched_resume_is_refused(tmp_path):
     run(replace(TINY, iterations=2), tmp_path)
     with pytest.raises(GenpriorError, match="--resume latest"):

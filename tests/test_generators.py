@@ -139,6 +139,8 @@ def test_bad_input_fails_first(tmp_path, tiny_prior):
         GeneratorTrainer(config(tiny_prior, method_options={"pool": ["resnet99"]}), tmp_path / "d")
     with pytest.raises(GenpriorError, match="iterations must be"):
         GeneratorTrainer(config(tiny_prior, iterations=0), tmp_path / "e")
+    with pytest.raises(GenpriorError, match="keep_checkpoints must be an integer of at least 0"):
+        GeneratorTrainer(config(tiny_prior, keep_checkpoints=1.5), tmp_path / "e")
     with pytest.raises(GenpriorError, match="ema must be"):
         GeneratorTrainer(config(tiny_prior, ema=1.0), tmp_path / "f")
     if not torch.cuda.is_available():

@@ -188,7 +188,26 @@ def resolve_resume(run_dir: Path, resume: Optional[str]) -> Optional[Path]:
 
 #: settings a resumed run may change: how long it runs, how often it logs, evaluates and saves, and the
 #: command line it was started with (a resumed one adds --resume)
-RESUMABLE_CHANGES = ("iterations", "eval_every", "log_every", "checkpoint_every", "command")
+RESUMABLE_CHANGES = ("iterations", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "command")
+
+
+def check_keep_checkpoints(value: Any) -> None:
+    """``keep_checkpoints``: how many of the newest checkpoints a run keeps (0: all of them)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise GenpriorError(f"keep_checkpoints must be an integer of at least 0 (0 keeps every checkpoint), got {value!r}")
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> List[Path]:
+    """Delete all but the ``keep`` newest checkpoints of a run (``keep`` 0: none); returns those deleted."""
+    import shutil
+
+    if keep < 1:
+        return []
+    ckpts = sorted((Path(run_dir) / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    old = ckpts[:-keep]
+    for path in old:
+        shutil.rmtree(path)
+    return old
 
 
 class TrainingRun(ABC):
@@ -196,7 +215,7 @@ class TrainingRun(ABC):
 
     A subclass sets ``kind`` (what its checkpoints are made by), holds a dataclass config
     with at least ``iterations``, ``seed``, ``mixed_precision``, ``log_every`` and
-    ``checkpoint_every``, and implements:
+    ``checkpoint_every`` (and, optionally, ``keep_checkpoints``), and implements:
 
     - ``initialize()``: the state of iteration 0 (called only for a new run);
     - ``iteration(it) -> float``: one iteration, its loss; all randomness from ``(seed, it)``;
@@ -313,6 +332,7 @@ class TrainingRun(ABC):
             (d / "state.json").write_text(json.dumps(state, indent=2, default=str))
 
         write_dir_atomic(self.run_dir / "checkpoints" / f"step-{it:06d}", write)
+        prune_checkpoints(self.run_dir, getattr(self.cfg, "keep_checkpoints", 0))
 
     def load_checkpoint(self, path: Path) -> None:
         from safetensors import SafetensorError

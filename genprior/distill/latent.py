@@ -41,8 +41,8 @@ from ..images import resize_images
 from ..matching import MATCHERS, Matcher, create_matcher
 from ..priors.base import Latents
 from ..synset import SyntheticSet, save_synset, save_tensors_atomic, write_json_atomic
-from .common import (MIXED_PRECISION, PIXEL_PRIOR, TrainingRun, check_finite_config, check_fit, compute_dtype,
-                     config_from_dict, derive_seed, flatten_optimizer, prior_for, seeded_generator,
+from .common import (MIXED_PRECISION, PIXEL_PRIOR, TrainingRun, check_finite_config, check_fit, check_keep_checkpoints,
+                     compute_dtype, config_from_dict, derive_seed, flatten_optimizer, prior_for, seeded_generator,
                      unflatten_optimizer)
 
 OPTIMIZERS = ("adam", "sgd")
@@ -86,6 +86,7 @@ class DistillConfig:
     mixed_precision: str = "no"
     seed: int = 0
     checkpoint_every: int = 50
+    keep_checkpoints: int = 0  # the newest N checkpoints stay on disk; 0 keeps all
     log_every: int = 10
     eval_every: int = 0
     eval_epochs: int = 100
@@ -126,6 +127,7 @@ def check_config(cfg: DistillConfig) -> None:
     for name in ("iterations", "chunk_size", "batch_real", "checkpoint_every", "log_every", "eval_epochs", "invert_steps"):
         if getattr(cfg, name) < 1:
             raise GenpriorError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    check_keep_checkpoints(cfg.keep_checkpoints)
     if isinstance(cfg.invert_lpips, bool) or not isinstance(cfg.invert_lpips, (int, float)) or cfg.invert_lpips < 0:
         raise GenpriorError(f"invert_lpips is the weight of LPIPS in the inversion: a number >= 0, got {cfg.invert_lpips!r}")
     if not isinstance(cfg.invert_lpips_fallback, bool):

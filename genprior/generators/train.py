@@ -29,8 +29,7 @@ import torch
 
 from ..data import check_resolution, load_dataset
 from ..distill.common import (MIXED_PRECISION, PIXEL_PRIOR, TrainingRun, check_finite_config, check_fit,
-                              config_from_dict, derive_seed,
-                              flatten_optimizer, prior_for, seeded_generator, unflatten_optimizer)
+                              check_keep_checkpoints, config_from_dict, derive_seed, flatten_optimizer, prior_for, seeded_generator, unflatten_optimizer)
 from ..errors import GenpriorError
 from ..synset import save_grid, write_dir_atomic
 from .base import GENERATOR_METHODS, GeneratorMethod, create_method
@@ -51,6 +50,7 @@ class GeneratorConfig:
     mixed_precision: str = "no"
     seed: int = 0
     checkpoint_every: int = 100
+    keep_checkpoints: int = 0  # the newest N checkpoints stay on disk; 0 keeps all
     log_every: int = 10
     class_map: Optional[List[int]] = None
     resize: bool = False
@@ -77,6 +77,7 @@ def check_generator_config(cfg: GeneratorConfig) -> None:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise GenpriorError(f"{name} must be an integer of at least 1, got {value!r}")
+    check_keep_checkpoints(cfg.keep_checkpoints)
     if cfg.lr is not None and not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0):
         raise GenpriorError(f"lr must be a positive number, got {cfg.lr!r}")
     if not (isinstance(cfg.ema, (int, float)) and 0 <= cfg.ema < 1):
