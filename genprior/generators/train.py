@@ -29,7 +29,8 @@ import torch
 
 from ..data import check_resolution, load_dataset
 from ..distill.common import (MIXED_PRECISION, PIXEL_PRIOR, TrainingRun, check_finite_config, check_fit,
-                              check_keep_checkpoints, config_from_dict, derive_seed, flatten_optimizer, prior_for, seeded_generator, unflatten_optimizer)
+                              check_keep_checkpoints, config_from_dict, derive_seed, flatten_optimizer, prior_for,
+                              seeded_generator, unflatten_optimizer)
 from ..errors import GenpriorError
 from ..synset import save_grid, write_dir_atomic
 from .base import GENERATOR_METHODS, GeneratorMethod, create_method
