@@ -433,8 +433,8 @@ def _key_values(pairs: List[str], flag: str) -> dict:
 
 
 DISTILL_FLAGS = ("dataset", "prior", "space", "loss", "ipc", "iterations", "init", "init_from", "invert_steps",
-                 "invert_lpips", "lr",
-                 "optimizer", "batch_real", "chunk_size", "mixed_precision", "seed", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every", "eval_epochs",
+                 "invert_lpips", "lr", "optimizer", "batch_real", "chunk_size", "mixed_precision", "seed",
+                 "checkpoint_every", "keep_checkpoints", "log_every", "eval_every", "eval_epochs",
                  "resize", "resolution", "method")
 
 
