@@ -28,6 +28,16 @@ from .synset import SyntheticSet
 
 
 
+def class_labels(num_classes: int, ipc: int) -> torch.Tensor:
+    """0,0,..,1,1,..: a set's labels, class by class."""
+    return torch.arange(num_classes).repeat_interleave(ipc)
+
+
+def class_index(num_classes: int, ipc: int) -> torch.Tensor:
+    """0,1,..,ipc-1,0,1,..: each image's place within its class (what its seeds are drawn from)."""
+    return torch.arange(ipc).repeat(num_classes)
+
+
 def check_generate_options(ipc: int, chunk_size: int, mixed_precision: str, device: torch.device) -> None:
     """The options of a generation, checked before any prior is loaded."""
     if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
@@ -68,8 +78,8 @@ def generate_set(prior: Prior, real: RealData, ipc: int, seed: int = 0, space: O
     dtype = compute_dtype(mixed_precision)
 
     nc = real.num_classes
-    labels = torch.arange(nc).repeat_interleave(ipc)
-    index = torch.arange(ipc).repeat(nc)
+    labels = class_labels(nc, ipc)
+    index = class_index(nc, ipc)
     mapping = torch.tensor(class_map) if class_map is not None else torch.arange(nc)
     prior_labels = mapping[labels]
     prior.set_normalization(real.mean, real.std)

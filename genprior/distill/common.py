@@ -156,8 +156,13 @@ def unflatten_optimizer(opt: torch.optim.Optimizer, tensors: Dict[str, torch.Ten
     opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
 
 
+def checkpoints(run_dir: Path) -> List[Path]:
+    """A run's checkpoint folders, oldest first."""
+    return sorted((Path(run_dir) / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
 def latest_checkpoint(run_dir: Path) -> Optional[Path]:
-    ckpts = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    ckpts = checkpoints(run_dir)
     return ckpts[-1] if ckpts else None
 
 
@@ -203,8 +208,7 @@ def prune_checkpoints(run_dir: Path, keep: int) -> List[Path]:
 
     if keep < 1:
         return []
-    ckpts = sorted((Path(run_dir) / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    old = ckpts[:-keep]
+    old = checkpoints(run_dir)[:-keep]
     for path in old:
         shutil.rmtree(path)
     return old

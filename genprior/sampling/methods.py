@@ -21,6 +21,7 @@ import torch
 from ..data import RealData
 from ..distill.common import check_fit
 from ..errors import GenpriorError
+from ..generate import class_index, class_labels
 from ..images import resize_images
 from ..progress import progress_bar
 from ..registry import Registry
@@ -47,16 +48,6 @@ def decode_x0(prior: Any, x0: torch.Tensor, resolution: int) -> torch.Tensor:
     ``resolution``, differentiably (what a classifier of the real data sees)."""
     images = prior.from_m11(resize_images(prior._from_x0(x0).float(), prior.card["output_resolution"]))
     return resize_images(images, resolution)
-
-
-def class_labels(num_classes: int, ipc: int) -> torch.Tensor:
-    """0,0,..,1,1,..: a set's labels, class by class."""
-    return torch.arange(num_classes).repeat_interleave(ipc)
-
-
-def class_index(num_classes: int, ipc: int) -> torch.Tensor:
-    """0,1,..,ipc-1,0,1,..: each image's place within its class (what its seeds are drawn from)."""
-    return torch.arange(ipc).repeat(num_classes)
 
 
 @SAMPLING_METHODS.register("d4m", summary="k-means prototypes of encoded real images, img2img with their class",
