@@ -374,8 +374,42 @@ def test_cli_train_resumes_with_resume_latest(tmp_path, tiny_prior):
     assert main(args + ["--iterations", "3", "--resume", "latest", "--method-option", "pool_steps=2"]) == 2
 
 
+def test_minimax_centre_measures_similarity_between_centred_embeddings(tmp_path, tiny_diffusion):
+    """With ``centre`` the terms compare x̂₀ − mean real x₀ with memory entries less the same mean:
+    the logged similarities equal a direct computation, and differ from the raw ones."""
+    import torch.nn.functional as F
+
+    from genprior.sampling.modes import encode_class
+
+    trainer = GeneratorTrainer(minimax_config(tiny_diffusion / "pixel", method_options={"centre": True}),
+                               tmp_path / "c", progress=False)
+    method = trainer.method
+    gen = torch.Generator().manual_seed(0)
+    expected_centre = torch.cat([encode_class(trainer.prior, method.real, c, gen, max_images=4)
+                                 for c in range(method.real.num_classes)]).flatten(1).mean(0)
+    assert torch.allclose(method.centre, expected_centre)
+    method.step(trainer, 0, torch.Generator().manual_seed(0))  # fills both memories
+    dim = method.real_memory[int(method.real.labels[0])].shape[1]
+    x0_hat, labels = torch.randn(4, dim, generator=gen), torch.tensor([0, 0, 1, 1])
+    logs = method.minimax_terms(x0_hat, labels)[1]
+
+    def cos(a, b):
+        return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+
+    emb, centre = x0_hat.flatten(1) - method.centre, method.centre
+    present = [c for c in (0, 1) if method.gen_memory[c].numel()]
+    lows = [cos(emb[labels == c], method.real_memory[c] - centre).min().item() for c in present]
+    highs = [cos(emb[labels == c], method.gen_memory[c] - centre).max().item() for c in present]
+    assert logs["min_real_similarity"] == pytest.approx(sum(lows) / len(lows), abs=1e-5)
+    assert logs["max_generated_similarity"] == pytest.approx(sum(highs) / len(highs), abs=1e-5)
+    method.centre = None
+    raw = method.minimax_terms(x0_hat, labels)[1]
+    assert raw["min_real_similarity"] != pytest.approx(logs["min_real_similarity"], abs=1e-3)
+
+
 def test_minimax_options_are_checked(tmp_path, tiny_diffusion):
     for options, message in (({"scale_factors": "no"}, "scale_factors must be true or false"),
+                             ({"centre": 1}, "centre must be true or false"),
                              ({"uncond_prob": "high"}, "uncond_prob must be a finite number"),
                              ({"memory": "lru"}, "memory must be one of fifo, adaptive")):
         with pytest.raises(GenpriorError, match=message):

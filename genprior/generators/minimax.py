@@ -19,6 +19,12 @@ batch's real x₀ and detached x̂₀ join their class's memories; the oldest en
 (``memory="fifo"``), or, with ``memory="adaptive"`` (after Li et al., ICIP 2025, as this
 project's issue states the rule), the entry with the largest summed similarity to the others.
 
+``centre=True`` (genprior's option, off by default as in the reference) subtracts the mean real
+x₀ (over up to ``memory_size`` real images per class) from every embedding before the cosine.
+In pixel space a digit's flattened x₀ is mostly background, so any two digits' raw cosine is
+high and the diversity term's gradient spreads over the background as speckle; centred, the
+similarities are between strokes.
+
 DiffFit's scale factors multiply, per channel, the output of each residual branch's last
 layer (ResNet blocks' ``conv2``, attention outputs, feed-forward outputs) in the first
 ``scale_fraction`` of those layers (the reference: the first 14 of DiT-XL's 28 blocks).
@@ -37,6 +43,7 @@ from torch import Tensor, nn
 
 from ..errors import GenpriorError
 from ..matching.base import check_number, check_positive_int
+from ..sampling.modes import encode_class
 from .base import GENERATOR_METHODS, GeneratorMethod
 
 PAPER = "Gu et al., Efficient Dataset Distillation via Minimax Diffusion, CVPR 2024"
@@ -109,7 +116,7 @@ class Minimax(GeneratorMethod):
     families = ("diffusion", "latent_diffusion")
     default_prior = "mnist5k-diffusion"
     OPTIONS = {"lambda_r": 0.002, "lambda_d": 0.008, "memory_size": 64, "memory": "fifo", "uncond_prob": 0.1,
-               "scale_factors": True, "scale_fraction": 0.5}
+               "scale_factors": True, "scale_fraction": 0.5, "centre": False}
     generator_optimizer = {"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": 0.0}
 
     def resolve_options(self, opts: Dict[str, Any]) -> Dict[str, Any]:
@@ -122,8 +129,9 @@ class Minimax(GeneratorMethod):
             raise GenpriorError(f"minimax: uncond_prob must lie in [0, 1), got {opts['uncond_prob']!r}")
         if not 0.0 < check_number(self.name, "scale_fraction", opts["scale_fraction"]) <= 1.0:
             raise GenpriorError(f"minimax: scale_fraction must lie in (0, 1], got {opts['scale_fraction']!r}")
-        if not isinstance(opts["scale_factors"], bool):
-            raise GenpriorError(f"minimax: scale_factors must be true or false, got {opts['scale_factors']!r}")
+        for key in ("scale_factors", "centre"):
+            if not isinstance(opts[key], bool):
+                raise GenpriorError(f"minimax: {key} must be true or false, got {opts[key]!r}")
         return opts
 
     def __init__(self, prior, real, device, **options: Any):
@@ -140,6 +148,16 @@ class Minimax(GeneratorMethod):
                 self.scaled.append((layer, gamma))
         self.real_memory = ClassMemory(real.num_classes, self.opts["memory_size"], self.opts["memory"])
         self.gen_memory = ClassMemory(real.num_classes, self.opts["memory_size"], self.opts["memory"])
+        self.centre = self.real_centre() if self.opts["centre"] else None
+
+    def real_centre(self) -> Tensor:
+        """The mean real x₀, flattened: up to ``memory_size`` images per class (a fixed draw),
+        encoded into the space the model denoises. Recomputed identically on resume."""
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            x0 = torch.cat([encode_class(self.prior, self.real, c, generator, max_images=self.opts["memory_size"])
+                            for c in range(self.real.num_classes)])
+        return x0.flatten(1).mean(dim=0).cpu()
 
     @staticmethod
     def _scale_hook(gamma: nn.Parameter):
@@ -192,8 +210,11 @@ class Minimax(GeneratorMethod):
 
     # ---- the iteration -------------------------------------------------------------------
     def minimax_terms(self, x0_hat: Tensor, labels: Tensor) -> Tuple[Tensor, Dict[str, float]]:
-        """Σ_c (λ_r (1 − min cos to real memory) + λ_d max cos to generated memory) / classes."""
+        """Σ_c (λ_r (1 − min cos to real memory) + λ_d max cos to generated memory) / classes
+        (every embedding less the real centre when ``centre`` is on)."""
         emb = x0_hat.flatten(1).float()
+        centre = self.centre.to(emb.device) if self.centre is not None else emb.new_zeros(())
+        emb = emb - centre
         total = emb.new_zeros(())
         classes = labels.unique().tolist()
         mins, maxs = [], []
@@ -202,8 +223,8 @@ class Minimax(GeneratorMethod):
             if not generated.numel():
                 continue
             mine = emb[labels.to(emb.device) == c]
-            low = cosine_matrix(mine, self.real_memory[c].to(emb.device)).min()
-            high = cosine_matrix(mine, generated.to(emb.device)).max()
+            low = cosine_matrix(mine, self.real_memory[c].to(emb.device) - centre).min()
+            high = cosine_matrix(mine, generated.to(emb.device) - centre).max()
             total = total + self.opts["lambda_r"] * (1 - low) + self.opts["lambda_d"] * high
             mins.append(low.item())
             maxs.append(high.item())
