@@ -260,8 +260,8 @@ def test_the_gpu_config_is_refused_at_once_without_a_gpu():
     with pytest.raises(GenpriorError, match="no CUDA device"):
         load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "gpu_paper_mnist5k.json"))
     assert len(cells(load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" /
-                                     "leaderboard_mnist5k.json")))) == 5 + 27 * 2 * (1 + 9 + 3) + 4
-    # (setup steps; 27 methods x 2 IPCs x (build, 3 ConvNets + 6 pool networks, 3 no-augmentation ConvNets);
+                                     "leaderboard_mnist5k.json")))) == 6 + 28 * 2 * (1 + 9 + 3) + 4
+    # (setup steps; 28 methods x 2 IPCs x (build, 3 ConvNets + 6 pool networks, 3 no-augmentation ConvNets);
     # the whole split, on 3 ConvNets, for the scores)
     # the training-free methods' benchmark: 11 methods x 3 IPCs x (3 ConvNet + 6 pool networks) + 2 setup steps
     sampling = load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" /
@@ -361,9 +361,10 @@ def test_bad_method_entries_are_one_line(method, message):
     # 11 rows at IPC 1 and 10 (the invert-start ablation at 10, pixel MTT at 1): builds, 3 ConvNets,
     # 1 model of each of the 6 other pool networks; the expert buffer
     ("distill_table_mnist5k.json", 20 * (1 + 3 + 6) + 1),
-    # the generator table: 3 generators + 2 prior-sample rows + random + pixel DM + the main job, IPC 1/10/50,
-    # with pool; 3 trainings; build-only generate at IPC 10 and 1,000 for the flat-memory check
-    ("generator_table_mnist5k.json", 8 * 3 * (1 + 3 + 6) + 3 + 2),
+    # the generator table: 3 generators (Minimax twice: raw and centred embeddings) + 2 prior-sample rows +
+    # random + pixel DM + the main job, IPC 1/10/50, with pool; 4 trainings; build-only generate at IPC 10
+    # and 1,000 for the flat-memory check
+    ("generator_table_mnist5k.json", 9 * 3 * (1 + 3 + 6) + 4 + 2),
     # the training-free selections relaxed toward diversity on the DiT: 7 rows x (build + 3 ConvNets) + the surrogate
     ("sampling_dit_relaxed_mnist5k_ipc10_convnet.json", 7 * (1 + 3) + 1),
     # IT-GAN with and without LPIPS in its inversion, beside random real and pixel DM: 3 seeds x (build + 3 ConvNets)
@@ -374,8 +375,11 @@ def test_bad_method_entries_are_one_line(method, message):
     ("d3hr_forms_mnist5k_ipc10_convnet.json", 7 * (1 + 3)),
     # IGD and CaO2 with DDIM steps (their recipes' default) and ancestral steps (their code's): the surrogate
     ("sampling_eta_mnist5k_ipc10_convnet.json", 7 * (1 + 3) + 1),
-    # generate's time and peak memory from the shipped StyleGAN at IPC 10 and 1,000: builds only
-    ("generate_memory_mnist5k.json", 2),
+    # generate's time and peak memory from the shipped StyleGAN and the leaderboard's DiM and Minimax
+    # generators at IPC 10 and 1,000: builds only
+    ("generate_memory_mnist5k.json", 3 * 2),
+    # Minimax's terms one at a time, raw and centred, beside random real and the base prior's samples
+    ("minimax_terms_mnist5k_ipc10_convnet.json", 5 + 7 * (1 + 3)),
 ])
 def test_the_projects_tables_are_configs_of_bench(name, count):
     from genprior.bench import load_config
