@@ -25,7 +25,8 @@ the benchmark adds the dataset, IPC, seed and output folder. A method may also s
 the config's IPCs it runs (``"ipcs": [10]``), add flags at one IPC only (``"args_by_ipc":
 {"10": [...]}``, e.g. a cheaper setting where the paper's would not fit a CPU) and be built
 without evaluation (``"evaluate": false``: its time and peak memory only, e.g. a generator at
-IPC 1,000), so the project's tables are configs of this command (``benchmarks/configs/``).
+IPC 1,000); a ``generate`` method may be evaluated on the fly (``"on_the_fly": true``: DiM's
+deployment protocol, a fresh draw from the generator every epoch), so the project's tables are configs of this command (``benchmarks/configs/``).
 
 Every cell is a unit of ``genprior.lanes``: ``build|method|ipc|seed`` makes a set in its own
 process (time and peak memory measured; a distillation resumes from its checkpoints), and
@@ -78,8 +79,9 @@ CONFIG_KEYS = {"name", "dataset", "protocol", "ipcs", "seeds", "archs", "models"
                "whole", "setup", "methods", "data_root", "device", "teacher"}
 #: what a method entry may hold beside its kind: flags, a setup step it waits on, the IPCs it runs
 #: at (some of the config's), flags added at one IPC only, and whether its sets are evaluated
-#: (``"evaluate": false``: build only, for time and memory, e.g. a generator at IPC 1,000)
-METHOD_KEYS = {"args", "after", "ipcs", "args_by_ipc", "evaluate"}
+#: (``"evaluate": false``: build only, for time and memory, e.g. a generator at IPC 1,000), and
+#: whether a ``generate`` method's evaluations draw a fresh set every epoch (``"on_the_fly": true``)
+METHOD_KEYS = {"args", "after", "ipcs", "args_by_ipc", "evaluate", "on_the_fly"}
 #: the pseudo-method of the full-data reference (DD-Ranking's scores): the whole train split (its
 #: largest class-balanced part where the classes differ in size; all of mnist5k)
 WHOLE = "whole"
@@ -217,6 +219,11 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
                                 f"list of flags, got {by_ipc!r}")
         if not isinstance(spec.get("evaluate", True), bool):
             raise GenpriorError(f"method {name!r}: evaluate is true or false, got {spec['evaluate']!r}")
+        if not isinstance(spec.get("on_the_fly", False), bool):
+            raise GenpriorError(f"method {name!r}: on_the_fly is true or false, got {spec['on_the_fly']!r}")
+        if spec.get("on_the_fly") and "generate" not in spec:
+            raise GenpriorError(f"method {name!r}: on_the_fly draws from the generator of a \"generate\" method; "
+                                "drop it or make the method {\"generate\": PRIOR}")
         if "after" in spec and spec["after"] not in setup:
             raise GenpriorError(f"method {name!r} runs after setup step {spec['after']!r}, which the config does not "
                                 f"define (its steps: {', '.join(setup) or 'none'})")
@@ -443,7 +450,7 @@ def _compute(config: Dict[str, Any], out: Path, key: str, threads: int, cache: D
     teacher = expand([config["teacher"]], out)[0] if config.get("teacher") and proto.temperature > 0 else None
     return eval_unit(synset, cache["test"], arch, model, proto, threads,
                      state_dir=out / "state" / key.replace("|", "-"), attack=attack, device=config["device"],
-                     teacher=teacher)
+                     teacher=teacher, on_the_fly=config["methods"][method].get("on_the_fly", False))
 
 
 def recipe_defaults(cmd: List[str]) -> Optional[Dict[str, Any]]:
@@ -789,7 +796,8 @@ def cell_identity(config: Dict[str, Any], key: str, protocols: Dict[str, Any]) -
     return json.dumps({"of": build, "kind": parts[0], "arch": parts[4], "model": int(parts[5]),
                        "protocol": protocols[parts[0]], "device": config["device"],
                        "attack": config.get("attack") if parts[0] == "eval" else None,
-                       "teacher": [teacher, _steps_read(config, [teacher])] if teacher else None})
+                       "teacher": [teacher, _steps_read(config, [teacher])] if teacher else None,
+                       **({"on_the_fly": True} if config["methods"][method].get("on_the_fly") else {})})
 
 
 def _output_folder(argv: List[str]) -> Optional[str]:

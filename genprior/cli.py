@@ -31,7 +31,7 @@ def _archs(values: List[str]) -> List[str]:
 EVAL_ONLY_FLAGS = (("archs", "--archs", ["convnet"]), ("protocol", "--protocol", "quick"), ("teacher", "--teacher", None),
                    ("epochs", "--epochs", None), ("models", "--models", None), ("soft_labels", "--soft-labels", False),
                    ("state_dir", "--state-dir", None), ("pgd", "--pgd", None), ("pgd_steps", "--pgd-steps", 10),
-                   ("diversity", "--no-diversity", True))
+                   ("diversity", "--no-diversity", True), ("on_the_fly", "--on-the-fly", False))
 
 
 def _refuse_eval_flags(args, why: str, fix: str, device: bool = False) -> None:
@@ -69,6 +69,13 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-lpips-fallback", action="store_true",
                    help="LPIPS (the diversity, an inversion's --invert-lpips) must be the published metric: stop "
                         "with an error where its backbone's ImageNet weights are not in the torch cache")
+
+
+def _add_on_the_fly(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--on-the-fly", action="store_true",
+                   help="DiM's deployment protocol, for a set `genprior generate` wrote: every epoch after the first "
+                        "trains on a fresh draw of the same size from the generator that made it (reported as such; "
+                        "not a fixed-set result)")
 
 
 def pixel_budget(text: str) -> float:
@@ -160,10 +167,12 @@ def _run_evaluation(synset, out_dir: Path, args, compare: bool = False) -> dict:
         metric, info = lpips_metric("alex", allow_fallback=not getattr(args, "no_lpips_fallback", False))
     report = evaluate_synset(synset, archs=archs, protocol=proto, data_root=args.data_root, seed=args.seed,
                              device=args.device, soft_labels=args.soft_labels, state_dir=args.state_dir,
-                             attack=attack, teacher=getattr(args, "teacher", None))
+                             attack=attack, teacher=getattr(args, "teacher", None),
+                             on_the_fly=getattr(args, "on_the_fly", False))
     if metric is not None:
         report["diversity"] = class_diversity(synset, metric, info)
     tag = POOL_ALIAS if len(archs) > 1 and set(archs) == set(_archs([POOL_ALIAS])) else "+".join(archs)
+    tag += "_on-the-fly" if report.get("on_the_fly") else ""
     out = Path(args.out) if getattr(args, "out", None) else out_dir / f"eval_{proto.name}_{tag}.json"
     report["synset"] = str(out_dir)
     write_json_atomic(report, out)  # before the comparison, which may evaluate for minutes
@@ -408,6 +417,7 @@ def cmd_generate(args) -> None:
         synset = generate_set(prior, train, args.ipc, seed=args.seed, space=args.space, chunk_size=args.chunk_size,
                               mixed_precision=args.mixed_precision, class_map=class_map, resize=args.resize,
                               device=str(device), prior_ref=args.prior, progress=True)
+        synset.config["generate"]["prior_options"] = options  # what an on-the-fly evaluation loads it with
     save_synset(synset, out, overwrite=args.overwrite)
     made = f" by {args.method}" if args.method else ""
     print(f"wrote {args.ipc} images per class of {args.prior}{made}: {out} (preview: {out / 'grid.png'})")
@@ -761,6 +771,7 @@ def add_generate_args(p: argparse.ArgumentParser, recipe: bool = False) -> None:
         p.add_argument("--no-evaluate", dest="evaluate", action="store_false", help="only write the set")
     else:
         p.add_argument("--evaluate", action="store_true")
+        _add_on_the_fly(p)
     _add_eval_args(p)
 
 
@@ -931,6 +942,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("synset_dir")
     p.add_argument("--out", help="report path (default: SYNSET_DIR/eval_<protocol>_<archs>.json)")
     _add_eval_args(p)
+    _add_on_the_fly(p)
     p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("baseline", help="write a baseline set (random, herding, kcenter)")

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -256,6 +256,7 @@ def train_net(
     timing: Optional[Dict[str, Any]] = None,
     teacher: Optional[torch.nn.Module] = None,
     tester=None,
+    fresh: Optional[Callable[[int], torch.Tensor]] = None,
 ) -> torch.nn.Module:
     """SGD on (images, targets) for ``protocol.epochs``; lr ×0.1 and a fresh optimiser at the drop,
     or the protocol's multistep or cosine schedule (and AdamW, where it says so). With ``protocol.temperature`` > 0,
@@ -275,6 +276,10 @@ def train_net(
     ``best_acc`` and ``best_epoch``: the best test accuracy measured every
     ``protocol.test_every`` epochs and after the last (kept in the saved state, so a resumed
     training keeps it too).
+
+    ``fresh``, when given (on-the-fly evaluation, ``generate.on_the_fly``), maps an epoch to the
+    images that epoch trains on in place of ``images`` (same shape, same ``targets``); epoch 0
+    trains on ``images`` themselves.
     """
     device = images.device
     lr = protocol.lr
@@ -296,7 +301,7 @@ def train_net(
     if state_path is not None:
         if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
             raise GenpriorError(f"save_every must be a positive number of epochs, got {save_every!r}")
-        fingerprint = _fingerprint(images, targets, protocol, net)
+        fingerprint = _fingerprint(images, targets, protocol, net) + ("|on-the-fly" if fresh is not None else "")
         if teacher is not None and protocol.temperature > 0:
             fingerprint += f"|teacher:{sum(float(p.double().sum()) for p in teacher.parameters()):.9e}"
         if state_path.exists():
@@ -331,10 +336,11 @@ def train_net(
         elif epoch == protocol.lr_drop_epoch:
             lr *= 0.1
             opt = make_opt(lr)
+        epoch_images = images if fresh is None or epoch == 0 else fresh(epoch).to(device=device, dtype=images.dtype)
         order = torch.randperm(n, generator=generator).to(device)
         for b in range(0, n, protocol.batch_size):
             idx = order[b:b + protocol.batch_size]
-            x, y = images[idx], targets[idx]
+            x, y = epoch_images[idx], targets[idx]
             if dsa is not None:
                 x = dsa(x, generator=generator)
             mix = protocol.cutmix > 0 and (protocol.cutmix_p >= 1 or
@@ -481,6 +487,7 @@ def evaluate_synset(
     state_dir: Optional[Union[str, Path]] = None,
     attack: Optional[PGDAttack] = None,
     teacher: Optional[Union[str, Path]] = None,
+    on_the_fly: bool = False,
 ) -> Dict[str, Any]:
     """Train ``protocol.num_models`` fresh networks of each architecture on ``synset``; report test accuracy.
 
@@ -494,7 +501,9 @@ def evaluate_synset(
     training. With ``attack``, each network's accuracy under that PGD attack is reported
     beside its clean accuracy (``robust_accs``, ``robust_mean``, ``robust_std``). A protocol
     that distils from a teacher (``soft``) needs ``teacher``, a folder of ``genprior teacher``
-    made on the set's dataset; the report names it.
+    made on the set's dataset; the report names it. With ``on_the_fly`` (DiM's deployment
+    protocol, for a set ``genprior generate`` wrote), every epoch after the first trains on a
+    fresh draw of the same size from the generator that made the set (``generate.on_the_fly``).
     """
     memory = memory_setting()  # a bad GENPRIOR_KEEP_MEMORY fails before any training
     proto = get_protocol(protocol).for_set(synset.ipc, synset.num_classes)
@@ -535,6 +544,10 @@ def evaluate_synset(
         dsa = (ImageNetAugment(synset.mean, synset.std) if proto.augment == "imagenet"
                else ImageNetAugment(synset.mean, synset.std, jitter=0.0, lighting=0.0))
     tester = (lambda trained: test_accuracy(trained, test, dev)) if proto.tests > 0 else None
+    if on_the_fly:
+        from .generate import on_the_fly as on_the_fly_draws
+
+        on_the_fly_draws(synset, test, seed)  # a set no generator made fails here, before any training
     images = synset.images.float().to(dev)
     targets = (synset.soft_labels if soft_labels else synset.labels).to(dev)
     results: Dict[str, Any] = {}
@@ -561,6 +574,8 @@ def evaluate_synset(
                     key += f"|attack:{json.dumps(attack.describe(), sort_keys=True)}"
                 if teacher_card is not None:
                     key += f"|teacher:{teacher_card['weights_fingerprint']}"
+                if on_the_fly:
+                    key += "|on-the-fly"
                 finished = json.loads(done.read_text()) if done.exists() else {}
                 if finished.get("for") == key:
                     accs.append(finished["acc"])  # finished before a kill: not trained again
@@ -572,8 +587,9 @@ def evaluate_synset(
                     bar.update(proto.epochs)
                     continue
             timing: Dict[str, Any] = {}
+            fresh = on_the_fly_draws(synset, test, seed + i, device=str(dev)) if on_the_fly else None
             train_net(net, images, targets, proto, dsa, gen, on_epoch=lambda: bar.update(1), state_path=state,
-                      timing=timing, teacher=teacher_net, tester=tester)
+                      timing=timing, teacher=teacher_net, tester=tester, fresh=fresh)
             t_test = time.time()
             accs.append(test_accuracy(net, test, dev))
             times.append(None if timing["train_s"] is None else timing["train_s"] + time.time() - t_test)
@@ -626,6 +642,9 @@ def evaluate_synset(
                                "the last, as papers that report a maximum do; mean/std are the last epoch's")
     if teacher_card is not None:
         report["teacher"] = teacher_card
+    if on_the_fly:
+        report["on_the_fly"] = (f"every epoch after the first trained on a fresh draw of {len(synset.labels)} images from "
+                                f"{synset.prior} (DiM's deployment protocol), not on the fixed set")
     if len(archs) > 1:
         report["cross_arch_mean"] = sum(r["mean"] for r in results.values()) / len(results)
         if attack is not None:

@@ -102,3 +102,31 @@ def generate_set(prior: Prior, real: RealData, ipc: int, seed: int = 0, space: O
                                                               "mixed_precision": mixed_precision,
                                                               "class_map": class_map, "resize": resize},
                                                  "prior_card": card})
+
+
+def on_the_fly(synset: SyntheticSet, real: RealData, eval_seed: int, device: Optional[str] = None):
+    """DiM's deployment protocol for a set that ``generate_set`` wrote: a function of the epoch
+    giving a fresh set of the same labels from the same prior and options, seeded from (the
+    set's seed, ``eval_seed``, epoch), so an evaluation with it is reproducible and resumes
+    exactly. ``real`` gives the normalisation and classes (the test split serves). A training
+    with it sees as many images per epoch as the set holds, but new ones every epoch: what
+    the generator can teach, not what a fixed set of that size can."""
+    from .priors.load import load_prior
+
+    made = (synset.config or {}).get("generate")
+    if not synset.prior or not isinstance(made, dict):
+        raise GenpriorError(f"on-the-fly evaluation draws from the generator that made the set; this {synset.method} "
+                            "set was not written by `genprior generate` (no prior and generate settings in its "
+                            "meta.json): make it with `genprior generate PRIOR OUT --ipc N`")
+    if not torch.equal(synset.labels, class_labels(synset.num_classes, synset.ipc)):
+        raise GenpriorError("on-the-fly evaluation needs the set's labels in generate's order (class by class); "
+                            "this set's were changed after it was written")
+    prior = load_prior(synset.prior, dataset_classes=real.class_names, **made.get("prior_options", {}))
+    base = made["seed"]
+
+    def draw(epoch: int) -> torch.Tensor:
+        seed = derive_seed("on-the-fly", base, eval_seed, epoch)
+        return generate_set(prior, real, synset.ipc, seed=seed, space=made["space"],
+                            mixed_precision=made["mixed_precision"], class_map=made["class_map"],
+                            resize=made["resize"], device=device).images
+    return draw

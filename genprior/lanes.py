@@ -212,21 +212,24 @@ def run_recipe_unit(cmd: list, out: Path, threads: int, checkpoint_every: int = 
 
 
 def eval_unit(synset, test, arch: str, model: int, protocol, threads: int, state_dir: Optional[Path] = None,
-              attack=None, device: str = "cpu", teacher=None) -> dict:
+              attack=None, device: str = "cpu", teacher=None, on_the_fly: bool = False) -> dict:
     """One fresh network of ``arch`` trained on ``synset``; model ``i`` is model ``i`` of
     ``evaluate_synset(..., seed=0)``, so units add up to a normal evaluation. With
     ``state_dir`` (one folder per unit), a killed unit resumes mid-training; with ``attack``
-    (a ``PGDAttack``) its robust accuracy is measured too."""
+    (a ``PGDAttack``) its robust accuracy is measured too; ``on_the_fly`` trains on a fresh draw
+    from the set's generator every epoch after the first (``evaluate_synset``)."""
     from .evaluate import evaluate_synset
 
     report = evaluate_synset(synset, archs=[arch], protocol=replace(protocol, num_models=1), test=test,
                              seed=model, device=device, progress=False, state_dir=state_dir, attack=attack,
-                             teacher=teacher)
+                             teacher=teacher, on_the_fly=on_the_fly)
     r = report["results"][arch]
     unit = {"acc": r["accs"][0], "time_s": r["time_s"], "seed": model, "threads": threads,
             "keep_freed_memory": report["memory"]["keep_freed_memory"]}
     if attack is not None:
         unit["robust_acc"] = r["robust_accs"][0]
+    if on_the_fly:
+        unit["on_the_fly"] = True
     if "best_accs" in r:  # a protocol that tests during training: the best test accuracy beside the last
         unit["best_acc"] = r["best_accs"][0]
     if "time_note" in r:  # resumed from a training state that did not record its time

@@ -120,6 +120,9 @@ def test_two_processes_share_a_bench_without_running_a_cell_twice(tmp_path):
     ({"setup": {"t": ["teacher", "--dataset", "mnist5k"]}}, GenpriorError, "give it --out"),
     ({"setup": {"g": ["recipe", "glad", "--output-dir", "x"]}}, GenpriorError, "runs a generator recipe \\(dcgm, dim, minimax\\)"),
     ({"setup": {"g": ["recipe", "dim"]}}, GenpriorError, "give it --output-dir"),
+    ({"methods": {"x": {"baseline": "random", "on_the_fly": True}}}, GenpriorError, "draws from the generator of"),
+    ({"methods": {"x": {"generate": "mnist5k-stylegan", "on_the_fly": "yes"}}}, GenpriorError,
+     "on_the_fly is true or false"),
     ({"scores": True, "ipcs": [1, 2], "methods": {"random": {"baseline": "random", "ipcs": [1]}}}, GenpriorError,
      "runs at every IPC of the config"),
 ])
@@ -235,6 +238,25 @@ def test_setup_steps_run_once_before_the_methods_that_need_them(tmp_path):
     assert json.loads((out / "cells" / "setup-experts.json").read_text())["command"].startswith("genprior experts")
     meta = json.loads((out / "sets" / "samples-ipc1-s0" / "meta.json").read_text())
     assert meta["prior"] == "mnist5k-stylegan" and meta["dataset"] == "digits"
+
+
+def test_a_generate_method_evaluates_on_the_fly_when_asked(tmp_path):
+    """``"on_the_fly": true``: the same build, evaluations that draw from the generator every epoch
+    (their own cells: another identity, so never taken for fixed-set ones)."""
+    from genprior.bench import cell_identity, resolved_protocols
+
+    samples = {"generate": "mnist5k-stylegan", "args": ["--resize"]}
+    config = check_config({**TINY, "protocol": {"name": "quick", "epochs": 2},
+                           "methods": {"samples": samples, "fly": {**samples, "on_the_fly": True}}})
+    same = resolved_protocols(config)
+    assert cell_identity(config, "build|fly|1|0", same) == cell_identity(config, "build|samples|1|0", same)
+    assert cell_identity(config, "eval|fly|1|0|convnet|0", same) != cell_identity(config, "eval|samples|1|0|convnet|0",
+                                                                                   same)
+    out = tmp_path / "b"
+    assert run_bench(config, out, progress=False) == 4
+    fly = json.loads((out / "cells" / "eval-fly-1-0-convnet-0.json").read_text())
+    fixed = json.loads((out / "cells" / "eval-samples-1-0-convnet-0.json").read_text())
+    assert fly["on_the_fly"] is True and "on_the_fly" not in fixed
 
 
 def test_a_method_after_an_undefined_setup_step_is_refused():

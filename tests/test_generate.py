@@ -101,3 +101,96 @@ def test_guidance_scale_reaches_a_diffusion_prior(tmp_path):
     assert main(["generate", "mnist5k-diffusion", str(tmp_path / "one"), "--ipc", "1", "--guidance-scale", "1",
                  "--prior-option", "num_inference_steps=2"]) == 0
     assert not torch.allclose(load_synset(out).images, load_synset(tmp_path / "one").images, atol=1e-3)  # it guides
+
+
+# ---- on-the-fly evaluation (DiM's deployment protocol) ----------------------------------------
+
+def test_on_the_fly_draws_fresh_sets_of_the_same_labels(tmp_path):
+    from genprior.generate import class_labels, on_the_fly
+
+    out = tmp_path / "g"
+    assert main(["generate", "mnist5k-diffusion", str(out), "--ipc", "1", "--guidance-scale", "2",
+                 "--prior-option", "num_inference_steps=2"]) == 0
+    synset = load_synset(out)
+    assert synset.config["generate"]["prior_options"] == {"num_inference_steps": 2, "guidance_scale": 2.0}
+    test = load_dataset("mnist5k", "test")
+    draw = on_the_fly(synset, test, eval_seed=0)
+    one, again, two = draw(1), draw(1), draw(2)
+    assert one.shape == synset.images.shape and torch.equal(one, again)  # seeded by the epoch
+    assert not torch.allclose(one, two, atol=1e-3) and not torch.allclose(one, synset.images, atol=1e-3)
+    assert not torch.allclose(on_the_fly(synset, test, eval_seed=1)(1), one, atol=1e-3)  # and by the model
+    # drawn with the prior options the set was written with (2 DDIM steps, guidance 2)
+    prior = load_prior("mnist5k-diffusion", num_inference_steps=2, guidance_scale=2.0)
+    from genprior.distill.common import derive_seed
+
+    expected = generate_set(prior, test, 1, seed=derive_seed("on-the-fly", 0, 0, 1)).images
+    torch.testing.assert_close(one, expected)
+    assert torch.equal(synset.labels, class_labels(10, 1))
+
+
+def test_on_the_fly_evaluation_trains_on_fresh_draws_and_resumes(tmp_path):
+    """Against the fixed set, on-the-fly training differs; each epoch after the first asks for its
+    own draw; a killed evaluation resumes to the same network (the draws are seeded by epoch)."""
+    from dataclasses import replace
+
+    from genprior.evaluate import evaluate_synset, get_protocol, train_net
+    from genprior.nets import create_net
+
+    out = tmp_path / "g"
+    assert main(["generate", "mnist5k-stylegan", str(out), "--ipc", "1"]) == 0
+    synset = load_synset(out)
+    test = load_dataset("mnist5k", "test")
+    proto = replace(get_protocol("quick"), epochs=4, num_models=1, lr_drop_epoch=2)
+    fixed = evaluate_synset(synset, protocol=proto, test=test, progress=False)
+    fly = evaluate_synset(synset, protocol=proto, test=test, progress=False, on_the_fly=True)
+    assert "fresh draw" in fly["on_the_fly"] and "on_the_fly" not in fixed
+    assert fly["results"]["convnet"]["accs"] != fixed["results"]["convnet"]["accs"]
+
+    asked = []
+
+    def fresh(epoch):
+        asked.append(epoch)
+        return synset.images + 0.01 * epoch
+
+    torch.manual_seed(0)
+    net = create_net("convnet", 1, 10, 28)
+    train_net(net, synset.images, synset.labels, proto, None, torch.Generator().manual_seed(0), fresh=fresh)
+    assert asked == [1, 2, 3]
+
+    def trained(path):
+        torch.manual_seed(0)
+        net = create_net("convnet", 1, 10, 28)
+        train_net(net, synset.images, synset.labels, proto, None, torch.Generator().manual_seed(0), fresh=fresh,
+                  state_path=path, save_every=1)
+        return net
+
+    straight = trained(None)
+    state = tmp_path / "state.safetensors"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(epoch):
+        if epoch == 3:
+            raise Stop
+        return fresh(epoch)
+
+    torch.manual_seed(0)
+    killed = create_net("convnet", 1, 10, 28)
+    with pytest.raises(Stop):
+        train_net(killed, synset.images, synset.labels, proto, None, torch.Generator().manual_seed(0),
+                  fresh=stop_after_two, state_path=state, save_every=1)
+    assert state.exists()
+    resumed = trained(state)  # picks up the state saved after epoch 2
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_on_the_fly_refuses_a_set_no_generator_made(tmp_path, capsys):
+    assert main(["baseline", "random", str(tmp_path / "r"), "--ipc", "1"]) == 0
+    assert main(["evaluate", str(tmp_path / "r"), "--on-the-fly", "--epochs", "1", "--models", "1"]) == 2
+    assert "was not written by `genprior generate`" in capsys.readouterr().err
+    assert not list((tmp_path / "r").glob("eval_*"))
+    assert main(["generate", "mnist5k-stylegan", str(tmp_path / "g"), "--ipc", "1", "--on-the-fly"]) == 2
+    assert "--on-the-fly sets the evaluation" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
