@@ -400,6 +400,9 @@ def test_bad_method_entries_are_one_line(method, message):
     # generate's time and peak memory from the shipped StyleGAN and the leaderboard's DiM and Minimax
     # generators at IPC 10 and 1,000: builds only
     ("generate_memory_mnist5k.json", 3 * 2),
+    # DiM's deployment protocol (a fresh draw every epoch) for the GAN generators, beside random real,
+    # pixel DM and the StyleGAN's fixed samples: 6 rows x 2 IPCs x (build + 3 ConvNets)
+    ("on_the_fly_mnist5k.json", 6 * 2 * (1 + 3)),
     # Minimax's terms one at a time, raw and centred, beside random real and the base prior's samples
     ("minimax_terms_mnist5k_ipc10_convnet.json", 5 + 7 * (1 + 3)),
 ])
