@@ -374,14 +374,15 @@ def test_cli_train_resumes_with_resume_latest(tmp_path, tiny_prior):
     assert main(args + ["--iterations", "3", "--resume", "latest", "--method-option", "pool_steps=2"]) == 2
 
 
-def test_minimax_centre_measures_similarity_between_centred_embeddings(tmp_path, tiny_diffusion):
+@pytest.mark.parametrize("kind", ["pixel", "latent"])
+def test_minimax_centre_measures_similarity_between_centred_embeddings(tmp_path, tiny_diffusion, kind):
     """With ``centre`` the terms compare x̂₀ − mean real x₀ with memory entries less the same mean:
     the logged similarities equal a direct computation, and differ from the raw ones."""
     import torch.nn.functional as F
 
     from genprior.sampling.modes import encode_class
 
-    trainer = GeneratorTrainer(minimax_config(tiny_diffusion / "pixel", method_options={"centre": True}),
+    trainer = GeneratorTrainer(minimax_config(tiny_diffusion / kind, method_options={"centre": True}),
                                tmp_path / "c", progress=False)
     method = trainer.method
     gen = torch.Generator().manual_seed(0)
