@@ -513,6 +513,8 @@ def evaluate_synset(
         if test.resolution != synset.resolution:  # a set made at another size (e.g. --resolution 64)
             test = load_dataset(synset.dataset, "test", root=data_root, resolution=synset.resolution)
     _check_compatible(synset, test)
+    if soft_labels and on_the_fly:
+        raise GenpriorError("on-the-fly draws come without soft labels; drop --soft-labels (or --on-the-fly)")
     if soft_labels and synset.soft_labels is None:
         raise GenpriorError("soft labels were asked for but this set has none; drop --soft-labels")
     if proto.num_models < 1 or proto.epochs < 1:

@@ -191,6 +191,9 @@ def test_on_the_fly_refuses_a_set_no_generator_made(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "r"), "--on-the-fly", "--epochs", "1", "--models", "1"]) == 2
     assert "was not written by `genprior generate`" in capsys.readouterr().err
     assert not list((tmp_path / "r").glob("eval_*"))
+    assert main(["generate", "mnist5k-stylegan", str(tmp_path / "s"), "--ipc", "1"]) == 0
+    assert main(["evaluate", str(tmp_path / "s"), "--on-the-fly", "--soft-labels", "--epochs", "1"]) == 2
+    assert "on-the-fly draws come without soft labels" in capsys.readouterr().err
     assert main(["generate", "mnist5k-stylegan", str(tmp_path / "g"), "--ipc", "1", "--on-the-fly"]) == 2
     assert "--on-the-fly sets the evaluation" in capsys.readouterr().err
     assert not (tmp_path / "g").exists()
