@@ -450,7 +450,7 @@ def _compute(config: Dict[str, Any], out: Path, key: str, threads: int, cache: D
     teacher = expand([config["teacher"]], out)[0] if config.get("teacher") and proto.temperature > 0 else None
     return eval_unit(synset, cache["test"], arch, model, proto, threads,
                      state_dir=out / "state" / key.replace("|", "-"), attack=attack, device=config["device"],
-                     teacher=teacher, on_the_fly=config["methods"][method].get("on_the_fly", False))
+                     teacher=teacher, on_the_fly=config["methods"].get(method, {}).get("on_the_fly", False))
 
 
 def recipe_defaults(cmd: List[str]) -> Optional[Dict[str, Any]]:
