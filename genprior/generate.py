@@ -14,6 +14,7 @@ sample`` is the same command under its older name).
 """
 from __future__ import annotations
 
+import json
 from typing import List, Optional, Sequence
 
 import torch
@@ -122,6 +123,11 @@ def on_the_fly(synset: SyntheticSet, real: RealData, eval_seed: int, device: Opt
         raise GenpriorError("on-the-fly evaluation needs the set's labels in generate's order (class by class); "
                             "this set's were changed after it was written")
     prior = load_prior(synset.prior, dataset_classes=real.class_names, **made.get("prior_options", {}))
+    if "prior_options" not in made and json.loads(json.dumps(prior.describe(), default=str)) != \
+            json.loads(json.dumps(synset.config.get("prior_card"), default=str)):
+        raise GenpriorError("this set was written before genprior recorded generate's prior options, and its prior "
+                            "card differs from the prior loaded without options: write it again with `genprior "
+                            "generate` to evaluate it on the fly")
     base = made["seed"]
 
     def draw(epoch: int) -> torch.Tensor:

@@ -126,6 +126,13 @@ def test_on_the_fly_draws_fresh_sets_of_the_same_labels(tmp_path):
     expected = generate_set(prior, test, 1, seed=derive_seed("on-the-fly", 0, 0, 1)).images
     torch.testing.assert_close(one, expected)
     assert torch.equal(synset.labels, class_labels(10, 1))
+    # a set written before the options were recorded: drawn only where its card shows the defaults
+    del synset.config["generate"]["prior_options"]
+    with pytest.raises(GenpriorError, match="write it again"):
+        on_the_fly(synset, test, eval_seed=0)
+    plain = generate_set(load_prior("mnist5k-stylegan"), test, 1, prior_ref="mnist5k-stylegan")
+    assert "prior_options" not in plain.config["generate"]
+    assert on_the_fly(plain, test, eval_seed=0)(1).shape == plain.images.shape
 
 
 def test_on_the_fly_evaluation_trains_on_fresh_draws_and_resumes(tmp_path):
