@@ -546,10 +546,11 @@ def evaluate_synset(
         dsa = (ImageNetAugment(synset.mean, synset.std) if proto.augment == "imagenet"
                else ImageNetAugment(synset.mean, synset.std, jitter=0.0, lighting=0.0))
     tester = (lambda trained: test_accuracy(trained, test, dev)) if proto.tests > 0 else None
+    generator = None
     if on_the_fly:
-        from .generate import on_the_fly as on_the_fly_draws
+        from .generate import generator_of, on_the_fly as on_the_fly_draws
 
-        on_the_fly_draws(synset, test, seed)  # a set no generator made fails here, before any training
+        generator = generator_of(synset, test)  # once; a set no generator made fails here, before any training
     images = synset.images.float().to(dev)
     targets = (synset.soft_labels if soft_labels else synset.labels).to(dev)
     results: Dict[str, Any] = {}
@@ -589,7 +590,7 @@ def evaluate_synset(
                     bar.update(proto.epochs)
                     continue
             timing: Dict[str, Any] = {}
-            fresh = on_the_fly_draws(synset, test, seed + i, device=str(dev)) if on_the_fly else None
+            fresh = on_the_fly_draws(synset, test, seed + i, device=str(dev), prior=generator) if on_the_fly else None
             train_net(net, images, targets, proto, dsa, gen, on_epoch=lambda: bar.update(1), state_path=state,
                       timing=timing, teacher=teacher_net, tester=tester, fresh=fresh)
             t_test = time.time()

@@ -105,13 +105,9 @@ def generate_set(prior: Prior, real: RealData, ipc: int, seed: int = 0, space: O
                                                  "prior_card": card})
 
 
-def on_the_fly(synset: SyntheticSet, real: RealData, eval_seed: int, device: Optional[str] = None):
-    """DiM's deployment protocol for a set that ``generate_set`` wrote: a function of the epoch
-    giving a fresh set of the same labels from the same prior and options, seeded from (the
-    set's seed, ``eval_seed``, epoch), so an evaluation with it is reproducible and resumes
-    exactly. ``real`` gives the normalisation and classes (the test split serves). A training
-    with it sees as many images per epoch as the set holds, but new ones every epoch: what
-    the generator can teach, not what a fixed set of that size can."""
+def generator_of(synset: SyntheticSet, real: RealData) -> Prior:
+    """The prior that wrote ``synset`` (``generate_set``), loaded with the options it was written
+    with; a set no generator made, or whose options cannot be known, is refused in one line."""
     from .priors.load import load_prior
 
     made = (synset.config or {}).get("generate")
@@ -128,10 +124,23 @@ def on_the_fly(synset: SyntheticSet, real: RealData, eval_seed: int, device: Opt
         raise GenpriorError("this set was written before genprior recorded generate's prior options, and its prior "
                             "card differs from the prior loaded without options: write it again with `genprior "
                             "generate` to evaluate it on the fly")
-    base = made["seed"]
+    return prior
+
+
+def on_the_fly(synset: SyntheticSet, real: RealData, eval_seed: int, device: Optional[str] = None,
+               prior: Optional[Prior] = None):
+    """DiM's deployment protocol for a set that ``generate_set`` wrote: a function of the epoch
+    giving a fresh set of the same labels from the same prior and options, seeded from (the
+    set's seed, ``eval_seed``, epoch), so an evaluation with it is reproducible and resumes
+    exactly. ``real`` gives the normalisation and classes (the test split serves); ``prior`` is
+    ``generator_of(synset, real)``, loaded here when not given. A training with it sees as many
+    images per epoch as the set holds, but new ones every epoch: what the generator can teach,
+    not what a fixed set of that size can."""
+    prior = prior if prior is not None else generator_of(synset, real)
+    made = synset.config["generate"]
 
     def draw(epoch: int) -> torch.Tensor:
-        seed = derive_seed("on-the-fly", base, eval_seed, epoch)
+        seed = derive_seed("on-the-fly", made["seed"], eval_seed, epoch)
         return generate_set(prior, real, synset.ipc, seed=seed, space=made["space"],
                             mixed_precision=made["mixed_precision"], class_map=made["class_map"],
                             resize=made["resize"], device=device).images
