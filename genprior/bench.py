@@ -26,7 +26,8 @@ the config's IPCs it runs (``"ipcs": [10]``), add flags at one IPC only (``"args
 {"10": [...]}``, e.g. a cheaper setting where the paper's would not fit a CPU) and be built
 without evaluation (``"evaluate": false``: its time and peak memory only, e.g. a generator at
 IPC 1,000); a ``generate`` method may be evaluated on the fly (``"on_the_fly": true``: DiM's
-deployment protocol, a fresh draw from the generator every epoch), so the project's tables are configs of this command (``benchmarks/configs/``).
+deployment protocol, a fresh draw from the generator every epoch), so the project's tables
+are configs of this command (``benchmarks/configs/``).
 
 Every cell is a unit of ``genprior.lanes``: ``build|method|ipc|seed`` makes a set in its own
 process (time and peak memory measured; a distillation resumes from its checkpoints), and
