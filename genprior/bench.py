@@ -225,6 +225,9 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
         if spec.get("on_the_fly") and "generate" not in spec:
             raise GenpriorError(f"method {name!r}: on_the_fly draws from the generator of a \"generate\" method; "
                                 "drop it or make the method {\"generate\": PRIOR}")
+        if spec.get("on_the_fly") and "--method" in spec.get("args", []) + sum(by_ipc.values(), []):
+            raise GenpriorError(f"method {name!r}: on_the_fly draws plain samples from the prior, but its args name a "
+                                "training-free --method, whose draws need the real data: drop on_the_fly")
         if "after" in spec and spec["after"] not in setup:
             raise GenpriorError(f"method {name!r} runs after setup step {spec['after']!r}, which the config does not "
                                 f"define (its steps: {', '.join(setup) or 'none'})")

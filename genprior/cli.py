@@ -387,6 +387,9 @@ def cmd_generate(args) -> None:
             if value is not None:
                 raise GenpriorError(f"{flag} is for plain samples; --method {args.method} draws in the prior's noise "
                                     "space with the dataset's own classes: drop it")
+        if getattr(args, "on_the_fly", False):
+            raise GenpriorError(f"--on-the-fly draws plain samples from the prior; --method {args.method}'s draws need "
+                                "the real data and its selection: evaluate its set as a fixed set (drop --on-the-fly)")
     elif args.option:
         raise GenpriorError("--option sets an option of a training-free method: pass --method too")
     if args.evaluate:

@@ -550,7 +550,7 @@ def evaluate_synset(
     if on_the_fly:
         from .generate import generator_of, on_the_fly as on_the_fly_draws
 
-        generator = generator_of(synset, test)  # once; a set no generator made fails here, before any training
+        generator = generator_of(synset, test, str(dev))  # once; a set no generator made fails here, before any training
     images = synset.images.float().to(dev)
     targets = (synset.soft_labels if soft_labels else synset.labels).to(dev)
     results: Dict[str, Any] = {}
@@ -569,7 +569,8 @@ def evaluate_synset(
             gen = torch.Generator().manual_seed(seed + i)
             state = done = None
             if state_dir is not None:
-                folder, stem = Path(state_dir), f"{arch}-seed{seed + i}-{proto.name}"
+                folder = Path(state_dir)
+                stem = f"{arch}-seed{seed + i}-{proto.name}" + ("-on-the-fly" if on_the_fly else "")
                 folder.mkdir(parents=True, exist_ok=True)
                 state, done = folder / f"train-{stem}.safetensors", folder / f"done-{stem}.json"
                 key = _fingerprint(images, targets, proto, net) + f"|test:{test.name}:{len(test)}"

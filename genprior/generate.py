@@ -105,25 +105,36 @@ def generate_set(prior: Prior, real: RealData, ipc: int, seed: int = 0, space: O
                                                  "prior_card": card})
 
 
-def generator_of(synset: SyntheticSet, real: RealData) -> Prior:
+def generator_of(synset: SyntheticSet, real: RealData, device: Optional[str] = None) -> Prior:
     """The prior that wrote ``synset`` (``generate_set``), loaded with the options it was written
-    with; a set no generator made, or whose options cannot be known, is refused in one line."""
+    with; a set no generator made, whose options cannot be known, or that cannot be drawn again
+    on ``device`` (fp16 on a CPU) is refused in one line."""
     from .priors.load import load_prior
 
     made = (synset.config or {}).get("generate")
+    if synset.prior and (synset.config or {}).get("method") and not isinstance(made, dict):
+        raise GenpriorError(f"on-the-fly evaluation draws plain samples from the set's generator; this set was made by "
+                            f"the training-free method {synset.config['method']!r}, whose draws need the real data "
+                            "and its selection: evaluate it as a fixed set (drop --on-the-fly)")
     if not synset.prior or not isinstance(made, dict):
         raise GenpriorError(f"on-the-fly evaluation draws from the generator that made the set; this {synset.method} "
                             "set was not written by `genprior generate` (no prior and generate settings in its "
                             "meta.json): make it with `genprior generate PRIOR OUT --ipc N`")
     if not torch.equal(synset.labels, class_labels(synset.num_classes, synset.ipc)):
         raise GenpriorError("on-the-fly evaluation needs the set's labels in generate's order (class by class); "
-                            "this set's were changed after it was written")
+                            "this set's were changed after it was written: write it again with `genprior generate`")
+    if made.get("mixed_precision") == "fp16" and torch.device(device or "cpu").type == "cpu":
+        raise GenpriorError("this set was generated in fp16, which draws only on a GPU: evaluate it on the fly on "
+                            "a GPU (--device cuda), or write it again with --mixed-precision bf16 or no")
     prior = load_prior(synset.prior, dataset_classes=real.class_names, **made.get("prior_options", {}))
     if "prior_options" not in made and json.loads(json.dumps(prior.describe(), default=str)) != \
             json.loads(json.dumps(synset.config.get("prior_card"), default=str)):
         raise GenpriorError("this set was written before genprior recorded generate's prior options, and its prior "
                             "card differs from the prior loaded without options: write it again with `genprior "
                             "generate` to evaluate it on the fly")
+    if getattr(prior, "noise_mode", None) == "random":  # StyleGAN's per-layer noise from the global RNG
+        raise GenpriorError("on-the-fly draws must be seeded, but this set's prior draws its StyleGAN noise unseeded "
+                            "(noise_mode=random): write the set with --prior-option noise_mode=const")
     return prior
 
 
@@ -136,7 +147,7 @@ def on_the_fly(synset: SyntheticSet, real: RealData, eval_seed: int, device: Opt
     ``generator_of(synset, real)``, loaded here when not given. A training with it sees as many
     images per epoch as the set holds, but new ones every epoch: what the generator can teach,
     not what a fixed set of that size can."""
-    prior = prior if prior is not None else generator_of(synset, real)
+    prior = prior if prior is not None else generator_of(synset, real, device)
     made = synset.config["generate"]
 
     def draw(epoch: int) -> torch.Tensor:

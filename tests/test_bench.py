@@ -123,6 +123,8 @@ def test_two_processes_share_a_bench_without_running_a_cell_twice(tmp_path):
     ({"methods": {"x": {"baseline": "random", "on_the_fly": True}}}, GenpriorError, "draws from the generator of"),
     ({"methods": {"x": {"generate": "mnist5k-stylegan", "on_the_fly": "yes"}}}, GenpriorError,
      "on_the_fly is true or false"),
+    ({"methods": {"x": {"generate": "mnist5k-diffusion", "args": ["--method", "d4m"], "on_the_fly": True}}},
+     GenpriorError, "training-free --method"),
     ({"scores": True, "ipcs": [1, 2], "methods": {"random": {"baseline": "random", "ipcs": [1]}}}, GenpriorError,
      "runs at every IPC of the config"),
 ])

@@ -148,9 +148,12 @@ def test_on_the_fly_evaluation_trains_on_fresh_draws_and_resumes(tmp_path):
     synset = load_synset(out)
     test = load_dataset("mnist5k", "test")
     proto = replace(get_protocol("quick"), epochs=4, num_models=1, lr_drop_epoch=2)
-    fixed = evaluate_synset(synset, protocol=proto, test=test, progress=False)
-    fly = evaluate_synset(synset, protocol=proto, test=test, progress=False, on_the_fly=True)
+    states = tmp_path / "states"  # one state folder for both: their files must not collide
+    fixed = evaluate_synset(synset, protocol=proto, test=test, progress=False, state_dir=states)
+    fly = evaluate_synset(synset, protocol=proto, test=test, progress=False, on_the_fly=True, state_dir=states)
     assert "fresh draw" in fly["on_the_fly"] and "on_the_fly" not in fixed
+    assert sorted(p.name for p in states.glob("done-*")) == ["done-convnet-seed0-quick-on-the-fly.json",
+                                                           "done-convnet-seed0-quick.json"]
     assert fly["results"]["convnet"]["accs"] != fixed["results"]["convnet"]["accs"]
 
     asked = []
@@ -204,3 +207,31 @@ def test_on_the_fly_refuses_a_set_no_generator_made(tmp_path, capsys):
     assert main(["generate", "mnist5k-stylegan", str(tmp_path / "g"), "--ipc", "1", "--on-the-fly"]) == 2
     assert "--on-the-fly sets the evaluation" in capsys.readouterr().err
     assert not (tmp_path / "g").exists()
+    # a training-free method's set: refused before anything is loaded or written
+    assert main(["generate", "mnist5k-diffusion", str(tmp_path / "m"), "--ipc", "1", "--method", "d4m",
+                 "--evaluate", "--on-the-fly"]) == 2
+    assert "evaluate its set as a fixed set (drop --on-the-fly)" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_on_the_fly_refusals_name_the_fix(tmp_path):
+    """A set a training-free method made, an fp16 set on a CPU, and reordered labels: one line each."""
+    from genprior.generate import generator_of
+
+    assert main(["generate", "mnist5k-stylegan", str(tmp_path / "s"), "--ipc", "1"]) == 0
+    test = load_dataset("mnist5k", "test")
+    synset = load_synset(tmp_path / "s")
+    made = synset.config.pop("generate")
+    synset.config["method"] = "d4m"
+    with pytest.raises(GenpriorError, match="training-free method 'd4m'.*drop --on-the-fly"):
+        generator_of(synset, test)
+    synset.config["generate"] = {**made, "mixed_precision": "fp16"}
+    with pytest.raises(GenpriorError, match=r"fp16.*--device cuda"):
+        generator_of(synset, test, "cpu")
+    synset.config["generate"] = {**made, "prior_options": {"noise_mode": "random"}}
+    with pytest.raises(GenpriorError, match="noise_mode=const"):
+        generator_of(synset, test)
+    synset.config["generate"] = made
+    synset.labels = synset.labels.flip(0)
+    with pytest.raises(GenpriorError, match="write it again with `genprior generate`"):
+        generator_of(synset, test)

@@ -243,6 +243,17 @@ def test_memories_follow_fifo_and_adaptive_eviction():
     adaptive.add(0, near)
     # the entry most similar, in sum, to the others is the near-duplicate [0.9, 0.1, 0]
     assert torch.equal(adaptive[0], near[[0, 2, 3]])
+    # with a centre, eviction compares entries less the centre (the similarity the centred terms
+    # compute): the memory equals the uncentred one of the shifted rows, shifted back; here the raw
+    # cosine would evict another entry ([1, -1, 0] centred; [2, -1, -2] raw)
+    centre = torch.tensor([2.0, 0.0, 0.0])
+    rows = torch.tensor([[2.0, -1, -2], [4, 1, -1], [1, -2, 1], [1, -1, 0]])
+    raw, centred, shifted = (ClassMemory(1, 3, "adaptive", c) for c in (None, centre, None))
+    raw.add(0, rows)
+    centred.add(0, rows)
+    shifted.add(0, rows - centre)
+    assert torch.equal(centred[0], shifted[0] + centre) and torch.equal(centred[0], rows[[1, 2, 3]])
+    assert torch.equal(raw[0], rows[[0, 1, 2]])
 
 
 def test_minimax_terms_pull_to_real_and_push_from_generated(tmp_path, tiny_diffusion):

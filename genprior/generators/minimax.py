@@ -35,7 +35,7 @@ with label dropout 0.1 left on, and samples with guidance 4.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -58,10 +58,12 @@ def cosine_matrix(a: Tensor, b: Tensor) -> Tensor:
 
 
 class ClassMemory:
-    """Per class, at most ``size`` embeddings; FIFO or adaptive eviction."""
+    """Per class, at most ``size`` embeddings; FIFO or adaptive eviction. Adaptive eviction
+    compares entries less ``centre`` (when given), the same similarity the terms compute."""
 
-    def __init__(self, num_classes: int, size: int, rule: str):
+    def __init__(self, num_classes: int, size: int, rule: str, centre: Optional[Tensor] = None):
         self.size, self.rule = size, rule
+        self.centre = None if centre is None else centre.detach().float().flatten().cpu()
         self.items: List[Tensor] = [torch.empty(0) for _ in range(num_classes)]
 
     def __getitem__(self, c: int) -> Tensor:
@@ -77,7 +79,8 @@ class ClassMemory:
         for row in entries:  # one at a time: each eviction depends on what is in the memory then
             bank = torch.cat([bank, row[None]])
             if bank.shape[0] > self.size:  # evict the entry most similar, in sum, to all the others
-                sim = cosine_matrix(bank, bank)
+                shifted = bank if self.centre is None else bank - self.centre
+                sim = cosine_matrix(shifted, shifted)
                 summed = sim.sum(dim=1) - sim.diagonal()
                 keep = torch.ones(bank.shape[0], dtype=torch.bool)
                 keep[int(summed.argmax())] = False
@@ -146,9 +149,9 @@ class Minimax(GeneratorMethod):
                 gamma = nn.Parameter(torch.ones(layer.weight.shape[0], device=layer.weight.device))
                 layer.register_forward_hook(self._scale_hook(gamma))
                 self.scaled.append((layer, gamma))
-        self.real_memory = ClassMemory(real.num_classes, self.opts["memory_size"], self.opts["memory"])
-        self.gen_memory = ClassMemory(real.num_classes, self.opts["memory_size"], self.opts["memory"])
         self.centre = self.real_centre() if self.opts["centre"] else None
+        self.real_memory, self.gen_memory = (ClassMemory(real.num_classes, self.opts["memory_size"],
+                                                         self.opts["memory"], self.centre) for _ in range(2))
 
     def real_centre(self) -> Tensor:
         """The mean real x₀, flattened: up to ``memory_size`` images per class (a fixed draw),
