@@ -18,7 +18,9 @@ without any augmentation (``plain`` cells: no DSA, crops nor CutMix) and the who
 (the ``whole`` cells); under a protocol that distils from a teacher, the first network also trains
 on the sets' hard labels without it (``hard`` cells), and the whole train split does too, since
 DD-Ranking's HLR compares hard-label accuracies; ``"whole": true`` trains the whole train
-split on the first network without the scores (the full-data line of the report). A method is a
+split on the first network without the scores (the full-data line of the report), and
+``"whole": N`` trains it N times (with or without scores; e.g. 1 where one network on the
+whole split costs hours), where otherwise it takes the first network's model count. A method is a
 baseline (``random``, ``herding``, ``kcenter``, ``whole``), ``genprior distill`` flags, a recipe
 with flags, or ``genprior generate`` from a prior or trained generator (``"generate": PRIOR``);
 the benchmark adds the dataset, IPC, seed and output folder. A method may also say at which of
@@ -233,9 +235,12 @@ def check_config(config: Dict[str, Any]) -> Dict[str, Any]:
                                 f"define (its steps: {', '.join(setup) or 'none'})")
     if WHOLE in methods:
         raise GenpriorError(f"{WHOLE!r} names the full-data reference of the scores; call the method otherwise")
-    for key in ("scores", "diversity", "whole"):
+    for key in ("scores", "diversity"):
         if not isinstance(config.get(key, False), bool):
             raise GenpriorError(f"{key} is true or false, got {config[key]!r}")
+    whole = config.get("whole", False)
+    if not isinstance(whole, bool) and not (isinstance(whole, int) and whole >= 1):
+        raise GenpriorError(f"whole is true, false or a number of networks (at least 1), got {whole!r}")
     if config.get("scores"):
         random_method(config)  # scores need random real images to compare with
     return config
@@ -274,6 +279,12 @@ def has_whole(config: Dict[str, Any]) -> bool:
     """Whether the whole train split is trained on the first network: the full-data reference of
     the scores, or asked for itself (``"whole": true``)."""
     return bool(config.get("scores") or config.get("whole"))
+
+
+def whole_models(config: Dict[str, Any]) -> int:
+    """Networks trained on the whole train split: ``"whole": N``, else the first network's count."""
+    whole = config.get("whole")
+    return whole if isinstance(whole, int) and not isinstance(whole, bool) else models_for(config, config["archs"][0])
 
 
 def whole_kind(config: Dict[str, Any]) -> str:
@@ -318,7 +329,7 @@ def cells(config: Dict[str, Any]) -> List[str]:
                     if hard == "hard":
                         keys += [f"hard|{method}|{ipc}|{seed}|{first}|{i}" for i in range(models_for(config, first))]
     if has_whole(config):
-        keys += [f"build|{WHOLE}|0|0", *[f"{hard}|{WHOLE}|0|0|{first}|{i}" for i in range(models_for(config, first))]]
+        keys += [f"build|{WHOLE}|0|0", *[f"{hard}|{WHOLE}|0|0|{first}|{i}" for i in range(whole_models(config))]]
     return keys
 
 
@@ -530,7 +541,8 @@ def _accs(config: Dict[str, Any], units: Dict[str, Any], kind: str, method: str,
     """The first network's accuracies of a method at an IPC, seeds x models in order; None until all are in."""
     first = config["archs"][0]
     seeds = [0] if method == WHOLE else config["seeds"]
-    keys = [f"{kind}|{method}|{ipc}|{s}|{first}|{i}" for s in seeds for i in range(models_for(config, first))]
+    models = whole_models(config) if method == WHOLE else models_for(config, first)
+    keys = [f"{kind}|{method}|{ipc}|{s}|{first}|{i}" for s in seeds for i in range(models)]
     return [units[k]["acc"] for k in keys] if all(k in units for k in keys) else None
 
 
@@ -586,12 +598,12 @@ def write_outputs(config: Dict[str, Any], out: Path, results: Dict[str, Any]) ->
                         "tables print them × 100): LRS from HLR = full-data minus set "
                         "accuracy and IOR = set minus random accuracy; ARS from the gains over random with the "
                         "protocol's augmentation and without it (no DSA, crops nor CutMix). Full data (the whole "
-                        "train split, class-balanced, hard labels, "
-                        f"{archs[0]}): " + (f"{100 * full[0]:.2f} ± {100 * full[1]:.2f} %." if full else "not yet.")]
+                        f"train split, class-balanced, hard labels, {archs[0]}, {whole_models(config)} "
+                        "model(s)): " + (f"{100 * full[0]:.2f} ± {100 * full[1]:.2f} %." if full else "not yet.")]
     if config.get("whole") and not scored:
         full = _accs(config, results["units"], whole_kind(config), WHOLE, 0)
         lines[-1:-1] = [f"Full data (the whole train split, class-balanced, {archs[0]}, "
-                        f"{models_for(config, archs[0])} models): "
+                        f"{whole_models(config)} model(s)): "
                         + (f"{100 * mean_std(full)[0]:.2f} ± {100 * mean_std(full)[1]:.2f} %." if full else "not yet.")]
     reused = sorted({Path(u["reused_from"]).parent.parent.name for u in results["units"].values() if "reused_from" in u})
     if reused:

@@ -125,6 +125,8 @@ def test_two_processes_share_a_bench_without_running_a_cell_twice(tmp_path):
      "on_the_fly is true or false"),
     ({"methods": {"x": {"generate": "mnist5k-diffusion", "args": ["--method", "d4m"], "on_the_fly": True}}},
      GenpriorError, "training-free --method"),
+    ({"whole": 0}, GenpriorError, "a number of networks \\(at least 1\\)"),
+    ({"whole": "yes"}, GenpriorError, "whole is true, false or a number"),
     ({"scores": True, "ipcs": [1, 2], "methods": {"random": {"baseline": "random", "ipcs": [1]}}}, GenpriorError,
      "runs at every IPC of the config"),
 ])
@@ -160,7 +162,7 @@ def test_scores_add_the_full_data_and_no_augmentation_cells_and_rank_with_lrs_an
                                     acc["plain|all|1|0|convnet|0"], acc["plain|random|1|0|convnet|0"])["ars"]
     row = next(line for line in (out / "leaderboard.md").read_text().splitlines() if "| all |" in line)
     assert f"| {lrs:.3f} ± 0.000 | {ars:.3f} ± 0.000 |" in row
-    assert "Full data (the whole train split, class-balanced, hard labels, convnet):" in \
+    assert "Full data (the whole train split, class-balanced, hard labels, convnet, 1 model(s)):" in \
         (out / "leaderboard.md").read_text()
 
 
@@ -284,9 +286,9 @@ def test_the_gpu_config_is_refused_at_once_without_a_gpu():
     with pytest.raises(GenpriorError, match="no CUDA device"):
         load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" / "gpu_paper_mnist5k.json"))
     assert len(cells(load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" /
-                                     "leaderboard_mnist5k.json")))) == 6 + 28 * 2 * (1 + 9 + 3) + 4
+                                     "leaderboard_mnist5k.json")))) == 6 + 28 * 2 * (1 + 9 + 3) + 2
     # (setup steps; 28 methods x 2 IPCs x (build, 3 ConvNets + 6 pool networks, 3 no-augmentation ConvNets);
-    # the whole split, on 3 ConvNets, for the scores)
+    # the whole split, on one ConvNet ("whole": 1: 2.4 h of one CPU thread each), for the scores)
     # the training-free methods' benchmark: 11 methods x 3 IPCs x (3 ConvNet + 6 pool networks) + 2 setup steps
     sampling = load_config(str(Path(__file__).resolve().parent.parent / "benchmarks" / "configs" /
                                 "sampling_mnist5k.json"))
@@ -358,7 +360,11 @@ def test_methods_choose_their_ipcs_add_flags_at_one_and_may_be_build_only(tmp_pa
     out = tmp_path / "w"
     run_bench(small, out, progress=False)
     board = (out / "leaderboard.md").read_text()
-    assert "Full data (the whole train split, class-balanced, convnet, 1 models):" in board and "not yet" not in board
+    assert "Full data (the whole train split, class-balanced, convnet, 1 model(s)):" in board and "not yet" not in board
+    # "whole": N trains the whole split on N networks, whatever the first network's count
+    twice = check_config({**TINY, "models": 2, "whole": 1, "methods": {"random": {"baseline": "random"}}})
+    assert cells(twice)[-2:] == ["build|whole|0|0", "eval|whole|0|0|convnet|0"]
+    assert cells(twice)[:3] == ["build|random|1|0", "eval|random|1|0|convnet|0", "eval|random|1|0|convnet|1"]
     row = next(line for line in board.splitlines() if "| again |" in line)
     assert row.startswith("| – | again | – | – |")  # built (time, memory), not evaluated, not ranked
     assert not (out / "cells" / "eval-again-1-0-convnet-0.json").exists()
