@@ -82,7 +82,7 @@ def test_sampling_recipe_runs_with_its_defaults(tmp_path, mnist5k_teacher, name)
             "cao2": ["--option", f"classifier={mnist5k_teacher}", "--option", "refine_steps=2",
                      "--option", "ratio=2"],
             "d3hr": ["--option", "candidates=50"]}.get(name, [])
-    steps = 3 if name == "igd" else 2  # IGD's window 0.1-0.4 holds a step of 3 (at 1/3), none of 2
+    steps = 3 if name == "igd" else 2  # IGD's window 0.08-0.4 holds a step of 3 (at 1/3), none of 2
     argv = ["--ipc", "1", "--prior-option", f"num_inference_steps={steps}", *tiny, "--no-evaluate", "--out-dir",
             str(tmp_path / "set")]
     run_sampling_recipe(module.__doc__, module.DEFAULTS, setup=getattr(module, "setup", None), argv=argv)

@@ -53,6 +53,10 @@ def test_the_guided_sampler_refuses_what_would_be_ignored(prior):
     skip = DiffusionPrior(prior.unet, DDIMScheduler(), num_inference_steps=5, skip_weight=1.0)
     with pytest.raises(GenpriorError, match="drop --prior-option skip_weight"):
         guided_sample(skip, labels)
+    with pytest.raises(GenpriorError, match="not both: pass one"):  # x_T would be dropped for x0
+        guided_sample(prior, labels, x_T=torch.randn(2, 1, 8, 8), x0=torch.randn(2, 1, 8, 8), strength=0.5)
+    with pytest.raises(GenpriorError, match="0 <= start < stop <= 1"):
+        ModeGuidance(modes, start="0.1")
 
 
 def test_mode_guidance_pulls_samples_towards_their_modes(prior):
@@ -342,6 +346,55 @@ def test_influence_guidance_raises_the_influence_cosine_and_diversity_keeps_samp
     assert far.memory[0].shape == (64, 64)  # first in, first out
     with pytest.raises(GenpriorError, match="not both 0"):
         InfluenceGuidance(nets, grads, to_images, scale=0.0, diversity=0.0)
+    with pytest.raises(GenpriorError, match="form must be one of eps, sample"):
+        InfluenceGuidance(nets, grads, to_images, form="x")
+
+
+def test_influence_guidance_in_its_reference_form_takes_normalised_steps_on_the_sample(prior, three_classes,
+                                                                                       surrogate):
+    """``form=sample``, as IGD's code: the next sample moves by ρ_t k ∇G_I with RMS
+    0.0015 · RMS(ε) · √(1 − ᾱ_t) · k whatever the raw gradient's size, and the diversity term
+    pushes the noisy sample away from its nearest memory entry."""
+    from genprior.sampling.influence import CODE_STEP, InfluenceGuidance, class_gradients, load_surrogate
+    from genprior.sampling.methods import decode_x0
+    from genprior.sampling.sampler import StepContext
+
+    prior.set_normalization(three_classes.mean, three_classes.std)
+    nets = load_surrogate(surrogate, three_classes, [0, 2], torch.device("cpu"))
+    grads = [class_gradients(net, three_classes) for net in nets]
+
+    def to_images(x0):
+        return decode_x0(prior, x0, three_classes.resolution)
+
+    labels = torch.tensor([0, 1, 2, 0])
+    gen = torch.Generator().manual_seed(5)
+    x_t, x0_hat = torch.randn(4, 1, 8, 8, generator=gen), 0.3 * torch.randn(4, 1, 8, 8, generator=gen)
+    alpha = torch.tensor(0.6)
+    ctx = StepContext(3, 10, 500, alpha, x_t, x0_hat, labels, torch.arange(4), 1.0)
+    eps = (x_t - alpha.sqrt() * x0_hat) / (1 - alpha).sqrt()
+    step = InfluenceGuidance(nets, grads, to_images, scale=5.0, diversity=0.0, form="sample")
+    moved = step.shift(ctx, torch.tensor(0.1))
+    assert step.gradient(ctx) is None
+    rms = moved.flatten(1).pow(2).mean(1).sqrt()
+    want = 5.0 * CODE_STEP * eps.flatten(1).pow(2).mean(1).sqrt() * (1 - alpha).sqrt()
+    assert torch.allclose(rms, want, rtol=1e-4)
+    # its direction is the influence's own: the cosine rises along it
+    with torch.enable_grad():
+        before = step.influence(x0_hat, labels)
+        after = step.influence(x0_hat + moved / step.scale / CODE_STEP * 0.05, labels)
+    assert (after > before).all()
+    # over a whole trajectory, against the same seed without it
+    x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    strong = InfluenceGuidance(nets, grads, to_images, scale=300.0, diversity=0.0, start=0.0, stop=1.0, form="sample")
+    free = guided_sample(prior, labels, x_T, return_x0=True, eta=1.0, noise_seeds=list(range(4)))
+    guided = guided_sample(prior, labels, x_T, terms=[strong], return_x0=True, eta=1.0, noise_seeds=list(range(4)))
+    with torch.enable_grad():
+        assert strong.influence(guided, labels).sum() > strong.influence(free, labels).sum()
+    # the diversity term moves x_t down the cosine to its nearest memory entry
+    far = InfluenceGuidance(nets, grads, to_images, scale=0.0, diversity=3.0, form="sample")
+    far.remember(torch.randn(6, 1, 8, 8, generator=gen), torch.tensor([0, 0, 1, 1, 2, 2]))
+    pushed = x_t + far.shift(ctx, torch.tensor(0.1))
+    assert (far.closeness(pushed, labels) < far.closeness(x_t, labels)).all()
 
 
 def test_skewness_and_the_d3hr_group_is_the_best_scored_candidate():
@@ -410,6 +463,19 @@ def test_d3hr_and_igd_make_seeded_sets(prior28, three_classes, surrogate):
     with pytest.raises(GenpriorError, match=r"snapshots are epochs, e.g. --option snapshots=\[0,5,16,40\]"):
         synthesize("igd", prior, three_classes, ipc=1, options={"surrogate": str(surrogate), "snapshots": "0,2"},
                    progress=False)
+    # options are refused before the surrogate's and the inversion's work (none is given here)
+    for method, opts, match in (("igd", {"form": "x"}, "form must be one of"),
+                                ("igd", {"grad_images": 0}, "grad_images is how many"),
+                                ("igd", {"scale": "x"}, "option scale takes a finite number"),
+                                ("igd", {"start": 0.5, "stop": 0.4}, "0 <= start < stop"),
+                                ("mgd3", {"scale": float("nan")}, "scale λ must be a positive number"),
+                                ("d4m", {"strength": 2}, "strength must lie in"),
+                                ("cao2", {"refine_lr": -1.0}, "refine_lr must be positive"),
+                                ("d3hr", {"candidates": 0}, "at least one candidate group"),
+                                ("d3hr", {"max_images": 0}, "max_images is how many"),
+                                ("d3hr", {"skew_weight": -0.1}, "skew_weight must be >= 0")):
+        with pytest.raises(GenpriorError, match=match):
+            synthesize(method, prior, three_classes, ipc=1, options=opts, progress=False)
 
 
 def test_cao2_keeps_the_most_confident_right_samples(prior28, three_classes, surrogate):

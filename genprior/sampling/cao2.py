@@ -25,8 +25,8 @@ import torch
 from ..data import RealData
 from ..distill.common import seeded_generator
 from ..errors import GenpriorError
-from .methods import CAO2_PAPER, SAMPLING_METHODS, _chunks, advance, decode_x0, image_noise
-from .sampler import guided_sample, noise_seeds
+from .methods import CAO2_PAPER, SAMPLING_METHODS, _chunks, advance, check_number, decode_x0, image_noise
+from .sampler import check_eta, guided_sample, noise_seeds
 
 
 def select_confident(probs: torch.Tensor, labels: torch.Tensor, keep: int) -> torch.Tensor:
@@ -116,6 +116,9 @@ def cao2(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, class
         raise GenpriorError(f"CaO2's over-generation ratio must be a positive integer, got {ratio!r}")
     if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
         raise GenpriorError(f"refine_steps must be a non-negative integer, got {refine_steps!r}")
+    if check_number("refine_lr", refine_lr) <= 0 and refine_steps > 0:
+        raise GenpriorError(f"refine_lr must be positive (paper: 6e-4), got {refine_lr}")
+    check_eta(eta)
     check_condition(prior, condition)
     device = prior.out_mean.device
     net = load_classifier(classifier, real, device)

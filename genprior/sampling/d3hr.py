@@ -26,7 +26,7 @@ import torch
 
 from ..data import RealData
 from ..errors import GenpriorError
-from .methods import D3HR_PAPER, SAMPLING_METHODS, _chunks, advance
+from .methods import D3HR_PAPER, SAMPLING_METHODS, _chunks, advance, check_number
 from .modes import encode_class
 from .sampler import guided_denoiser, guided_sample, start_step
 
@@ -102,6 +102,14 @@ def d3hr(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, stren
     from ..priors.diffusion import ddim_invert
 
     _check_skew_over(skew_over)  # before the inversion's work
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise GenpriorError(f"D3HR needs at least one candidate group (e.g. --option candidates=10000), got "
+                            f"{candidates!r}")
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
+        raise GenpriorError(f"max_images is how many real images of a class are inverted (at least 1, or null for "
+                            f"all), got {max_images!r}")
+    if check_number("skew_weight", skew_weight) < 0:
+        raise GenpriorError(f"skew_weight must be >= 0 (a negative weight rewards skewed groups), got {skew_weight}")
     if not isinstance(guided_inversion, bool):
         raise GenpriorError(f"guided_inversion is true or false, got {guided_inversion!r}")
     denoiser = guided_denoiser if guided_inversion else (lambda p, labels: p._denoiser(labels, None))
@@ -127,6 +135,6 @@ def d3hr(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, stren
         group = group.view(ipc, *x0.shape[1:])
         for lo, hi in _chunks(ipc, chunk_size):
             out.append(guided_sample(prior, torch.full((hi - lo,), c, dtype=torch.long), x_T=group[lo:hi],
-                                     strength=strength))
+                                     strength=strength).cpu())
             advance(hi - lo)
     return torch.cat(out)

@@ -14,13 +14,23 @@ samples in the model's space, the last ``memory_size`` per class):
 
     G_D = −max_m cos(x̂₀, m).
 
-The sampler adds k·∇G_I + γ·∇G_D inside the window of steps. Settings of the public code
-(DiT-XL/2, 50 steps, ImageWoof IPC 50): k = 5, γ = 120, guidance at timesteps 30 to 45 of 50
-(read here as the window from 0.1 to 0.4 of the trajectory), memory 64 per class, 200 real
-images per class for ḡ, a ConvNet-6 surrogate trained 50 epochs and taken at epochs
-0, 5, 16 and 40 (its checkpoints were chosen where the class gradients' cosine to the last
-chosen one fell below 0.7). genprior's defaults take these numbers; its surrogate is the
-dataset's ConvNet (``genprior teacher``) with the snapshots the user saved.
+The sampler adds k·∇G_I + γ·∇G_D inside the window of steps (``form`` ``eps``, the issue's
+form: on the noise prediction). ``form`` ``sample`` applies the guidance as IGD's public code
+does (read in a copy of its sampler, ``p_sample`` of ``gaussian_diffusion.py``): after each
+step the next sample moves by ρ_t · k · ∇G_I, where ρ_t rescales the gradient so that its RMS
+is 0.0015 · RMS(ε) · √(1 − ᾱ_t) whatever its raw size (so k is a step size, not a gradient
+weight), and by −γ · ∇_{x_t} cos(x_t, m), the cosine of the *noisy* sample to its nearest
+memory entry. The code differentiates G_I with respect to x_t through the model; genprior's
+sampler keeps no graph through the model, so ∇G_I is taken at x̂₀ with ε held fixed (the
+chain factor 1/√ᾱ_t cancels in the rescaling; the model's Jacobian is what is left out).
+
+Settings of the public code (DiT-XL/2, 50 ancestral steps, ImageWoof IPC 50): k = 5, γ = 120,
+guidance while the respaced timestep t (49 … 0) lies in [30, 45], i.e. steps 4 to 19 of 50 (the
+window 0.08 to 0.4 of the trajectory here), memory 64 per class, 200 real images per class for
+ḡ, a ConvNet-6 surrogate trained 50 epochs and taken at epochs 0, 5, 16 and 40 (its
+checkpoints were chosen where the class gradients' cosine to the last chosen one fell below
+0.7). genprior's defaults take these numbers; its surrogate is the dataset's ConvNet
+(``genprior teacher``) with the snapshots the user saved.
 """
 from __future__ import annotations
 
@@ -32,8 +42,11 @@ import torch.nn.functional as F
 
 from ..data import RealData
 from ..errors import GenpriorError
-from .methods import IGD_PAPER, SAMPLING_METHODS, _chunks, advance, decode_x0, image_noise
-from .sampler import GUIDANCE, GuidanceTerm, StepContext, guided_sample, noise_seeds
+from .methods import IGD_PAPER, SAMPLING_METHODS, _chunks, advance, check_eta, check_number, decode_x0, image_noise
+from .sampler import GUIDANCE, GuidanceTerm, StepContext, check_window, guided_sample, noise_seeds
+
+FORMS = ("eps", "sample")
+CODE_STEP = 0.0015  # the public code's step: ρ_t · RMS(∇G_I) = 0.0015 · RMS(ε) · √(1 − ᾱ_t)
 
 
 def _flat_grad(loss: torch.Tensor, params: Sequence[torch.Tensor], create_graph: bool = False) -> torch.Tensor:
@@ -85,17 +98,13 @@ class InfluenceGuidance(GuidanceTerm):
 
     def __init__(self, nets: Sequence[torch.nn.Module], class_grads: Sequence[torch.Tensor],
                  to_images: Callable[[torch.Tensor], torch.Tensor], scale: float = 5.0, diversity: float = 120.0,
-                 memory_size: int = 64, start: float = 0.1, stop: float = 0.4):
+                 memory_size: int = 64, start: float = 0.08, stop: float = 0.4, form: str = "eps"):
+        check_term_options(scale, diversity, memory_size, start, stop, form)
         super().__init__(start, stop)
         if not nets or len(nets) != len(class_grads):
             raise GenpriorError("influence guidance needs one class-gradient table per surrogate snapshot")
-        if scale < 0 or diversity < 0 or (scale == 0 and diversity == 0):
-            raise GenpriorError(f"influence guidance needs scale k >= 0 and diversity γ >= 0, not both 0; got "
-                                f"{scale} and {diversity}")
-        if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
-            raise GenpriorError(f"the diversity memory holds at least one sample per class, got {memory_size!r}")
         self.nets, self.class_grads, self.to_images = list(nets), list(class_grads), to_images
-        self.scale, self.diversity, self.memory_size = float(scale), float(diversity), memory_size
+        self.scale, self.diversity, self.memory_size, self.form = float(scale), float(diversity), memory_size, form
         self.memory: Dict[int, torch.Tensor] = {}
 
     def remember(self, x0: torch.Tensor, labels: torch.Tensor) -> None:
@@ -128,16 +137,57 @@ class InfluenceGuidance(GuidanceTerm):
                        if mem is not None else x0.new_zeros(()))
         return torch.stack(out)
 
-    def gradient(self, ctx: StepContext) -> torch.Tensor:
+    def _influence_grad(self, x0: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
-            x0 = ctx.x0_hat.detach().requires_grad_(True)
-            objective = x0.new_zeros(())
-            if self.scale > 0:
-                objective = objective + self.scale * self.influence(x0, ctx.labels, create_graph=True).sum()
-            if self.diversity > 0 and self.memory:
-                objective = objective - self.diversity * self.closeness(x0, ctx.labels).sum()
-            grad = torch.autograd.grad(objective, x0, allow_unused=True)[0] if objective.requires_grad else None
-        return torch.zeros_like(x0) if grad is None else grad
+            x0 = x0.detach().requires_grad_(True)
+            return torch.autograd.grad(self.influence(x0, labels, create_graph=True).sum(), x0)[0]
+
+    def _closeness_grad(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            return torch.autograd.grad(self.closeness(z, labels).sum(), z)[0]
+
+    def gradient(self, ctx: StepContext) -> Optional[torch.Tensor]:
+        if self.form != "eps":
+            return None
+        grad = torch.zeros_like(ctx.x0_hat)
+        if self.scale > 0:
+            grad = grad + self.scale * self._influence_grad(ctx.x0_hat, ctx.labels)
+        if self.diversity > 0 and self.memory:
+            grad = grad - self.diversity * self._closeness_grad(ctx.x0_hat, ctx.labels)
+        return grad
+
+    def shift(self, ctx: StepContext, sigma: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.form != "sample":
+            return None
+        moved = torch.zeros_like(ctx.x_t)
+        if self.diversity > 0 and self.memory:
+            moved = moved - self.diversity * self._closeness_grad(ctx.x_t, ctx.labels)
+        if self.scale > 0:
+            grad = self._influence_grad(ctx.x0_hat, ctx.labels)
+            eps = (ctx.x_t - ctx.alpha.sqrt() * ctx.x0_hat) / (1 - ctx.alpha).sqrt()
+            rho = CODE_STEP * _rms(eps) * (1 - ctx.alpha).sqrt() / _rms(grad).clamp_min(1e-20)
+            moved = moved + self.scale * rho * grad
+        return moved
+
+
+def _rms(v: torch.Tensor) -> torch.Tensor:
+    """Each sample's root mean square, shaped to broadcast over it."""
+    return v.flatten(1).pow(2).mean(1).sqrt().view(-1, *([1] * (v.dim() - 1)))
+
+
+def check_term_options(scale: Any, diversity: Any, memory_size: Any, start: Any, stop: Any, form: Any) -> None:
+    """IGD's term options, checked before any work (one line naming the fix)."""
+    scale, diversity = check_number("scale", scale), check_number("diversity", diversity)
+    if scale < 0 or diversity < 0 or (scale == 0 and diversity == 0):
+        raise GenpriorError(f"influence guidance needs scale k >= 0 and diversity γ >= 0, not both 0; got "
+                            f"{scale} and {diversity}")
+    if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 1:
+        raise GenpriorError(f"the diversity memory holds at least one sample per class, got {memory_size!r}")
+    check_window(start, stop)
+    if form not in FORMS:
+        raise GenpriorError(f"influence guidance form must be one of {', '.join(FORMS)} (sample: as IGD's code "
+                            f"applies it), got {form!r}")
 
 
 def load_surrogate(folder: Any, real: RealData, snapshots: Optional[Sequence[int]], device: torch.device
@@ -171,17 +221,22 @@ def load_surrogate(folder: Any, real: RealData, snapshots: Optional[Sequence[int
 @SAMPLING_METHODS.register("igd", summary="influence guidance from a surrogate of the real data, with a diversity "
                            "memory per class", paper=IGD_PAPER)
 def igd(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, surrogate: Optional[str] = None,
-        snapshots: Any = None, scale: float = 5.0, diversity: float = 120.0, start: float = 0.1, stop: float = 0.4,
-        memory_size: int = 64, grad_images: int = 200, eta: float = 0.0) -> torch.Tensor:
+        snapshots: Any = None, scale: float = 5.0, diversity: float = 120.0, start: float = 0.08, stop: float = 0.4,
+        memory_size: int = 64, grad_images: int = 200, eta: float = 0.0, form: str = "eps") -> torch.Tensor:
     """Round by round, one sample of every class per round; each finished round enters the
     classes' diversity memories before the next is drawn (the paper draws one image at a time).
     Image i of a class starts from the noise ``genprior generate`` draws for it and depends only
     on the rounds before it, so the sets are nested: IPC 10 is the first 10 of IPC 50."""
+    check_term_options(scale, diversity, memory_size, start, stop, form)  # before the surrogate's work
+    check_eta(eta)
+    if isinstance(grad_images, bool) or not isinstance(grad_images, int) or grad_images < 1:
+        raise GenpriorError(f"grad_images is how many real images per class give the mean gradient (e.g. 200), "
+                            f"got {grad_images!r}")
     device = prior.out_mean.device
     nets = load_surrogate(surrogate, real, snapshots, device)
     grads = [class_gradients(net, real, per_class=grad_images, seed=seed) for net in nets]
     term = InfluenceGuidance(nets, grads, lambda x0: decode_x0(prior, x0, real.resolution), scale=scale,
-                             diversity=diversity, memory_size=memory_size, start=start, stop=stop)
+                             diversity=diversity, memory_size=memory_size, start=start, stop=stop, form=form)
     images = torch.empty((real.num_classes * ipc, real.channels, real.resolution, real.resolution))
     for r in range(ipc):
         labels = torch.arange(real.num_classes)

@@ -28,7 +28,7 @@ from ..registry import Registry
 from ..synset import SyntheticSet
 from .mode import ModeGuidance
 from .modes import class_modes
-from .sampler import _check, guided_sample, noise_seeds
+from .sampler import _check, check_eta, check_strength, guided_sample, noise_seeds
 
 SAMPLING_METHODS = Registry("training-free method")
 D4M_PAPER = "Su, Hou, Lin & Wang, D4M: Dataset Distillation via Disentangled Diffusion Model, CVPR 2024"
@@ -43,6 +43,14 @@ def _chunks(n: int, size: int):
         yield lo, min(n, lo + size)
 
 
+def check_number(name: str, value: Any) -> float:
+    """A real-valued method option, or one line naming what it takes."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (
+            float("inf"), float("-inf")):
+        raise GenpriorError(f"option {name} takes a finite number, e.g. --option {name}=0.1; got {value!r}")
+    return float(value)
+
+
 def decode_x0(prior: Any, x0: torch.Tensor, resolution: int) -> torch.Tensor:
     """Clean samples in the prior's denoising space -> images normalised like its data at
     ``resolution``, differentiably (what a classifier of the real data sees)."""
@@ -53,13 +61,14 @@ def decode_x0(prior: Any, x0: torch.Tensor, resolution: int) -> torch.Tensor:
 @SAMPLING_METHODS.register("d4m", summary="k-means prototypes of encoded real images, img2img with their class",
                            paper=D4M_PAPER)
 def d4m(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, strength: float = 0.7) -> torch.Tensor:
+    check_strength(strength)  # before the k-means' work
     prototypes = class_modes(prior, real, ipc, seed)
     labels = class_labels(real.num_classes, ipc)
     index = class_index(real.num_classes, ipc)
     out = []
     for lo, hi in _chunks(len(labels), chunk_size):
         out.append(guided_sample(prior, labels[lo:hi], x0=prototypes[lo:hi], strength=strength,
-                                 noise_seeds=noise_seeds(seed, labels[lo:hi], index[lo:hi])))
+                                 noise_seeds=noise_seeds(seed, labels[lo:hi], index[lo:hi])).cpu())
         advance(hi - lo)
     return torch.cat(out)
 
@@ -68,6 +77,8 @@ def d4m(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, streng
                            paper=MGD3_PAPER)
 def mgd3(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, scale: float = 0.1,
          stop: float = 0.5, start: float = 0.0, eta: float = 0.0, form: str = "eps") -> torch.Tensor:
+    ModeGuidance.check_options(scale, start, stop, form)  # before the k-means' work
+    check_eta(eta)
     term = ModeGuidance(class_modes(prior, real, ipc, seed), scale=scale, start=start, stop=stop, form=form)
     labels = class_labels(real.num_classes, ipc)
     index = class_index(real.num_classes, ipc)
@@ -75,7 +86,7 @@ def mgd3(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, scale
     for lo, hi in _chunks(len(labels), chunk_size):
         x_T = image_noise(prior, labels[lo:hi], index[lo:hi], seed)
         out.append(guided_sample(prior, labels[lo:hi], x_T=x_T, terms=[term], index=torch.arange(lo, hi), eta=eta,
-                                 noise_seeds=noise_seeds(seed, labels[lo:hi], index[lo:hi])))
+                                 noise_seeds=noise_seeds(seed, labels[lo:hi], index[lo:hi])).cpu())
         advance(hi - lo)
     return torch.cat(out)
 

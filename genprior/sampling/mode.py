@@ -6,10 +6,12 @@ are k-means centres of the class's encoded real images (``genprior.sampling.mode
 sample."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..errors import GenpriorError
-from .sampler import GUIDANCE, GuidanceTerm, StepContext
+from .sampler import GUIDANCE, GuidanceTerm, StepContext, check_window
 
 
 @GUIDANCE.register("mode", summary="MGD3: steer each sample towards its class mode (closed form)",
@@ -24,15 +26,20 @@ class ModeGuidance(GuidanceTerm):
 
     def __init__(self, modes: torch.Tensor, scale: float = 0.1, start: float = 0.0, stop: float = 0.5,
                  form: str = "eps"):
+        self.check_options(scale, start, stop, form)
         super().__init__(start, stop)
-        if form not in self.FORMS:
-            raise GenpriorError(f"mode guidance form must be one of {', '.join(self.FORMS)}, got {form!r}")
-        self.form = form
         if not isinstance(modes, torch.Tensor) or modes.dim() < 2:
             raise GenpriorError("mode guidance needs one mode per sample: a tensor (N, ...) in the model's space")
-        if not scale > 0:
-            raise GenpriorError(f"the mode guidance scale must be positive, got {scale}")
-        self.modes, self.scale = modes, float(scale)
+        self.modes, self.scale, self.form = modes, float(scale), form
+
+    @classmethod
+    def check_options(cls, scale: Any, start: Any, stop: Any, form: Any) -> None:
+        """The term's options, checked before any work (one line naming the fix)."""
+        if form not in cls.FORMS:
+            raise GenpriorError(f"mode guidance form must be one of {', '.join(cls.FORMS)}, got {form!r}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+            raise GenpriorError(f"the mode guidance scale λ must be a positive number (paper: 0.1), got {scale!r}")
+        check_window(start, stop)
 
     def _pull(self, ctx: StepContext) -> torch.Tensor:
         modes = self.modes.to(ctx.x0_hat.device)[ctx.index]

@@ -49,8 +49,7 @@ class GuidanceTerm(ABC):
     0 the first step, 1 after the last)."""
 
     def __init__(self, start: float = 0.0, stop: float = 1.0):
-        if not 0.0 <= start < stop <= 1.0:
-            raise GenpriorError(f"a guidance window needs 0 <= start < stop <= 1, got start={start}, stop={stop}")
+        check_window(start, stop)
         self.start, self.stop = float(start), float(stop)
 
     def active(self, i: int, n: int) -> bool:
@@ -65,6 +64,14 @@ class GuidanceTerm(ABC):
         ancestral noise scale, 0 under DDIM); None (the default): nothing. For terms whose
         reference code moves the sample rather than the noise prediction."""
         return None
+
+
+def check_window(start: Any, stop: Any) -> None:
+    """A guidance window: fractions of the trajectory, 0 <= start < stop <= 1."""
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in (start, stop)) \
+            or not 0.0 <= start < stop <= 1.0:
+        raise GenpriorError(f"a guidance window needs 0 <= start < stop <= 1 (fractions of the trajectory), got "
+                            f"start={start!r}, stop={stop!r}")
 
 
 def _check(prior: Any) -> None:
@@ -99,10 +106,10 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
     sample's place in the whole set, for terms that hold one target per sample (default
     0..N-1). ``return_x0`` returns the final sample in the model's space instead of images."""
     _check(prior)
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
-        raise GenpriorError(f"eta must lie in [0, 1] (0: DDIM, 1: ancestral), got {eta}")
-    if not 0.0 <= strength <= 1.0:
-        raise GenpriorError(f"strength must lie in [0, 1], got {strength}")
+    check_eta(eta)
+    check_strength(strength)
+    if x0 is not None and x_T is not None:
+        raise GenpriorError("guided_sample starts from x_T (noise) or from x0 (img2img), not both: pass one")
     device = prior.out_mean.device
     labels = prior.check_labels(labels).to(device)
     n = labels.shape[0]
@@ -164,6 +171,16 @@ def guided_sample(prior: Any, labels: torch.Tensor, x_T: Optional[torch.Tensor] 
     return prior.from_m11(resize_images(prior._from_x0(x).float(), prior.card["output_resolution"]))
 
 
+def check_eta(eta: Any) -> None:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
+        raise GenpriorError(f"eta must lie in [0, 1] (0: DDIM, 1: ancestral), got {eta!r}")
+
+
+def check_strength(strength: Any) -> None:
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise GenpriorError(f"strength must lie in [0, 1] (the share of the trajectory that runs), got {strength!r}")
+
+
 def guided_denoiser(prior: Any, labels: torch.Tensor):
     """The prior's model for ``labels`` with its classifier-free guidance applied, as a denoiser
     ``fn(x, t, drop)`` (``drop`` ignored: the guidance decides), e.g. for ``ddim_invert``."""
@@ -197,7 +214,8 @@ def noise_seeds(seed: int, classes: Sequence[int], indices: Sequence[int]) -> li
 
 
 def make_terms(specs: Sequence[Dict[str, Any]]) -> list:
-    """Terms from ``[{"name": "mode", ...options}]`` (a config or a recipe)."""
+    """Terms built by name from ``GUIDANCE``: ``[{"name": "test-brighter", ...options}]``, for a
+    user's own sampling loop over registered terms (the recipes build theirs directly)."""
     terms = []
     for spec in specs:
         spec = dict(spec)
