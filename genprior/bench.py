@@ -483,12 +483,14 @@ def recipe_defaults(cmd: List[str]) -> Optional[Dict[str, Any]]:
 def cell_protocol(config: Dict[str, Any], kind: str):
     """The protocol an evaluation cell trains under: the config's (``eval``), the same without
     any augmentation (``plain``, DD-Ranking's ARS: no DSA, crops nor CutMix), or the same on the
-    set's hard labels without a teacher (``hard``, DD-Ranking's HLR under a soft-label protocol)."""
+    set's hard labels without a teacher and without augmentation (``hard``, DD-Ranking's HLR
+    under a soft-label protocol: its hard-label runs, of the set and of the whole train split,
+    take no augmentation by default, ``use_aug_for_hard=False``)."""
     proto = protocol(config)
     if kind == "plain":
         return replace(proto, name=f"{proto.name}-noaug", dsa=False, augment="dsa", cutmix=0.0)
     if kind == "hard":
-        return replace(proto, name=f"{proto.name}-hard", temperature=0.0)
+        return replace(proto, name=f"{proto.name}-hard-noaug", temperature=0.0, dsa=False, augment="dsa", cutmix=0.0)
     return proto
 
 
@@ -745,13 +747,15 @@ def _prepare(config: Dict[str, Any], out: Path) -> None:
 
 
 def resolved_protocols(config: Dict[str, Any]) -> Dict[str, Any]:
-    """The protocols the cells train under, resolved: settings and code revision per cell kind."""
+    """The protocols the cells train under, resolved: settings and code revision per cell kind
+    the config has (``plain`` with the scores, ``hard`` with the scores under a soft protocol)."""
     from dataclasses import asdict
 
     from .evaluate import protocol_revision
 
+    kinds = ["eval"] + (["plain"] if config.get("scores") else []) + (["hard"] if whole_kind(config) == "hard" else [])
     return {kind: {**json.loads(json.dumps(asdict(p))), "revision": protocol_revision(p)}
-            for kind, p in ((k, cell_protocol(config, k)) for k in ("eval", "plain", "hard"))}
+            for kind, p in ((k, cell_protocol(config, k)) for k in kinds)}
 
 
 def _check_protocols(config: Dict[str, Any], out: Path) -> None:
@@ -760,7 +764,8 @@ def _check_protocols(config: Dict[str, Any], out: Path) -> None:
     protocol whose settings or code changed since) is refused rather than mixed."""
     resolved = resolved_protocols(config)
     path = out / "protocols.json"
-    if path.exists() and json.loads(path.read_text()) != resolved:
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    if any(kind in saved and saved[kind] != p for kind, p in resolved.items()):
         raise GenpriorError(f"{out} holds cells computed under other settings or code of protocol "
                             f"{protocol(config).name!r} ({path}); use another --out, or --redo 'eval|' (and 'plain|', "
                             f"'hard|') and delete {path.name}")
@@ -950,7 +955,10 @@ def reuse(config: Dict[str, Any], out: Path, source: Path) -> List[str]:
             if move is not None and move[0] != move[1]:
                 if move[1].exists():
                     shutil.rmtree(move[1])
-                shutil.copytree(move[0], move[1])
+                partial = move[1].with_name(move[1].name + ".copying")  # a crash mid-copy leaves no half a set
+                shutil.rmtree(partial, ignore_errors=True)
+                shutil.copytree(move[0], partial)
+                partial.rename(move[1])
                 moves.insert(0, move)
             value = _moved(value, moves)
             kind, parts = key.split("|")[0], key.split("|")
@@ -1009,8 +1017,15 @@ def remeasure_diversity(config: Dict[str, Any], out: Path) -> List[str]:
 
 
 def forget(config: Dict[str, Any], out: Path, text: str) -> List[str]:
-    """``--redo``: forget the finished cells whose key holds ``text``, with their files."""
-    keys = [k for k in cells(config) if text in k]
+    """``--redo``: forget the finished cells whose key holds ``text``, with their files, and
+    every cell computed from them (a rebuilt set's evaluations, a redone setup step's builds),
+    so that no result of the old set stays beside the new one."""
+    order, deps = cells(config), dependencies(config)
+    gone = {k for k in order if text in k}
+    for key in order:  # dependencies come first in the order, so one pass closes the set
+        if any(d in gone for d in deps(key)):
+            gone.add(key)
+    keys = [k for k in order if k in gone]
 
     def artifacts(key: str) -> List[Path]:
         parts = key.split("|")

@@ -1033,7 +1033,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only the cells whose key holds TEXT, e.g. 'build|' or '|dm|'; repeatable (any of them), "
                         "e.g. --only 'build|' --only '|convnet|' for every set and its ConvNet cells first")
     p.add_argument("--redo", metavar="TEXT", help="forget the finished cells whose key holds TEXT (results and files), "
-                                                  "so that the next run computes them again; then stop")
+                                                  "and the cells computed from them (a set's evaluations, a setup "
+                                                  "step's builds), so that the next run computes them again; then stop")
     p.add_argument("--reuse", metavar="DIR", action="append",
                    help="first take the finished cells another benchmark folder computed identically (same command, "
                         "data, network, model and protocol; e.g. random real or pixel DM rows), copying their sets; "

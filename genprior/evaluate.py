@@ -257,6 +257,7 @@ def train_net(
     teacher: Optional[torch.nn.Module] = None,
     tester=None,
     fresh: Optional[Callable[[int], torch.Tensor]] = None,
+    keep_state: bool = False,
 ) -> torch.nn.Module:
     """SGD on (images, targets) for ``protocol.epochs``; lr ×0.1 and a fresh optimiser at the drop,
     or the protocol's multistep or cosine schedule (and AdamW, where it says so). With ``protocol.temperature`` > 0,
@@ -268,7 +269,8 @@ def train_net(
     generators, epoch) is saved there every ``save_every`` epochs and a saved state
     is picked up first, so a killed training continues where it stopped: bit-identically
     on a CPU (CUDA kernels are not deterministic to begin with). The file is removed
-    once training ends.
+    once training ends (``keep_state``: the caller removes it once it has recorded what it
+    measures on the network, so that a kill while testing does not retrain from scratch).
 
     ``timing``, when given, receives ``train_s``: the training seconds over every part of
     a resumed training, or ``None`` when an earlier part did not record its time. With
@@ -371,7 +373,7 @@ def train_net(
                               None if before is None else before + time.time() - t0, best if testing else None)
         if on_epoch is not None:
             on_epoch()
-    if state_path is not None:
+    if state_path is not None and not keep_state:
         state_path.unlink(missing_ok=True)
     if timing is not None:
         timing["train_s"] = None if before is None else before + time.time() - t0
@@ -588,12 +590,13 @@ def evaluate_synset(
                         bests.append(finished["best_acc"])
                     if attack is not None:
                         robust.append(finished["robust_acc"])
+                    state.unlink(missing_ok=True)
                     bar.update(proto.epochs)
                     continue
             timing: Dict[str, Any] = {}
             fresh = on_the_fly_draws(synset, test, seed + i, device=str(dev), prior=generator) if on_the_fly else None
             train_net(net, images, targets, proto, dsa, gen, on_epoch=lambda: bar.update(1), state_path=state,
-                      timing=timing, teacher=teacher_net, tester=tester, fresh=fresh)
+                      timing=timing, teacher=teacher_net, tester=tester, fresh=fresh, keep_state=True)
             t_test = time.time()
             accs.append(test_accuracy(net, test, dev))
             times.append(None if timing["train_s"] is None else timing["train_s"] + time.time() - t_test)
@@ -606,6 +609,7 @@ def evaluate_synset(
                 unit["robust_acc"] = robust[-1]
             if done is not None:
                 write_json_atomic({"for": key, **unit}, done)
+                state.unlink(missing_ok=True)
         mean, std = mean_std(accs)
         results[arch] = {"accs": accs, "mean": mean, "std": std, "time_s": time.time() - t0}
         if tester is not None:

@@ -18,7 +18,10 @@ onto [0, 1], which holds for accuracies given as fractions; DD-Ranking's code pa
 percentages (its ``validate`` returns top-1 in percent), which takes the score out of
 that range, so genprior takes fractions and refuses numbers above 1. Like DD-Ranking,
 scores are computed per evaluation run (model i of each evaluation, paired by seed)
-and then averaged.
+and then averaged. Each accuracy is the network's after its last epoch, as every genprior
+table reports; DD-Ranking keeps the best test accuracy over its periodic tests (and searches
+the learning rate of the hard-label and random runs), which a protocol with ``tests`` records
+beside (``best_acc``) but the scores do not take.
 """
 from __future__ import annotations
 

@@ -40,6 +40,9 @@ def test_a_killed_bench_resumes_and_never_recomputes_a_cell(tmp_path):
     assert forget(config, out, "eval|all") == ["eval|all|1|0|convnet|0"]
     assert "eval-all-1-0-convnet-0.json" not in _files(out)
     assert run_bench(config, out, progress=False) == 1
+    # a rebuilt set takes its evaluations with it: none of the old set's results stays
+    assert forget(config, out, "build|random") == ["build|random|1|0", "eval|random|1|0|convnet|0"]
+    assert sorted(_files(out)) == ["build-all-1-0.json", "eval-all-1-0-convnet-0.json"]
 
 
 KILLER = """
@@ -176,7 +179,9 @@ def test_scores_under_a_soft_label_protocol_take_hlr_from_hard_label_cells():
     assert cells(config) == ["build|random|1|0", "eval|random|1|0|convnet|0", "plain|random|1|0|convnet|0",
                              "hard|random|1|0|convnet|0", "build|whole|0|0", "hard|whole|0|0|convnet|0"]
     hard, plain, own = (cell_protocol(config, kind) for kind in ("hard", "plain", "eval"))
-    assert own.temperature == 20.0 and hard.temperature == 0.0 and hard.augment == own.augment == "crop"
+    assert own.temperature == 20.0 and hard.temperature == 0.0 and own.augment == "crop"
+    # as DD-Ranking's hard-label runs (use_aug_for_hard=False): no augmentation either
+    assert (hard.dsa, hard.augment, hard.cutmix) == (plain.dsa, plain.augment, plain.cutmix)
     assert (plain.dsa, plain.augment, plain.cutmix) == (False, "dsa", 0.0)
     # HLR reads the hard-label cells: full 0.9 and set 0.5 there, though the soft cells say otherwise
     from genprior.bench import scores
