@@ -355,7 +355,7 @@ def test_influence_guidance_in_its_reference_form_takes_normalised_steps_on_the_
     """``form=sample``, as IGD's code: the next sample moves by ρ_t k ∇G_I with RMS
     0.0015 · RMS(ε) · √(1 − ᾱ_t) · k whatever the raw gradient's size, and the diversity term
     pushes the noisy sample away from its nearest memory entry."""
-    from genprior.sampling.influence import CODE_STEP, InfluenceGuidance, class_gradients, load_surrogate
+    from genprior.sampling.influence import CODE_STEP, InfluenceGuidance, class_gradients, code_diversity, load_surrogate
     from genprior.sampling.methods import decode_x0
     from genprior.sampling.sampler import StepContext
 
@@ -395,6 +395,7 @@ def test_influence_guidance_in_its_reference_form_takes_normalised_steps_on_the_
     far.remember(torch.randn(6, 1, 8, 8, generator=gen), torch.tensor([0, 0, 1, 1, 2, 2]))
     pushed = x_t + far.shift(ctx, torch.tensor(0.1))
     assert (far.closeness(pushed, labels) < far.closeness(x_t, labels)).all()
+    assert code_diversity(prior) == pytest.approx(120 * 64 / 4096)  # the code's γ per value, on 8 x 8 samples
 
 
 def test_skewness_and_the_d3hr_group_is_the_best_scored_candidate():

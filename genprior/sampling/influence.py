@@ -30,7 +30,9 @@ window 0.08 to 0.4 of the trajectory here), memory 64 per class, 200 real images
 ḡ, a ConvNet-6 surrogate trained 50 epochs and taken at epochs 0, 5, 16 and 40 (its
 checkpoints were chosen where the class gradients' cosine to the last chosen one fell below
 0.7). genprior's defaults take these numbers; its surrogate is the dataset's ConvNet
-(``genprior teacher``) with the snapshots the user saved.
+(``genprior teacher``) with the snapshots the user saved, and its γ the code's push per value
+(``code_diversity``: 120 · D / 4096 for a prior of D values per sample; at 120 the pixel prior's
+second image of every class, the first with a memory, ends as a white blot).
 """
 from __future__ import annotations
 
@@ -47,6 +49,16 @@ from .sampler import GUIDANCE, GuidanceTerm, StepContext, check_window, guided_s
 
 FORMS = ("eps", "sample")
 CODE_STEP = 0.0015  # the public code's step: ρ_t · RMS(∇G_I) = 0.0015 · RMS(ε) · √(1 − ᾱ_t)
+CODE_DIVERSITY, CODE_VALUES = 120.0, 4 * 32 * 32  # the code's γ, on DiT-XL/2's 4 x 32 x 32 latents at 256 px
+
+
+def code_diversity(prior: Any) -> float:
+    """γ with the public code's push per value: the gradient of a cosine shrinks as 1/D per
+    value of a D-value sample, so γ = 120 · D / 4096 (23 on a 28 x 28 pixel prior)."""
+    values = 1
+    for n in prior.latent_shape:
+        values *= int(n)
+    return CODE_DIVERSITY * values / CODE_VALUES
 
 
 def _flat_grad(loss: torch.Tensor, params: Sequence[torch.Tensor], create_graph: bool = False) -> torch.Tensor:
@@ -221,12 +233,16 @@ def load_surrogate(folder: Any, real: RealData, snapshots: Optional[Sequence[int
 @SAMPLING_METHODS.register("igd", summary="influence guidance from a surrogate of the real data, with a diversity "
                            "memory per class", paper=IGD_PAPER)
 def igd(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, surrogate: Optional[str] = None,
-        snapshots: Any = None, scale: float = 5.0, diversity: float = 120.0, start: float = 0.08, stop: float = 0.4,
-        memory_size: int = 64, grad_images: int = 200, eta: float = 0.0, form: str = "eps") -> torch.Tensor:
+        snapshots: Any = None, scale: float = 5.0, diversity: Optional[float] = None, start: float = 0.08,
+        stop: float = 0.4, memory_size: int = 64, grad_images: int = 200, eta: float = 1.0, form: str = "sample"
+        ) -> torch.Tensor:
     """Round by round, one sample of every class per round; each finished round enters the
     classes' diversity memories before the next is drawn (the paper draws one image at a time).
     Image i of a class starts from the noise ``genprior generate`` draws for it and depends only
-    on the rounds before it, so the sets are nested: IPC 10 is the first 10 of IPC 50."""
+    on the rounds before it, so the sets are nested: IPC 10 is the first 10 of IPC 50. The
+    defaults are the public code's: its form, ancestral steps, k 5 and its γ per value
+    (``code_diversity``)."""
+    diversity = code_diversity(prior) if diversity is None else diversity
     check_term_options(scale, diversity, memory_size, start, stop, form)  # before the surrogate's work
     check_eta(eta)
     if isinstance(grad_images, bool) or not isinstance(grad_images, int) or grad_images < 1:
