@@ -76,13 +76,18 @@ def moment_score(groups: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, sk
     return (mean - mu).norm(dim=1) + (std - sigma).norm(dim=1) + skew_weight * skew.norm(dim=1)
 
 
+def _check_candidates(candidates: Any) -> None:
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise GenpriorError(f"D3HR needs at least one candidate group (e.g. --option candidates=10000), got "
+                            f"{candidates!r}")
+
+
 def best_group(mu: torch.Tensor, sigma: torch.Tensor, size: int, candidates: int, generator: torch.Generator,
                skew_weight: float = 0.1, batch: Optional[int] = None, skew_over: str = "dimensions"
                ) -> Tuple[torch.Tensor, float]:
     """The best of ``candidates`` groups of ``size`` draws from N(μ, σ²) (per dimension): (size, D)
     and its score. Groups are drawn ``batch`` at a time (default: about 2²⁴ values a batch)."""
-    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-        raise GenpriorError(f"D3HR needs at least one candidate group, got {candidates!r}")
+    _check_candidates(candidates)
     batch = batch or max(1, min(1000, 2 ** 24 // (size * mu.shape[0])))
     best, best_score = None, float("inf")
     for lo, hi in _chunks(candidates, batch):
@@ -102,9 +107,7 @@ def d3hr(prior: Any, real: RealData, ipc: int, seed: int, chunk_size: int, stren
     from ..priors.diffusion import ddim_invert
 
     _check_skew_over(skew_over)  # before the inversion's work
-    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-        raise GenpriorError(f"D3HR needs at least one candidate group (e.g. --option candidates=10000), got "
-                            f"{candidates!r}")
+    _check_candidates(candidates)
     if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
         raise GenpriorError(f"max_images is how many real images of a class are inverted (at least 1, or null for "
                             f"all), got {max_images!r}")

@@ -36,6 +36,7 @@ second image of every class, the first with a memory, ends as a white blot).
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -55,10 +56,7 @@ CODE_DIVERSITY, CODE_VALUES = 120.0, 4 * 32 * 32  # the code's γ, on DiT-XL/2's
 def code_diversity(prior: Any) -> float:
     """γ with the public code's push per value: the gradient of a cosine shrinks as 1/D per
     value of a D-value sample, so γ = 120 · D / 4096 (23 on a 28 x 28 pixel prior)."""
-    values = 1
-    for n in prior.latent_shape:
-        values *= int(n)
-    return CODE_DIVERSITY * values / CODE_VALUES
+    return CODE_DIVERSITY * math.prod(int(n) for n in prior.latent_shape) / CODE_VALUES
 
 
 def _flat_grad(loss: torch.Tensor, params: Sequence[torch.Tensor], create_graph: bool = False) -> torch.Tensor:

@@ -14,6 +14,7 @@ runs it in chunks, normalises like the data and wraps a ``SyntheticSet``
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Optional, Sequence
 
 import torch
@@ -45,8 +46,7 @@ def _chunks(n: int, size: int):
 
 def check_number(name: str, value: Any) -> float:
     """A real-valued method option, or one line naming what it takes."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (
-            float("inf"), float("-inf")):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise GenpriorError(f"option {name} takes a finite number, e.g. --option {name}=0.1; got {value!r}")
     return float(value)
 
