@@ -125,6 +125,21 @@ def test_mode_guidance_in_its_reference_form_moves_the_sample(prior):
         ModeGuidance(modes, form="x0")
 
 
+def test_a_diverging_guided_trajectory_is_refused_with_the_fix(prior):
+    """A term steering so hard that each step overshoots the last ends in unbounded samples:
+    the sampler refuses them, naming the term, rather than return them as images; the same
+    term at a sane scale samples."""
+    labels = torch.tensor([0, 1, 2, 0])
+    x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    modes = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(2)).clamp(-1, 1)
+    wild = ModeGuidance(modes, scale=1e6, stop=1.0, form="sample")
+    with pytest.raises(GenpriorError, match="diverged.*lower the guidance scale of ModeGuidance"):
+        guided_sample(prior, labels, x_T, terms=[wild], eta=1.0, noise_seeds=list(range(4)))
+    sane = guided_sample(prior, labels, x_T, terms=[ModeGuidance(modes, scale=0.2, stop=1.0, form="sample")],
+                         eta=1.0, noise_seeds=list(range(4)), return_x0=True)
+    assert torch.isfinite(sane).all() and sane.abs().max() < 1e3
+
+
 def test_ancestral_steps_are_diffusers_ddim_steps_with_eta(prior):
     """eta 1, step by step as diffusers' DDIMScheduler.step(eta=1) with the same step noise; the
     last step adds none (its ᾱ_prev is 1)."""
